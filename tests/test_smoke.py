@@ -1,0 +1,8 @@
+import jax
+
+import aplx
+
+
+def test_version_and_fake_devices():
+  assert aplx.__version__
+  assert jax.device_count() == 8, "tests/conftest.py should give 8 fake CPU devices"
