@@ -1,0 +1,231 @@
+"""Shared machinery for aplx.losses: input validation, log-space statistics, metadata, label checks.
+
+Everything here runs at trace time (shapes, dtypes, Python hyperparameters) except `_Stats`, which
+builds the few log-space quantities every loss is written in.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+from typing import Callable
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.experimental import checkify
+
+# A = log q for the zero entries of the one-hot label in RCE, as the authors' code effectively uses
+# (one-hot clamped to [1e-4, 1]). The paper's text uses A = -4 (our default).
+AUTHORS_LOG_ZERO = math.log(1e-4)
+
+_FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Metadata
+# ----------------------------------------------------------------------------------------------------
+
+
+def _annotate(kind: str, needs_key: bool = False) -> Callable[[Callable], Callable]:
+  """Attaches `kind` ('active' / 'passive' / 'active+passive') and `needs_key` to a loss function."""
+
+  def wrap(fn):
+    fn.kind = kind
+    fn.needs_key = needs_key
+    return fn
+
+  return wrap
+
+
+# ----------------------------------------------------------------------------------------------------
+# Validation (trace time)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _validate(name: str, logits, labels) -> tuple[jax.Array, jax.Array, int]:
+  """Checks ranks and dtypes; returns (logits in compute dtype, labels, K)."""
+  logits = jnp.asarray(logits) if not isinstance(logits, jax.Array) else logits
+  labels = jnp.asarray(labels) if not isinstance(labels, jax.Array) else labels
+  if logits.ndim < 1:
+    raise ValueError(
+        f"{name}: `logits` must have shape [..., num_classes], got a scalar. Add a class axis.")
+  if not jnp.issubdtype(logits.dtype, jnp.floating):
+    raise TypeError(
+        f"{name}: `logits` must be floating point (float32, bfloat16, float16, float64), got "
+        f"{logits.dtype}. Cast with logits.astype(jnp.float32).")
+  if not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(
+        f"{name}: `labels` must be integer class ids of shape logits.shape[:-1], got dtype "
+        f"{labels.dtype}. If you have one-hot labels use labels.argmax(-1); if you have float ids "
+        f"use labels.astype(jnp.int32).")
+  if labels.shape != logits.shape[:-1]:
+    hint = ""
+    if labels.shape == logits.shape:
+      hint = " It looks one-hot: pass labels.argmax(-1)."
+    elif labels.ndim == logits.ndim - 2 or labels.ndim == logits.ndim:
+      hint = " Check that `logits` has exactly one trailing class axis."
+    raise ValueError(
+        f"{name}: `labels` must have shape logits.shape[:-1] = {logits.shape[:-1]} (one integer "
+        f"class id per example), got {labels.shape}.{hint}")
+  num_classes = logits.shape[-1]
+  if num_classes < 2:
+    raise ValueError(
+        f"{name}: need at least 2 classes on the last axis of `logits`, got K = {num_classes}.")
+  compute = jnp.promote_types(logits.dtype, jnp.float32)
+  return logits.astype(compute), labels, num_classes
+
+
+def _is_static(x) -> bool:
+  return isinstance(x, (numbers.Number, np.ndarray, np.generic)) and not isinstance(x, bool)
+
+
+def _check_range(name: str, arg: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False,
+                 fix: str = "") -> None:
+  """Validates a Python/NumPy hyperparameter; traced values are left alone (no host sync)."""
+  if isinstance(value, bool):
+    raise TypeError(f"{name}: `{arg}` must be a number, got the bool {value}.")
+  if not _is_static(value):
+    if isinstance(value, jax.Array) and not isinstance(value, jax.core.Tracer):
+      value = np.asarray(value)
+    else:
+      return
+  v = np.asarray(value, dtype=np.float64)
+  if v.size and not np.all(np.isfinite(v)):
+    raise ValueError(f"{name}: `{arg}` must be finite, got {value}.")
+  bad = False
+  if lo is not None:
+    bad |= bool(np.any(v <= lo) if lo_open else np.any(v < lo))
+  if hi is not None:
+    bad |= bool(np.any(v >= hi) if hi_open else np.any(v > hi))
+  if bad:
+    left = "(" if lo_open else "["
+    right = ")" if hi_open else "]"
+    rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
+    raise ValueError(f"{name}: `{arg}` must be in {rng}, got {value}.{(' ' + fix) if fix else ''}")
+
+
+def _check_min_prob(name: str, min_prob, num_classes: int, arg: str = "min_prob") -> None:
+  if min_prob is None:
+    return
+  _check_range(name, arg, min_prob, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
+               fix="It is a probability clamp such as 1e-7.")
+  if _is_static(min_prob) and float(min_prob) * num_classes >= 1.0:
+    raise ValueError(
+        f"{name}: `{arg}` * K must be < 1 (got {min_prob} * {num_classes}); a clamp that large "
+        f"makes every probability equal. Use a smaller {arg}, e.g. 1e-7.")
+
+
+def _check_log_zero(name: str, log_zero) -> None:
+  _check_range(name, "log_zero", log_zero, hi=0.0, hi_open=True,
+               fix=f"It is A = log 0 := A < 0; the paper uses -4, the authors' code log(1e-4) = "
+               f"{AUTHORS_LOG_ZERO:.4f} (aplx.losses.AUTHORS_LOG_ZERO).")
+
+
+# ----------------------------------------------------------------------------------------------------
+# Log-space statistics
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class _Stats:
+  """Log-space pieces of softmax(z) over the last axis, computed once.
+
+  zc: z - max(z) (the max is a constant for autodiff: softmax is shift invariant).
+  log_norm: logsumexp(zc), in [0, log K].
+  logp_y: log p_y (NaN when the label is out of range, see `check_labels`).
+  num_classes: K.
+  """
+  zc: jax.Array
+  exp_zc: jax.Array
+  log_norm: jax.Array
+  logp_y: jax.Array
+  num_classes: int
+
+  @property
+  def logp(self) -> jax.Array:
+    """log p_k for every class, [..., K]."""
+    return self.zc - self.log_norm[..., None]
+
+  def sum_logp(self) -> jax.Array:
+    """sum_k log p_k = sum_k z_k - K logsumexp(z), with no per-logit log."""
+    return jnp.sum(self.zc, axis=-1) - self.num_classes * self.log_norm
+
+
+def _stats(z: jax.Array, labels: jax.Array) -> _Stats:
+  zc = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
+  exp_zc = jnp.exp(zc)
+  log_norm = jnp.log(jnp.sum(exp_zc, axis=-1))
+  zc_y = _gather(zc, labels)
+  return _Stats(zc=zc, exp_zc=exp_zc, log_norm=log_norm, logp_y=zc_y - log_norm,
+                num_classes=z.shape[-1])
+
+
+def _gather(x: jax.Array, labels: jax.Array) -> jax.Array:
+  """x[..., labels]; out-of-range (also negative) labels give NaN instead of a wrapped/clamped value."""
+  return jnp.take_along_axis(x, labels[..., None], axis=-1, mode="fill", fill_value=jnp.nan,
+                             wrap_negative_indices=False)[..., 0]
+
+
+def _one_minus_exp(logp: jax.Array) -> jax.Array:
+  """1 - exp(logp), accurate near logp = 0."""
+  return -jnp.expm1(logp)
+
+
+def _log_one_minus_exp(logp: jax.Array, tiny: float = 1e-30) -> jax.Array:
+  """log(1 - exp(logp)) for logp <= 0, finite with a finite gradient even at logp == 0.
+
+  At logp == 0 the true value is -inf; we evaluate at logp = -tiny (about -69), which only ever
+  multiplies a vanishing factor (e.g. log p in the focal loss), and the clamp stops the gradient.
+  """
+  return jnp.log(-jnp.expm1(jnp.minimum(logp, -tiny)))
+
+
+def _focal_factor(logp: jax.Array, gamma, detach: bool) -> jax.Array:
+  """(1 - p)^gamma from log p, NaN-free for gamma >= 0 (gamma == 0 gives exactly 1)."""
+  if _is_static(gamma) and float(gamma) == 0.0:
+    return jnp.ones_like(logp)
+  factor = jnp.exp(gamma * _log_one_minus_exp(logp))
+  return jax.lax.stop_gradient(factor) if detach else factor
+
+
+# ----------------------------------------------------------------------------------------------------
+# Opt-in label check
+# ----------------------------------------------------------------------------------------------------
+
+
+def check_labels(labels: jax.typing.ArrayLike, num_classes: int) -> None:
+  """Raises if any label is outside [0, num_classes).
+
+  Under `jax.jit` the losses cannot raise on data; an out-of-range label makes that example's loss
+  NaN (never a silently wrong finite value). Call this to get an error instead:
+
+  * eagerly (concrete labels): raises `ValueError` naming the bad values and positions;
+  * inside a jitted function: it records a `checkify` check, so wrap the function with
+    `jax.experimental.checkify.checkify` and call `err.throw()`:
+
+      checked = checkify.checkify(jax.jit(lambda z, y: (check_labels(y, 10), loss(z, y))[1]))
+      err, value = checked(logits, labels); err.throw()
+
+  Args:
+    labels: integer class ids, any shape.
+    num_classes: K.
+  """
+  if isinstance(labels, jax.core.Tracer):
+    labels = jnp.asarray(labels)
+    checkify.check(
+        jnp.all((labels >= 0) & (labels < num_classes)),
+        f"labels must be in [0, {num_classes}); got out-of-range values "
+        f"(min {{lo}}, max {{hi}}).", lo=jnp.min(labels), hi=jnp.max(labels))
+    return
+  arr = np.asarray(labels)
+  if not np.issubdtype(arr.dtype, np.integer):
+    raise TypeError(f"check_labels: labels must be integers, got {arr.dtype}.")
+  bad = (arr < 0) | (arr >= num_classes)
+  if np.any(bad):
+    idx = np.argwhere(bad)[:5].tolist()
+    vals = arr[bad][:5].tolist()
+    raise ValueError(
+        f"check_labels: {int(bad.sum())} label(s) outside [0, {num_classes}), e.g. values {vals} at "
+        f"positions {idx}. Fix the data pipeline or num_classes.")

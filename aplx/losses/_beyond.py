@@ -1,0 +1,339 @@
+"""Robust losses published after Ma et al. (2020), same API: ANL, asymmetric losses, Poly-1,
+Taylor CE, epsilon-softmax CE, and NLNL's negative-learning term.
+
+Each docstring gives the source and the formula as checked against the paper and the authors'
+public code; differences between the two are keyword options whose default is the paper.
+"""
+
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+
+from aplx.losses import _base
+from aplx.losses import _normalized
+
+
+# ----------------------------------------------------------------------------------------------------
+# Active Negative Loss (Ye et al., NeurIPS 2023)
+# ----------------------------------------------------------------------------------------------------
+
+
+def _nnce_core(s: _base._Stats, labels, min_prob) -> jax.Array:
+  log_mp = math.log(min_prob)
+  a = -log_mp
+  lc = jnp.maximum(s.logp, log_mp)
+  lc_y = jnp.maximum(s.logp_y, log_mp)
+  return 1.0 - (a + lc_y) / (s.num_classes * a + jnp.sum(lc, axis=-1))
+
+
+def _nnfl_core(s: _base._Stats, labels, gamma, min_prob, detach_focal_factor,
+               stop_gradient_normalizer) -> jax.Array:
+  log_mp = math.log(min_prob)
+  a = -((1.0 - min_prob) ** gamma) * log_mp  # FL at p = min_prob
+  lc = jnp.maximum(s.logp, log_mp)
+  lc_y = jnp.maximum(s.logp_y, log_mp)
+  fl_all = -_base._focal_factor(lc, gamma, False) * lc
+  den = s.num_classes * a - jnp.sum(fl_all, axis=-1)
+  if stop_gradient_normalizer:
+    den = jax.lax.stop_gradient(den)
+  fl_y = -_base._focal_factor(lc_y, gamma, detach_focal_factor) * lc_y
+  return 1.0 - (a - fl_y) / den
+
+
+@_base._annotate("passive")
+def nnce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
+         min_prob: float = 1e-7) -> jax.Array:
+  """Normalized negative cross entropy (ANL), NNCE = 1 - (A + log p_y) / sum_k (A + log p_k).
+
+  log p is clamped at log(min_prob) and A = -log(min_prob), so every A + log p_k is in [0, A].
+  ANL calls it a "negative" loss; it plays the passive role (it pushes down p_k for k != y).
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    min_prob: the clamp (ANL: 1e-7); must satisfy min_prob * K < 1.
+
+  Returns:
+    [...] per-example loss in [0, 1].
+
+  Reference: Ye et al., 'Active Negative Loss Functions for Learning with Noisy Labels', NeurIPS
+  2023, Eq. for NNCE; official code Virusdoll/Active-Negative-Loss `NormalizedNegativeCrossEntropy`.
+  """
+  z, labels, k = _base._validate("nnce", logits, labels)
+  _base._check_min_prob("nnce", min_prob, k)
+  s = _base._stats(z, labels)
+  return _nnce_core(s, labels, min_prob)
+
+
+@_base._annotate("passive")
+def nnfl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, gamma: float = 0.5,
+         min_prob: float = 1e-7, detach_focal_factor: bool = False,
+         stop_gradient_normalizer: bool = False) -> jax.Array:
+  """Normalized negative focal loss (ANL), NNFL = 1 - (A - FL_y) / sum_k (A - FL_k).
+
+  FL_k = -(1 - p_k)^gamma log p_k with log p clamped at log(min_prob), A = FL at p = min_prob.
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    gamma: focusing parameter >= 0.
+    min_prob: the clamp (ANL: 1e-7).
+    detach_focal_factor, stop_gradient_normalizer: as in `nfl`; the official ANL code detaches
+      both (set both True to reproduce it).
+
+  Returns:
+    [...] per-example loss in [0, 1].
+
+  Reference: Ye et al., NeurIPS 2023; official code `NormalizedNegativeFocalLoss`.
+  """
+  z, labels, k = _base._validate("nnfl", logits, labels)
+  _base._check_range("nnfl", "gamma", gamma, lo=0.0, fix="Use gamma >= 0.")
+  _base._check_min_prob("nnfl", min_prob, k)
+  s = _base._stats(z, labels)
+  return _nnfl_core(s, labels, gamma, min_prob, detach_focal_factor, stop_gradient_normalizer)
+
+
+@_base._annotate("active+passive")
+def anl_ce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha: float = 1.0,
+           beta: float = 1.0, min_prob: float = 1e-7) -> jax.Array:
+  """ANL-CE = alpha NCE + beta NNCE.
+
+  The ANL paper also adds an L1 penalty delta * ||theta||_1 on the weights; that belongs to the
+  training configuration, not to this per-example loss.
+
+  Reference: Ye et al., NeurIPS 2023 (ANL-CE; e.g. CIFAR-10 alpha = beta = 5).
+  """
+  z, labels, k = _base._validate("anl_ce", logits, labels)
+  _base._check_min_prob("anl_ce", min_prob, k)
+  s = _base._stats(z, labels)
+  return alpha * (s.logp_y / s.sum_logp()) + beta * _nnce_core(s, labels, min_prob)
+
+
+@_base._annotate("active+passive")
+def anl_fl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha: float = 1.0,
+           beta: float = 1.0, gamma: float = 0.5, min_prob: float = 1e-7,
+           detach_focal_factor: bool = False, stop_gradient_normalizer: bool = False) -> jax.Array:
+  """ANL-FL = alpha NFL + beta NNFL (same gamma and detach options for both terms).
+
+  Reference: Ye et al., NeurIPS 2023 (ANL-FL). The L1 weight penalty belongs to the training config.
+  """
+  _, _, k = _base._validate("anl_fl", logits, labels)
+  _base._check_min_prob("anl_fl", min_prob, k)
+  active = _normalized.nfl(logits, labels, gamma=gamma, detach_focal_factor=detach_focal_factor,
+                           stop_gradient_normalizer=stop_gradient_normalizer)
+  passive = nnfl(logits, labels, gamma=gamma, min_prob=min_prob,
+                 detach_focal_factor=detach_focal_factor,
+                 stop_gradient_normalizer=stop_gradient_normalizer)
+  return alpha * active + beta * passive
+
+
+# ----------------------------------------------------------------------------------------------------
+# Asymmetric losses (Zhou et al., ICML 2021)
+# ----------------------------------------------------------------------------------------------------
+
+
+@_base._annotate("active")
+def agce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float = 0.6,
+         q: float = 0.6) -> jax.Array:
+  """Asymmetric generalized cross entropy, AGCE = ((a + 1)^q - (a + p_y)^q) / q.
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    a: > 0. q: > 0. (Defaults: the CIFAR-10 values of the official configs.)
+
+  Returns:
+    [...] per-example loss in [0, ((a+1)^q - a^q)/q].
+
+  Reference: Zhou et al., 'Asymmetric Loss Functions for Learning with Noisy Labels', ICML 2021;
+  official code hitcszx/ALFs `AGCELoss`. A function of p_y only, hence active (Ma et al. Def. 1).
+  """
+  z, labels, _ = _base._validate("agce", logits, labels)
+  _base._check_range("agce", "a", a, lo=0.0, lo_open=True, fix="AGCE needs a > 0.")
+  _base._check_range("agce", "q", q, lo=0.0, lo_open=True, fix="AGCE needs q > 0.")
+  s = _base._stats(z, labels)
+  p_y = jnp.exp(s.logp_y)
+  return ((a + 1.0) ** q - jnp.exp(q * jnp.log(a + p_y))) / q
+
+
+@_base._annotate("active")
+def aul(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float = 5.5,
+        q: float = 3.0) -> jax.Array:
+  """Asymmetric unhinged loss, AUL = ((a - p_y)^q - (a - 1)^q) / q.
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    a: > 1 (so that a - p_y > 0 and the gradient is finite). q: > 0.
+
+  Returns:
+    [...] per-example loss.
+
+  Reference: Zhou et al., ICML 2021; official code `AUELoss`. Active.
+  """
+  z, labels, _ = _base._validate("aul", logits, labels)
+  _base._check_range("aul", "a", a, lo=1.0, lo_open=True, fix="AUL needs a > 1.")
+  _base._check_range("aul", "q", q, lo=0.0, lo_open=True, fix="AUL needs q > 0.")
+  s = _base._stats(z, labels)
+  p_y = jnp.exp(s.logp_y)
+  return (jnp.exp(q * jnp.log(a - p_y)) - (a - 1.0) ** q) / q
+
+
+@_base._annotate("active")
+def ael(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
+        a: float = 2.5) -> jax.Array:
+  """Asymmetric exponential loss, AEL = exp(-p_y / a).
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    a: > 0.
+
+  Returns:
+    [...] per-example loss in [exp(-1/a), 1].
+
+  Reference: Zhou et al., ICML 2021; official code `AExpLoss`. Active.
+  """
+  z, labels, _ = _base._validate("ael", logits, labels)
+  _base._check_range("ael", "a", a, lo=0.0, lo_open=True, fix="AEL needs a > 0.")
+  s = _base._stats(z, labels)
+  return jnp.exp(-jnp.exp(s.logp_y) / a)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Poly-1, Taylor CE, epsilon-softmax
+# ----------------------------------------------------------------------------------------------------
+
+
+@_base._annotate("active")
+def poly1(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
+          epsilon: float = 1.0) -> jax.Array:
+  """Poly-1 loss, CE + epsilon (1 - p_y).
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    epsilon: >= -1 (the loss stays non-negative and monotone).
+
+  Reference: Leng et al., 'PolyLoss: A Polynomial Expansion Perspective of Classification Loss
+  Functions', ICLR 2022, Eq. (3). Active.
+  """
+  z, labels, _ = _base._validate("poly1", logits, labels)
+  _base._check_range("poly1", "epsilon", epsilon, lo=-1.0, fix="Poly-1 needs epsilon >= -1.")
+  s = _base._stats(z, labels)
+  return -s.logp_y + epsilon * _base._one_minus_exp(s.logp_y)
+
+
+@_base._annotate("active")
+def taylor_ce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
+              order: int = 2) -> jax.Array:
+  """Taylor cross entropy, sum_{j=1..t} (1 - p_y)^j / j (CE's Taylor series at p_y = 1, cut at t).
+
+  t = 1 is 1 - p_y = MAE / 2; t -> infinity is CE.
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    order: t, an integer >= 1.
+
+  Reference: Feng et al., 'Can Cross Entropy Loss Be Robust to Label Noise?', IJCAI 2020. Active.
+  """
+  z, labels, _ = _base._validate("taylor_ce", logits, labels)
+  if isinstance(order, bool) or not isinstance(order, int) or order < 1:
+    raise ValueError(f"taylor_ce: `order` must be a Python int >= 1, got {order!r}.")
+  s = _base._stats(z, labels)
+  u = _base._one_minus_exp(s.logp_y)
+  acc = jnp.zeros_like(u)
+  for j in range(order, 0, -1):  # Horner: u (1 + u (1/2 + u (1/3 + ...)))
+    acc = u * (1.0 / j + acc)
+  return acc
+
+
+@_base._annotate("active")
+def ce_eps(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, m: float = 1e5,
+           min_prob: float | None = None) -> jax.Array:
+  """CE on the epsilon-softmax output: p'_k = (p_k + m [k = argmax p]) / (1 + m), CE = -log p'_y.
+
+  In log space: -log p'_y = log(1 + m) - (log(p_y + m) if y = argmax else log p_y). No gradient
+  flows through the argmax (it is piecewise constant).
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    m: >= 0 (m = 0 is CE; the official CIFAR-10 symmetric config uses 1e5).
+    min_prob: if set, p'_y is clamped to [min_prob, 1] (official code: 1e-8, which bounds the
+      loss by -log(min_prob)). Default None = the paper's formula.
+
+  Reference: Wang et al., 'epsilon-Softmax: Approximating One-Hot Vectors for Mitigating Label
+  Noise', NeurIPS 2024; official code cswjl/eps-softmax `ECELoss`. Active.
+  """
+  z, labels, k = _base._validate("ce_eps", logits, labels)
+  _base._check_range("ce_eps", "m", m, lo=0.0, fix="epsilon-softmax needs m >= 0.")
+  _base._check_min_prob("ce_eps", min_prob, k)
+  s = _base._stats(z, labels)
+  is_max = jnp.argmax(z, axis=-1) == labels
+  log_num = jnp.where(is_max, jnp.log(jnp.exp(s.logp_y) + m), s.logp_y)
+  logp_eps = log_num - math.log1p(m)
+  if min_prob is not None:
+    logp_eps = jnp.maximum(logp_eps, math.log(min_prob))
+  return -logp_eps
+
+
+# ----------------------------------------------------------------------------------------------------
+# NLNL (Kim et al., ICCV 2019)
+# ----------------------------------------------------------------------------------------------------
+
+
+@_base._annotate("passive", needs_key=True)
+def nlnl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, key: jax.Array,
+         num_negatives: int = 1, class_weight: jax.typing.ArrayLike | None = None,
+         min_prob: float | None = None) -> jax.Array:
+  """NLNL's negative-learning term, -log(1 - p_ybar) for a random complementary label ybar != y.
+
+  ybar is drawn uniformly from the K - 1 other classes with `key` (as (y + U{1..K-1}) mod K).
+  log(1 - p_ybar) is a logsumexp over the logits without ybar minus logsumexp(z): exact and
+  finite even when p_ybar rounds to 1.
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    key: a PRNG key (required). In a train step pass `jax.random.fold_in(step_key, step)`;
+      `aplx.losses.get('nlnl').needs_key` is True so a trainer knows to pass it.
+    num_negatives: complementary labels per example (official `ln_neg`); the loss averages them.
+    class_weight: optional [K] weights, applied as class_weight[y] (the official code uses
+      max-count / count per class of the noisy training labels).
+    min_prob: if set, 1 - p_ybar is clamped to [min_prob, 1] (official code: 1e-5).
+
+  Returns:
+    [...] per-example loss (NaN for out-of-range labels).
+
+  Reference: Kim et al., 'NLNL: Negative Learning for Noisy Labels', ICCV 2019, Eq. (2) (only the
+  negative-learning stage; the 3-stage schedule belongs to the trainer). Passive.
+  """
+  z, labels, k = _base._validate("nlnl", logits, labels)
+  if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
+    raise ValueError(f"nlnl: `num_negatives` must be a Python int >= 1, got {num_negatives!r}.")
+  _base._check_min_prob("nlnl", min_prob, k)
+  if key is None:
+    raise ValueError("nlnl: needs a PRNG `key=` (e.g. jax.random.fold_in(rng, step)).")
+  s = _base._stats(z, labels)
+  shift = jax.random.randint(key, labels.shape + (num_negatives,), 1, k, dtype=labels.dtype)
+  neg = (labels[..., None] + shift) % k  # [..., n]
+  mask = neg[..., None] == jnp.arange(k, dtype=labels.dtype)  # [..., n, K]
+  zm = jnp.where(mask, -jnp.inf, s.zc[..., None, :])
+  mm = jax.lax.stop_gradient(jnp.max(zm, axis=-1, keepdims=True))
+  log_rest = mm[..., 0] + jnp.log(jnp.sum(jnp.exp(zm - mm), axis=-1))
+  log_1mp = log_rest - s.log_norm[..., None]  # log(1 - p_ybar), [..., n]
+  if min_prob is not None:
+    log_1mp = jnp.maximum(log_1mp, math.log(min_prob))
+  loss = -jnp.mean(log_1mp, axis=-1)
+  if class_weight is not None:
+    w = jnp.asarray(class_weight, loss.dtype)
+    if w.shape != (k,):
+      raise ValueError(f"nlnl: `class_weight` must have shape [K] = ({k},), got {w.shape}.")
+    loss = loss * jnp.take(w, jnp.clip(labels, 0, k - 1))
+  valid = (labels >= 0) & (labels < k)
+  return jnp.where(valid, loss, jnp.nan)

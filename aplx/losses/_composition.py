@@ -1,0 +1,293 @@
+"""Composition: `normalize` (Eq. 1 for any loss), `apl` (Eq. 6), and the name registry `get`."""
+
+from __future__ import annotations
+
+import dataclasses
+import inspect
+from typing import Any, Callable
+
+import jax
+import jax.numpy as jnp
+
+from aplx.losses import _base
+from aplx.losses import _beyond
+from aplx.losses import _classic
+from aplx.losses import _normalized
+
+LossFn = Callable[..., jax.Array]
+
+
+# ----------------------------------------------------------------------------------------------------
+# normalize (Eq. 1) and apl (Eq. 6)
+# ----------------------------------------------------------------------------------------------------
+
+
+def normalize(loss_fn: LossFn) -> LossFn:
+  """Eq. (1) for any loss: L_norm(f(x), y) = L(f(x), y) / sum_{j=1..K} L(f(x), j).
+
+  Works for any `loss_fn(logits, labels, **kw) -> [...]`; keyword arguments (hyperparameters, `key`)
+  are passed through to every evaluation.
+
+  Cost: K evaluations of `loss_fn` (vmapped over the candidate label), so K times the time and
+  an extra [K, ..., K]-sized intermediate; prefer the closed forms (`nce`, `nfl`, `ngce`, `nmae`,
+  `nrce`), which the tests check against this function.
+
+  Args:
+    loss_fn: a per-example loss with the aplx signature. Its `kind` and `needs_key` attributes are
+      carried over.
+
+  Returns:
+    The normalized loss, same signature.
+
+  Example:
+    >>> normalize(cross_entropy)(logits, labels)  # == nce(logits, labels)
+
+  Reference: Ma et al. 2020, Eq. (1).
+  """
+
+  def normalized(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, **kwargs) -> jax.Array:
+    _, labels_v, k = _base._validate("normalize", logits, labels)
+    cand = jnp.broadcast_to(jnp.arange(k, dtype=labels_v.dtype).reshape((k,) + (1,) * labels_v.ndim),
+                            (k,) + labels_v.shape)
+    all_labels = jax.vmap(lambda j: loss_fn(logits, j, **kwargs))(cand)  # [K, ...]
+    all_labels = jnp.moveaxis(all_labels, 0, -1)  # [..., K]
+    return _base._gather(all_labels, labels_v) / jnp.sum(all_labels, axis=-1)
+
+  name = getattr(loss_fn, "__name__", "loss")
+  normalized.__name__ = f"normalized_{name}"
+  normalized.__doc__ = f"Eq. (1) normalization of `{name}` (K evaluations)."
+  normalized.kind = getattr(loss_fn, "kind", "unknown")
+  normalized.needs_key = getattr(loss_fn, "needs_key", False)
+  return normalized
+
+
+def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.0) -> LossFn:
+  """Active Passive Loss, L_APL = alpha L_active + beta L_passive  (Eq. 6).
+
+  Bind the components' hyperparameters first (`functools.partial(nfl, gamma=0.5)`), or use
+  `get('nfl+rce', gamma=0.5, ...)`, which does it for you. If a component needs a PRNG key
+  (`needs_key`), the returned function takes `key=` and passes it on (split if both need one).
+
+  Args:
+    active: loss_fn(logits, labels) -> [...], the active term (e.g. `nce`).
+    passive: loss_fn(logits, labels) -> [...], the passive term (e.g. `rce`).
+    alpha: weight of the active term (Python number or array).
+    beta: weight of the passive term.
+
+  Returns:
+    loss_fn(logits, labels[, *, key]) -> [...], with `kind` = '<active kind>+<passive kind>'.
+
+  Example:
+    >>> loss = apl(nce, functools.partial(rce, log_zero=-4.0), alpha=1.0, beta=1.0)
+
+  Reference: Ma et al. 2020, Eq. (6).
+  """
+  need_a = getattr(active, "needs_key", False)
+  need_p = getattr(passive, "needs_key", False)
+
+  def combined(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
+               key: jax.Array | None = None) -> jax.Array:
+    kw_a, kw_p = {}, {}
+    if need_a or need_p:
+      if key is None:
+        raise ValueError("apl: a component needs a PRNG key; call loss_fn(logits, labels, key=...).")
+      if need_a and need_p:
+        ka, kp = jax.random.split(key)
+        kw_a, kw_p = {"key": ka}, {"key": kp}
+      elif need_a:
+        kw_a = {"key": key}
+      else:
+        kw_p = {"key": key}
+    return alpha * active(logits, labels, **kw_a) + beta * passive(logits, labels, **kw_p)
+
+  kind_a = getattr(active, "kind", "unknown")
+  kind_p = getattr(passive, "kind", "unknown")
+  combined.__name__ = (f"apl_{getattr(active, '__name__', 'active')}_"
+                       f"{getattr(passive, '__name__', 'passive')}")
+  combined.kind = f"{kind_a}+{kind_p}"
+  combined.needs_key = need_a or need_p
+  return combined
+
+
+# ----------------------------------------------------------------------------------------------------
+# Registry
+# ----------------------------------------------------------------------------------------------------
+
+_BASE: dict[str, tuple[LossFn, str]] = {
+    "ce": (_classic.cross_entropy, "Ma et al. 2020 Sec. 3.1"),
+    "fl": (_classic.focal_loss, "Lin et al. 2017; Ma et al. 2020 Sec. 3.1"),
+    "mae": (_classic.mae, "Ghosh et al. 2017; Ma et al. 2020 Sec. 3.1"),
+    "rce": (_classic.rce, "Wang et al. 2019; Ma et al. 2020 Sec. 3.1"),
+    "gce": (_classic.gce, "Zhang & Sabuncu 2018; Ma et al. 2020 Sec. 5.3"),
+    "sce": (_classic.sce, "Wang et al. 2019"),
+    "nce": (_normalized.nce, "Ma et al. 2020 Eq. 2"),
+    "nfl": (_normalized.nfl, "Ma et al. 2020 Eq. 5"),
+    "nmae": (_normalized.nmae, "Ma et al. 2020 Eq. 3"),
+    "nrce": (_normalized.nrce, "Ma et al. 2020 Eq. 4"),
+    "ngce": (_normalized.ngce, "Ma et al. 2020 Sec. 5.3"),
+    "nnce": (_beyond.nnce, "Ye et al. 2023 (ANL)"),
+    "nnfl": (_beyond.nnfl, "Ye et al. 2023 (ANL)"),
+    "anl-ce": (_beyond.anl_ce, "Ye et al. 2023 (ANL)"),
+    "anl-fl": (_beyond.anl_fl, "Ye et al. 2023 (ANL)"),
+    "agce": (_beyond.agce, "Zhou et al. 2021"),
+    "aul": (_beyond.aul, "Zhou et al. 2021"),
+    "ael": (_beyond.ael, "Zhou et al. 2021"),
+    "poly1": (_beyond.poly1, "Leng et al. 2022"),
+    "taylor-ce": (_beyond.taylor_ce, "Feng et al. 2020"),
+    "ce-eps": (_beyond.ce_eps, "Wang et al. 2024 (epsilon-softmax)"),
+    "nlnl": (_beyond.nlnl, "Kim et al. 2019"),
+}
+
+# Pairs (alpha * first + beta * second) with a name in the literature. Any other "a+b" of two base
+# names is accepted by `get` too.
+_PAIRS: dict[str, str] = {
+    "nce+rce": "Ma et al. 2020 (APL)",
+    "nce+mae": "Ma et al. 2020 (APL)",
+    "nfl+rce": "Ma et al. 2020 (APL)",
+    "nfl+mae": "Ma et al. 2020 (APL)",
+    "ngce+rce": "Ma et al. 2020 Sec. 5.3 (APL)",
+    "ngce+mae": "Ma et al. 2020 Sec. 5.3 (APL)",
+    "nfl+nce": "Ma et al. 2020 Fig. 4 (AAL, active+active)",
+    "mae+rce": "Ma et al. 2020 Fig. 4 (PPL, passive+passive)",
+    "nce+agce": "Zhou et al. 2021",
+    "nce+aul": "Zhou et al. 2021",
+    "nce+ael": "Zhou et al. 2021",
+    "ce-eps+mae": "Wang et al. 2024 (epsilon-softmax)",
+}
+
+_ALIASES = {
+    "cross-entropy": "ce", "focal": "fl", "poly-1": "poly1", "taylor": "taylor-ce",
+    "eps-ce": "ce-eps", "anl": "anl-ce",
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class LossInfo:
+  """What the registry knows about a loss name."""
+  name: str
+  kind: str  # 'active', 'passive', or '<kind>+<kind>' for a pair (APL = 'active+passive')
+  needs_key: bool  # call as loss_fn(logits, labels, key=...) when True
+  params: dict[str, Any]  # accepted keyword parameters -> default
+  reference: str
+
+
+def _canonical(name: str) -> str:
+  if not isinstance(name, str):
+    raise TypeError(f"loss name must be a string, got {type(name).__name__}.")
+  n = name.strip().lower().replace("_", "-").replace(" ", "")
+  parts = [_ALIASES.get(p, p) for p in n.split("+")]
+  return "+".join(parts)
+
+
+def _kw_params(fn: LossFn) -> dict[str, Any]:
+  sig = inspect.signature(fn)
+  return {p.name: p.default for p in sig.parameters.values()
+          if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name != "key"}
+
+
+def names() -> tuple[str, ...]:
+  """All registered loss names: the single losses, then the named pairs."""
+  return tuple(_BASE) + tuple(_PAIRS)
+
+
+def _parts(name: str) -> list[str]:
+  canon = _canonical(name)
+  parts = canon.split("+")
+  if len(parts) > 2 or any(p not in _BASE for p in parts):
+    raise ValueError(
+        f"Unknown loss {name!r}. Valid names: {', '.join(names())} (or any 'a+b' of the single "
+        f"losses, weighted by alpha and beta).")
+  return parts
+
+
+def info(name: str) -> LossInfo:
+  """Kind (active/passive), key requirement, parameters and reference of a registered name."""
+  parts = _parts(name)
+  canon = "+".join(parts)
+  if len(parts) == 1:
+    fn, ref = _BASE[canon]
+    return LossInfo(canon, fn.kind, fn.needs_key, _kw_params(fn), ref)
+  fns = [_BASE[p][0] for p in parts]
+  params: dict[str, Any] = {"alpha": 1.0, "beta": 1.0}
+  for fn in fns:
+    for k, v in _kw_params(fn).items():
+      if k not in ("alpha", "beta"):
+        params.setdefault(k, v)
+  ref = _PAIRS.get(canon, "Ma et al. 2020 Eq. 6 (alpha * first + beta * second)")
+  return LossInfo(canon, "+".join(fn.kind for fn in fns), any(fn.needs_key for fn in fns), params,
+                  ref)
+
+
+def _bind(fn: LossFn, params: dict[str, Any], label: str) -> LossFn:
+  accepted = _kw_params(fn)
+  unknown = sorted(set(params) - set(accepted))
+  if unknown:
+    raise TypeError(
+        f"{label}: unknown parameter(s) {unknown}; accepted: {sorted(accepted) or 'none'}.")
+
+  def bound(logits, labels, **kw):
+    return fn(logits, labels, **params, **kw)
+
+  bound.__name__ = fn.__name__
+  bound.kind = fn.kind
+  bound.needs_key = fn.needs_key
+  return bound
+
+
+def get(name: str, **params: Any) -> LossFn:
+  """Returns loss_fn(logits, labels) for a paper name, hyperparameters bound.
+
+  Single names take their own parameters (`get('gce', q=0.7)`, `get('rce', log_zero=-4.0)`).
+  Pairs 'a+b' compute alpha * a + beta * b; `alpha` and `beta` are the pair weights and every
+  other parameter goes to each component that accepts it (`get('nfl+rce', alpha=1, beta=1,
+  gamma=0.5, log_zero=-4.0)`). Unknown names raise ValueError listing the valid ones; parameters
+  that no component accepts raise TypeError; invalid values raise ValueError now, not at the first
+  step.
+
+  The returned function has attributes `name`, `kind` ('active', 'passive', or e.g.
+  'active+passive' for APL), `needs_key` (if True call it as loss_fn(logits, labels, key=key)),
+  `params` and `reference`.
+
+  Example:
+    >>> loss_fn = aplx.losses.get('nce+rce', alpha=1.0, beta=1.0)
+    >>> loss = loss_fn(logits, labels).mean()
+  """
+  parts = _parts(name)
+  canon = "+".join(parts)
+  meta = info(canon)
+  if len(parts) == 1:
+    fn = _bind(_BASE[canon][0], params, f"get({name!r})")
+  else:
+    alpha = params.pop("alpha", 1.0)
+    beta = params.pop("beta", 1.0)
+    comps = [_BASE[p][0] for p in parts]
+    routed = [{k: v for k, v in params.items() if k in _kw_params(c)} for c in comps]
+    unused = sorted(set(params) - set().union(*[set(r) for r in routed]))
+    if unused:
+      raise TypeError(
+          f"get({name!r}): parameter(s) {unused} are not accepted by {parts[0]!r} or "
+          f"{parts[1]!r}; accepted: {sorted(meta.params)}.")
+    bound = [_bind(c, r, f"get({name!r})") for c, r in zip(comps, routed)]
+    fn = apl(bound[0], bound[1], alpha=alpha, beta=beta)
+    params = {"alpha": alpha, "beta": beta, **params}
+  _eager_check(fn, meta)
+
+  def loss_fn(logits, labels, **kw):
+    return fn(logits, labels, **kw)
+
+  loss_fn.__name__ = canon.replace("+", "_plus_").replace("-", "_")
+  loss_fn.__doc__ = f"aplx.losses.get({canon!r}, **{params!r}); kind {meta.kind}."
+  loss_fn.name = canon
+  loss_fn.kind = meta.kind
+  loss_fn.needs_key = meta.needs_key
+  loss_fn.params = dict(params)
+  loss_fn.reference = meta.reference
+  return loss_fn
+
+
+def _eager_check(fn: LossFn, meta: LossInfo) -> None:
+  """Traces once on a tiny abstract input so bad hyperparameters fail in `get`, not in training."""
+  z = jax.ShapeDtypeStruct((1, 2), jnp.float32)
+  y = jax.ShapeDtypeStruct((1,), jnp.int32)
+  kw = {"key": jax.random.key(0)} if meta.needs_key else {}
+  jax.eval_shape(lambda a, b: fn(a, b, **kw), z, y)

@@ -1,0 +1,159 @@
+"""Normalized losses of Ma et al. (ICML 2020), Eq. (1)-(5) and Section 5.3, in closed form.
+
+L_norm(f(x), y) = L(f(x), y) / sum_j L(f(x), j)  (Eq. 1). Each function below evaluates that ratio
+without K evaluations of the base loss; `aplx.losses.normalize` does the generic (K-evaluation)
+version and the tests check that the two agree.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+
+from aplx.losses import _base
+from aplx.losses import _classic
+
+
+@_base._annotate("active")
+def nce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array:
+  """Normalized cross entropy, NCE = log p_y / sum_k log p_k  (Eq. 2).
+
+  The denominator uses sum_k log p_k = sum_k z_k - K logsumexp(z) (no per-logit log); it is
+  <= -K log K < 0, so the ratio is always defined, in [0, 1], and sums to 1 over the K labels.
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+
+  Returns:
+    [...] per-example loss in [0, 1].
+
+  Example:
+    >>> nce(logits, labels)
+
+  Reference: Ma et al. 2020, Eq. (2). Active (Table 1).
+  """
+  z, labels, _ = _base._validate("nce", logits, labels)
+  s = _base._stats(z, labels)
+  return s.logp_y / s.sum_logp()
+
+
+@_base._annotate("active")
+def nfl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, gamma: float = 0.5,
+        detach_focal_factor: bool = False,
+        stop_gradient_normalizer: bool = False) -> jax.Array:
+  """Normalized focal loss, NFL = FL_y / sum_k FL_k, FL_k = -(1 - p_k)^gamma log p_k  (Eq. 5).
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    gamma: focusing parameter >= 0 (the paper uses 0.5); gamma = 0 is NCE.
+    detach_focal_factor: no gradient through (1 - p_y)^gamma in the numerator (authors' code).
+    stop_gradient_normalizer: no gradient through the denominator sum_k FL_k (authors' code uses
+      `logpt.data`). Both default to False = the paper's mathematics; set both to True to
+      reproduce the published runs.
+
+  Returns:
+    [...] per-example loss in [0, 1].
+
+  Example:
+    >>> nfl(logits, labels, gamma=0.5)
+    >>> nfl(logits, labels, gamma=0.5, detach_focal_factor=True, stop_gradient_normalizer=True)
+
+  Reference: Ma et al. 2020, Eq. (5). Active (Table 1).
+  """
+  z, labels, _ = _base._validate("nfl", logits, labels)
+  _base._check_range("nfl", "gamma", gamma, lo=0.0, fix="Use gamma >= 0 (0 = NCE).")
+  s = _base._stats(z, labels)
+  logp = s.logp
+  fl_all = -_base._focal_factor(logp, gamma, False) * logp
+  den = jnp.sum(fl_all, axis=-1)
+  if stop_gradient_normalizer:
+    den = jax.lax.stop_gradient(den)
+  num = -_base._focal_factor(s.logp_y, gamma, detach_focal_factor) * s.logp_y
+  return num / den
+
+
+@_base._annotate("passive")
+def nmae(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
+         halved: bool = False) -> jax.Array:
+  """Normalized MAE, NMAE = MAE / sum_j MAE_j = (1 - p_y) / (K - 1) = MAE / (2 (K - 1))  (Eq. 3).
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    halved: if True return (1 - p_y) / (2 (K - 1)), the authors' code (their reduced MAE divided
+      by 2 (K - 1)). Default False = the paper's Eq. (3).
+
+  Returns:
+    [...] per-example loss in [0, 1/(K-1)].
+
+  Reference: Ma et al. 2020, Eq. (3). Passive (Table 1).
+  """
+  z, labels, k = _base._validate("nmae", logits, labels)
+  s = _base._stats(z, labels)
+  den = 2.0 * (k - 1) if halved else float(k - 1)
+  return _base._one_minus_exp(s.logp_y) / den
+
+
+@_base._annotate("passive")
+def nrce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, log_zero: float = -4.0,
+         min_prob: float | None = None, authors_normalizer: bool = False) -> jax.Array:
+  """Normalized RCE, NRCE = RCE / sum_j RCE_j = RCE / (-A (K - 1)) = (1 - p_y) / (K - 1)  (Eq. 4).
+
+  With the paper's mathematics the result does not depend on A.
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    log_zero: A < 0 for the inner RCE (see `rce`).
+    min_prob: optional clamp of p inside RCE (see `rce`; authors: 1e-7).
+    authors_normalizer: if True multiply RCE by (K - 1) / 4 instead of dividing by -A (K - 1): the
+      authors' code writes `1 / 4 * (K - 1)` (operator precedence). Default False.
+
+  Returns:
+    [...] per-example loss; in [0, 1/(K-1)] with the paper's mathematics.
+
+  Reference: Ma et al. 2020, Eq. (4). Passive (Table 1).
+  """
+  z, labels, k = _base._validate("nrce", logits, labels)
+  _base._check_log_zero("nrce", log_zero)
+  _base._check_min_prob("nrce", min_prob, k)
+  s = _base._stats(z, labels)
+  rce_v = _classic._rce_core(s, labels, log_zero, min_prob)
+  if authors_normalizer:
+    return rce_v * ((k - 1) / 4.0)
+  return rce_v / (-log_zero * (k - 1))
+
+
+@_base._annotate("active")
+def ngce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, q: float = 0.7,
+         min_prob: float | None = None) -> jax.Array:
+  """Normalized GCE, NGCE = (1 - p_y^q) / (K - sum_k p_k^q)  (Section 5.3).
+
+  The denominator is evaluated as sum_k (1 - p_k^q) = sum_k -expm1(q log p_k): one transcendental
+  per logit, no power of a zero probability, no cancellation when q is small.
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids.
+    q: exponent in (0, 1] (the authors use 0.1 for MNIST/CIFAR-10, 0.7 for CIFAR-100).
+    min_prob: if set, p is clamped to [min_prob, 1] first (authors' code: 1e-7).
+
+  Returns:
+    [...] per-example loss in [0, 1].
+
+  Reference: Ma et al. 2020, Section 5.3. Active (Section 5.3).
+  """
+  z, labels, k = _base._validate("ngce", logits, labels)
+  _base._check_range("ngce", "q", q, lo=0.0, hi=1.0, lo_open=True,
+                     fix="NGCE needs 0 < q <= 1.")
+  _base._check_min_prob("ngce", min_prob, k)
+  s = _base._stats(z, labels)
+  logp, logp_y = s.logp, s.logp_y
+  if min_prob is not None:
+    lo = jnp.log(min_prob)
+    logp, logp_y = jnp.maximum(logp, lo), jnp.maximum(logp_y, lo)
+  num = -jnp.expm1(q * logp_y)
+  den = jnp.sum(-jnp.expm1(q * logp), axis=-1)  # = K - sum_k p_k^q, without cancellation
+  return num / den
