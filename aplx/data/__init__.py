@@ -1,0 +1,31 @@
+"""TFDS input pipelines with label noise (docs/data.md).
+
+Public API:
+  load_dataset(name, *, data_dir=None, noise="none", rate=0.0, noise_seed=0, subset=None, ...)
+  train_batches(ds, *, global_batch_size, seed, start_step=0, process_index=0, process_count=1,
+                augment=True)
+  eval_batches(ds, *, batch_size, split="test", process_index=0, process_count=1)
+  steps_per_epoch(ds, global_batch_size)
+  ensure_prepared(name, data_dir=None, *, download=True)
+"""
+
+from aplx.data.pipeline import DATASETS
+from aplx.data.pipeline import Dataset
+from aplx.data.pipeline import eval_batches
+from aplx.data.pipeline import load_dataset
+from aplx.data.pipeline import make_train_batch
+from aplx.data.pipeline import steps_per_epoch
+from aplx.data.pipeline import train_batches
+from aplx.data.pipeline import train_indices
+from aplx.data.prepare import default_data_dir
+from aplx.data.prepare import default_mnist_dir
+from aplx.data.prepare import ensure_prepared
+from aplx.data.prepare import is_prepared
+from aplx.data.prepare import prepare
+from aplx.data.prepare import prepare_command
+
+__all__ = [
+  "DATASETS", "Dataset", "default_data_dir", "default_mnist_dir", "ensure_prepared",
+  "eval_batches", "is_prepared", "load_dataset", "make_train_batch", "prepare", "prepare_command",
+  "steps_per_epoch", "train_batches", "train_indices",
+]

@@ -1,0 +1,336 @@
+"""TFDS datasets with label noise, decoded once into RAM, and deterministic batch iterators.
+
+  ds = load_dataset("mnist", noise="sym", rate=0.8, noise_seed=0)
+  for batch in train_batches(ds, global_batch_size=128, seed=0): ...
+  for batch in eval_batches(ds, batch_size=1000): ...
+
+Stable example id = index in the TFDS data source of the train split. Noisy labels are computed once
+over the whole train split (or over the `subset`, which is then the train split) and indexed by id.
+The train batch at global step s is a pure function of (seed, s): per-epoch permutation from
+(seed, epoch), drop_remainder, augmentation from (seed, epoch, id). See docs/data.md.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import hashlib
+import io
+import json
+import os
+import sys
+import threading
+from pathlib import Path
+from typing import Any, Iterator
+
+import numpy as np
+import tensorflow_datasets as tfds
+
+from aplx import noise as noise_lib
+from aplx.data import prepare as prepare_lib
+from aplx.data import preprocess
+
+__all__ = ["DATASETS", "Dataset", "DatasetSpec", "eval_batches", "load_dataset", "steps_per_epoch",
+           "train_batches"]
+
+
+# ---------------------------------------------------------------------------------------------------
+# Dataset registry
+# ---------------------------------------------------------------------------------------------------
+
+@dataclasses.dataclass(frozen=True)
+class DatasetSpec:
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  normalization: str               # key of preprocess.NORMALIZATION
+  augment: str                     # key of preprocess.AUGMENTATIONS
+  extra_fields: tuple[str, ...] = ()  # train-split TFDS fields kept beside the label
+
+
+_HUMAN10 = ("worse_label", "aggre_label", "random_label1", "random_label2", "random_label3")
+
+DATASETS: dict[str, DatasetSpec] = {
+  "mnist": DatasetSpec(10, (28, 28, 1), "mnist", "none"),
+  "cifar10": DatasetSpec(10, (32, 32, 3), "cifar10", "crop_flip"),
+  "cifar100": DatasetSpec(100, (32, 32, 3), "cifar100", "crop_flip_rotate", ("coarse_label",)),
+  "cifar10_n": DatasetSpec(10, (32, 32, 3), "cifar10", "crop_flip", _HUMAN10),
+  "cifar100_n": DatasetSpec(100, (32, 32, 3), "cifar100", "crop_flip_rotate",
+                            ("coarse_label", "noise_label")),
+}
+
+
+@dataclasses.dataclass
+class Dataset:
+  """A dataset in RAM: uint8 images, clean and noisy train labels by stable id, clean test split."""
+  name: str
+  num_classes: int
+  image_shape: tuple[int, int, int]
+  train_images: np.ndarray         # uint8 [n, H, W, C]
+  train_ids: np.ndarray            # int32 [n], TFDS data-source index in the full train split
+  train_clean_labels: np.ndarray   # int32 [n]
+  train_noisy_labels: np.ndarray   # int32 [n]
+  test_images: np.ndarray          # uint8 [m, H, W, C]
+  test_labels: np.ndarray          # int32 [m]
+  mean: tuple[float, ...]
+  std: tuple[float, ...]
+  augment: str
+  noise: dict[str, Any]            # kind, rate, seed, options, realised_rate
+  info: Any = None                 # tfds.core.DatasetInfo
+  extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+
+  @property
+  def num_train(self) -> int:
+    return int(self.train_images.shape[0])
+
+  @property
+  def num_test(self) -> int:
+    return int(self.test_images.shape[0])
+
+
+# ---------------------------------------------------------------------------------------------------
+# Decoding once into RAM (in-process memo + .npz cache next to the TFDS data)
+# ---------------------------------------------------------------------------------------------------
+
+_MEMO: dict[tuple, dict[str, np.ndarray]] = {}
+_MEMO_LOCK = threading.Lock()
+
+
+def _decode_image(value) -> np.ndarray:
+  if isinstance(value, bytes):
+    from PIL import Image
+    return np.asarray(Image.open(io.BytesIO(value)))
+  return np.asarray(value)
+
+
+def _read_split(builder, split: str, fields: tuple[str, ...], shape) -> dict[str, np.ndarray]:
+  """All examples of a split as arrays: decode PNGs with Pillow, in chunks."""
+  src = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
+  n = len(src)
+  images = np.empty((n,) + tuple(shape), np.uint8)
+  cols = {f: np.empty(n, np.int32) for f in ("label",) + fields}
+  getitems = getattr(src, "__getitems__", None)
+  for start in range(0, n, 4096):
+    idx = list(range(start, min(n, start + 4096)))
+    rows = getitems(idx) if getitems else [src[i] for i in idx]
+    for i, row in zip(idx, rows):
+      images[i] = _decode_image(row["image"]).reshape(shape)
+      for f in cols:
+        cols[f][i] = int(row[f])
+  return {"image": images, **cols}
+
+
+def _fingerprint(builder, split: str) -> str | None:
+  """Names, sizes and mtimes of the split's files; None when there are none (e.g. mocked data)."""
+  files = sorted(Path(builder.data_path).glob(f"{builder.name}-{split}.*"))
+  if not files:
+    return None
+  desc = [(f.name, f.stat().st_size, int(f.stat().st_mtime)) for f in files]
+  return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:16]
+
+
+def _load_split(builder, split: str, fields, shape, use_cache: bool) -> dict[str, np.ndarray]:
+  fp = _fingerprint(builder, split)
+  key = (str(builder.data_path), split, fields, fp)
+  with _MEMO_LOCK:
+    if fp is not None and key in _MEMO:
+      return _MEMO[key]
+  cache = Path(builder.data_path) / "aplx_decoded" / f"{split}-{fp}.npz" if fp else None
+  arrays = None
+  if use_cache and cache is not None and cache.exists():
+    with np.load(cache) as z:
+      if all(f in z for f in ("image", "label") + tuple(fields)):
+        arrays = {k: z[k] for k in z.files}
+  if arrays is None:
+    arrays = _read_split(builder, split, tuple(fields), shape)
+    if use_cache and cache is not None:
+      try:
+        cache.parent.mkdir(exist_ok=True)
+        tmp = cache.with_suffix(f".tmp{os.getpid()}.npz")
+        np.savez(tmp, **arrays)
+        os.replace(tmp, cache)
+      except OSError:  # read-only data dir: keep the in-memory copy only
+        pass
+  if fp is not None:
+    with _MEMO_LOCK:
+      _MEMO[key] = arrays
+  return arrays
+
+
+# ---------------------------------------------------------------------------------------------------
+# load_dataset
+# ---------------------------------------------------------------------------------------------------
+
+def _subset_ids(labels: np.ndarray, size: int, num_classes: int) -> np.ndarray:
+  """Class-balanced first-by-id subset: round-robin over classes in id order. Seed-independent."""
+  rank = np.empty_like(labels)
+  for c in range(num_classes):
+    members = np.flatnonzero(labels == c)
+    rank[members] = np.arange(members.size)
+  order = np.lexsort((labels, rank))  # by rank within class, then class id
+  return np.sort(order[:size])
+
+
+def load_dataset(name: str, *, data_dir: str | None = None, noise: str = "none", rate: float = 0.0,
+                 noise_seed: int = 0, subset: int | None = None, download: bool = True,
+                 cache: bool = True, **noise_options) -> Dataset:
+  """Loads a TFDS dataset into RAM and draws its label noise.
+
+  Args:
+    name: "mnist", "cifar10", "cifar100", "cifar10_n" or "cifar100_n".
+    data_dir: TFDS data dir (default `$APLX_DATA_DIR`, else TFDS's default).
+    noise: "none", "sym", "asym", "pairflip", "idn" or "human:<field>" (cifar10_n: worse_label,
+      aggre_label, random_label1..3; cifar100_n: noise_label). See `aplx.noise`.
+    rate: noise rate.
+    noise_seed: seed of the label noise (independent of the training seed).
+    subset: keep only a fixed, class-balanced, first-by-id subset of this many training examples
+      (seed-independent); the noise is then drawn over the subset.
+    download: prepare the dataset if missing (`aplx.data.ensure_prepared`); False raises an error
+      that gives the command to prepare it.
+    cache: keep decoded arrays in `<dataset dir>/aplx_decoded/*.npz` (decoding MNIST takes ~10 s).
+    **noise_options: forwarded to the noise model (e.g. method="transition", sequential=True,
+      group="consecutive", authors_quota=True).
+
+  Returns:
+    A `Dataset`.
+  """
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}.")
+  spec = DATASETS[name]
+  data_dir = prepare_lib.ensure_prepared(name, data_dir, download=download)
+  builder = tfds.builder(name, data_dir=data_dir)
+  train = _load_split(builder, "train", spec.extra_fields, spec.image_shape, cache)
+  test = _load_split(builder, "test", (), spec.image_shape, cache)
+
+  ids = np.arange(train["label"].shape[0], dtype=np.int32)
+  if subset is not None:
+    if not 0 < int(subset) <= ids.size:
+      raise ValueError(f"subset must be in [1, {ids.size}] for {name}, got subset={subset}.")
+    ids = _subset_ids(train["label"], int(subset), spec.num_classes).astype(np.int32)
+  images = train["image"][ids]
+  clean = train["label"][ids].astype(np.int32)
+  extra = {f: train[f][ids] for f in spec.extra_fields}
+  mean, std = preprocess.NORMALIZATION[spec.normalization]
+
+  kind = noise.partition(":")[0]
+  features = preprocess.normalize(images, mean, std) if kind == "idn" else None
+  noisy = noise_lib.apply(noise, clean, rate=rate, seed=noise_seed, num_classes=spec.num_classes,
+                          dataset=name, features=features, extra=extra, **noise_options)
+  noise_info = {"kind": noise, "rate": float(rate), "seed": int(noise_seed),
+                "options": {k: v for k, v in noise_options.items() if k != "coarse_labels"},
+                "realised_rate": noise_lib.realised_rate(clean, noisy)}
+  return Dataset(
+      name=name, num_classes=spec.num_classes, image_shape=spec.image_shape, train_images=images,
+      train_ids=ids, train_clean_labels=clean, train_noisy_labels=noisy.astype(np.int32),
+      test_images=test["image"], test_labels=test["label"].astype(np.int32), mean=mean, std=std,
+      augment=spec.augment, noise=noise_info, info=builder.info, extra=extra)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Batches
+# ---------------------------------------------------------------------------------------------------
+
+def steps_per_epoch(ds: Dataset, global_batch_size: int) -> int:
+  """Number of full global batches per epoch (drop_remainder)."""
+  if global_batch_size <= 0:
+    raise ValueError(f"global_batch_size must be > 0, got {global_batch_size}.")
+  steps = ds.num_train // global_batch_size
+  if steps == 0:
+    raise ValueError(
+        f"global_batch_size={global_batch_size} exceeds the {ds.num_train} training examples.")
+  return steps
+
+
+def _check_process(global_batch_size: int, process_index: int, process_count: int) -> int:
+  if process_count <= 0 or not 0 <= process_index < process_count:
+    raise ValueError(f"process_index must be in [0, {process_count}), got {process_index} "
+                     f"(process_count={process_count}).")
+  if global_batch_size % process_count:
+    raise ValueError(f"global batch size {global_batch_size} must be divisible by "
+                     f"process_count={process_count}.")
+  return global_batch_size // process_count
+
+
+@functools.lru_cache(maxsize=4)
+def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
+  return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), 0x5EED])).permutation(n)
+
+
+def train_indices(ds: Dataset, *, global_batch_size: int, seed: int, step: int) -> np.ndarray:
+  """Row indices (into `ds.train_*`) of the global batch at `step`: a pure function of (seed, step)."""
+  spe = steps_per_epoch(ds, global_batch_size)
+  epoch, pos = divmod(int(step), spe)
+  return _permutation(ds.num_train, int(seed), epoch)[pos * global_batch_size:
+                                                      (pos + 1) * global_batch_size]
+
+
+def make_train_batch(ds: Dataset, step: int, *, global_batch_size: int, seed: int,
+                     process_index: int = 0, process_count: int = 1, augment: bool = True
+                     ) -> dict[str, np.ndarray]:
+  """This process's share of the global train batch at `step`."""
+  local = _check_process(global_batch_size, process_index, process_count)
+  rows = train_indices(ds, global_batch_size=global_batch_size, seed=seed, step=step)
+  rows = rows[process_index * local:(process_index + 1) * local]
+  ids = ds.train_ids[rows]
+  images = ds.train_images[rows]
+  if augment:
+    epoch = int(step) // steps_per_epoch(ds, global_batch_size)
+    images = preprocess.augment(images, ids, kind=ds.augment, seed=seed, epoch=epoch)
+  return {"image": preprocess.normalize(images, ds.mean, ds.std),
+          "label": ds.train_noisy_labels[rows],
+          "clean_label": ds.train_clean_labels[rows],
+          "id": ids}
+
+
+def train_batches(ds: Dataset, *, global_batch_size: int, seed: int, start_step: int = 0,
+                  process_index: int = 0, process_count: int = 1, augment: bool = True,
+                  num_threads: int = 1, prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
+  """Infinite iterator over this process's share of each global train batch from `start_step`.
+
+  Each element: {"image": float32 [b, H, W, C] normalised, "label": int32 noisy,
+  "clean_label": int32, "id": int32}, b = global_batch_size / process_count.
+  Built with grain: `MapDataset.range(start_step, ...)` mapped by `make_train_batch`
+  (random access, so resuming at any step is exact), prefetched by `num_threads` threads.
+  """
+  import grain  # pylint: disable=import-outside-toplevel
+  _check_process(global_batch_size, process_index, process_count)
+  steps_per_epoch(ds, global_batch_size)
+  if start_step < 0:
+    raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  fn = functools.partial(make_train_batch, ds, global_batch_size=global_batch_size, seed=seed,
+                         process_index=process_index, process_count=process_count,
+                         augment=augment)
+  dataset = grain.MapDataset.range(int(start_step), sys.maxsize).map(fn)
+  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+  return iter(dataset.to_iter_dataset(options))
+
+
+def eval_batches(ds: Dataset, *, batch_size: int, split: str = "test", process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+  """Finite iterator over a clean split, every batch the same shape.
+
+  `batch_size` is global; each process gets rows [p * b, (p + 1) * b) of every global batch,
+  b = batch_size / process_count. Rows past the end are zero images with mask 0.
+  Elements: {"image": float32 [b, H, W, C], "label": int32 clean, "mask": float32 [b]}
+  (split="train" adds "noisy_label" and "id").
+  """
+  local = _check_process(batch_size, process_index, process_count)
+  if split == "test":
+    images, labels, extra = ds.test_images, ds.test_labels, {}
+  elif split == "train":
+    images, labels = ds.train_images, ds.train_clean_labels
+    extra = {"noisy_label": ds.train_noisy_labels, "id": ds.train_ids}
+  else:
+    raise ValueError(f"split must be 'test' or 'train', got {split!r}.")
+  n = images.shape[0]
+  for start in range(0, n, batch_size):
+    lo = min(n, start + process_index * local)
+    hi = min(n, start + (process_index + 1) * local)
+    pad = local - (hi - lo)
+    batch = {"image": preprocess.normalize(images[lo:hi], ds.mean, ds.std),
+             "label": labels[lo:hi],
+             "mask": np.ones(hi - lo, np.float32),
+             **{k: v[lo:hi] for k, v in extra.items()}}
+    if pad:
+      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
+               for k, v in batch.items()}
+    yield batch

@@ -1,0 +1,312 @@
+"""Build standard TFDS datasets (array_record) without TensorFlow, online or from local raw files.
+
+After preparation the ordinary TFDS readers work with no network:
+`tfds.builder(name, data_dir=...)`, `tfds.data_source(name, data_dir=..., download=False)`.
+
+The builders below are the stock TFDS builders (same name, version, features and example keys, so the
+same example order on disk) whose file *reading* is NumPy instead of `tf.io.gfile`, and whose
+*source* can be a local directory:
+
+  mnist     IDX files (`train-images-idx3-ubyte[.gz]`, ...), e.g. ../shared/data/mnist.
+  cifar10   the official python tarball `cifar-10-python.tar.gz` (or its extracted
+            `cifar-10-batches-py/` directory).
+  cifar100  the official python tarball `cifar-100-python.tar.gz` (or `cifar-100-python/`).
+
+Without `--raw_dir` the files are downloaded from the URLs of the stock builders (MNIST: checksums of
+the stock builder are verified; CIFAR: TFDS's own CIFAR builders use the *binary* tarballs, we use the
+*python* ones, which hold the same images in the same order).
+
+CLI:
+  python -m aplx.data.prepare mnist --raw_dir ../shared/data/mnist --data_dir ~/tensorflow_datasets
+  python -m aplx.data.prepare cifar10 --raw_dir /path/to/cifar-10-python.tar.gz --data_dir ...
+  python -m aplx.data.prepare cifar100 --raw_dir /path/to/cifar-100-python.tar.gz --data_dir ...
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import io
+import os
+import pickle
+import tarfile
+from pathlib import Path
+
+import numpy as np
+import tensorflow_datasets as tfds
+from tensorflow_datasets.image_classification import cifar as tfds_cifar
+from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+__all__ = ["BUILDERS", "default_data_dir", "default_mnist_dir", "ensure_prepared", "is_prepared",
+           "prepare", "prepare_command"]
+
+# ---------------------------------------------------------------------------------------------------
+# Settings
+# ---------------------------------------------------------------------------------------------------
+
+_REPO_ROOT = Path(__file__).resolve().parents[2]
+
+
+def default_mnist_dir() -> str | None:
+  """`APLX_MNIST_DIR`, else `<repo root>/../shared/data/mnist` when it exists, else None."""
+  env = os.environ.get("APLX_MNIST_DIR")
+  if env:
+    return env
+  shared = _REPO_ROOT.parent / "shared" / "data" / "mnist"
+  return str(shared) if shared.is_dir() else None
+
+
+def default_data_dir() -> str:
+  """`APLX_DATA_DIR`, else TFDS's default (`TFDS_DATA_DIR` or ~/tensorflow_datasets)."""
+  return os.environ.get("APLX_DATA_DIR") or str(tfds.core.constants.DATA_DIR)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Raw readers (NumPy only)
+# ---------------------------------------------------------------------------------------------------
+
+def _open_maybe_gzip(path: Path):
+  with open(path, "rb") as f:
+    magic = f.read(2)
+  return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
+
+
+def read_idx(path) -> np.ndarray:
+  """Reads an IDX file (optionally gzipped) into a uint8 array of its declared shape."""
+  with _open_maybe_gzip(Path(path)) as f:
+    data = f.read()
+  if data[:2] != b"\x00\x00" or data[2] != 0x08:
+    raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()}).")
+  ndim = data[3]
+  shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+  return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+_MNIST_FILES = {
+  "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
+  "test": ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"),
+}
+
+
+def _find(raw_dir: Path, stem: str) -> Path:
+  for name in (stem + ".gz", stem):
+    if (raw_dir / name).exists():
+      return raw_dir / name
+  raise FileNotFoundError(f"{stem}[.gz] not found in {raw_dir}.")
+
+
+def _cifar_python_members(raw: Path, folder: str) -> dict[str, bytes]:
+  """Reads every file of the official python-format CIFAR archive (tarball or extracted dir)."""
+  if raw.is_dir():
+    base = raw / folder if (raw / folder).is_dir() else raw
+    return {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
+  out = {}
+  with tarfile.open(raw, "r:*") as tar:
+    for member in tar.getmembers():
+      if member.isfile():
+        out[Path(member.name).name] = tar.extractfile(member).read()
+  return out
+
+
+def _unpickle(blob: bytes) -> dict:
+  d = pickle.loads(blob, encoding="bytes")
+  return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
+
+
+def png_bytes(image: np.ndarray) -> bytes:
+  """PNG-encodes a uint8 [H, W, C] image with Pillow (TFDS would need TensorFlow for this)."""
+  from PIL import Image
+  buf = io.BytesIO()
+  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
+  return buf.getvalue()
+
+
+def _cifar_images(d: dict) -> np.ndarray:
+  return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Builders: stock TFDS builders with NumPy readers and an optional local source
+# ---------------------------------------------------------------------------------------------------
+
+class _LocalSourceMixin:
+  """`raw_dir=None` downloads like the stock builder; a path reads local raw files instead."""
+
+  def __init__(self, *, raw_dir: str | os.PathLike | None = None, **kwargs):
+    self._raw_dir = None if raw_dir is None else Path(raw_dir).expanduser()
+    super().__init__(**kwargs)
+
+
+class Mnist(_LocalSourceMixin, tfds_mnist.MNIST, skip_registration=True):
+  """TFDS `mnist` 3.0.1 from local IDX files or the stock URLs, without TensorFlow."""
+
+  name = "mnist"
+
+  @tfds.core.utils.classproperty
+  @classmethod
+  def url_infos(cls):  # the stock builder's checksums
+    return tfds_mnist.MNIST.url_infos
+
+  def _split_generators(self, dl_manager):
+    if self._raw_dir is not None:
+      files = {split: tuple(_find(self._raw_dir, stem) for stem in stems)
+               for split, stems in _MNIST_FILES.items()}
+    else:
+      urls = {f"{split}_{i}": self.URL + stem + ".gz"
+              for split, stems in _MNIST_FILES.items() for i, stem in enumerate(stems)}
+      got = dl_manager.download(urls)
+      files = {split: (got[f"{split}_0"], got[f"{split}_1"]) for split in _MNIST_FILES}
+    return {split: self._generate_examples(*files[split]) for split in _MNIST_FILES}
+
+  def _generate_examples(self, image_path, label_path):  # pylint: disable=arguments-differ
+    images, labels = read_idx(image_path), read_idx(label_path)
+    if images.shape[0] != labels.shape[0]:
+      raise ValueError(f"{image_path}: {images.shape[0]} images but {labels.shape[0]} labels.")
+    for index in range(images.shape[0]):  # key = index, as in the stock builder
+      yield index, {"image": png_bytes(images[index][..., None]), "label": int(labels[index])}
+
+
+_CIFAR_PY = {
+  # name: (url, folder, train files, test files, meta file, label keys {tfds: pickle})
+  "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-batches-py",
+              [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta",
+              {"label": ("labels", "label_names")}),
+  "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python",
+               ["train"], ["test"], "meta",
+               {"label": ("fine_labels", "fine_label_names"),
+                "coarse_label": ("coarse_labels", "coarse_label_names")}),
+}
+
+
+class _CifarPythonMixin(_LocalSourceMixin):
+  """CIFAR from the official python-format tarball; same keys/ids/order as the stock builder."""
+
+  def _split_generators(self, dl_manager):
+    url, folder, train_files, test_files, meta_file, keys = _CIFAR_PY[self.name]
+    raw = self._raw_dir if self._raw_dir is not None else Path(dl_manager.download(url))
+    if not raw.exists():
+      raise FileNotFoundError(f"{raw} does not exist (expected {Path(url).name} or {folder}/).")
+    members = _cifar_python_members(raw, folder)
+    missing = [f for f in train_files + test_files + [meta_file] if f not in members]
+    if missing:
+      raise FileNotFoundError(f"{raw} lacks {missing}; expected the official {Path(url).name}.")
+    meta = _unpickle(members[meta_file])
+    for tfds_key, (_, names_key) in keys.items():
+      self.info.features[tfds_key].names = [
+          n.decode() if isinstance(n, bytes) else n for n in meta[names_key]]
+    load = lambda files: [_unpickle(members[f]) for f in files]  # noqa: E731
+    return {"train": self._generate_examples("train_", load(train_files)),
+            "test": self._generate_examples("test_", load(test_files))}
+
+  def _generate_examples(self, split_prefix, batches):  # pylint: disable=arguments-differ
+    keys = _CIFAR_PY[self.name][5]
+    index = 0
+    for d in batches:
+      images = _cifar_images(d)
+      labels = {k: np.asarray(d[pk]) for k, (pk, _) in keys.items()}
+      for i in range(images.shape[0]):
+        record = {k: int(v[i]) for k, v in labels.items()}
+        record["id"] = f"{split_prefix}{index:05d}"
+        record["image"] = png_bytes(images[i])
+        yield index, record
+        index += 1
+
+
+class Cifar10(_CifarPythonMixin, tfds_cifar.Cifar10, skip_registration=True):
+  """TFDS `cifar10` from the official python tarball, without TensorFlow."""
+  name = "cifar10"
+
+
+class Cifar100(_CifarPythonMixin, tfds_cifar.Cifar100, skip_registration=True):
+  """TFDS `cifar100` (with `coarse_label`) from the official python tarball, without TensorFlow."""
+  name = "cifar100"
+
+
+BUILDERS = {"mnist": Mnist, "cifar10": Cifar10, "cifar100": Cifar100}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Preparing
+# ---------------------------------------------------------------------------------------------------
+
+def prepare_command(name: str, data_dir: str | None = None, raw_dir: str | None = None) -> str:
+  """The exact shell command that prepares `name` into `data_dir`."""
+  raw = raw_dir or {"mnist": default_mnist_dir() or "/path/to/mnist_idx_dir",
+                    "cifar10": "/path/to/cifar-10-python.tar.gz",
+                    "cifar100": "/path/to/cifar-100-python.tar.gz"}.get(name, "/path/to/raw")
+  cmd = f"python -m aplx.data.prepare {name} --raw_dir {raw}"
+  return cmd + (f" --data_dir {data_dir}" if data_dir else "")
+
+
+def is_prepared(name: str, data_dir: str | None = None) -> bool:
+  """Whether TFDS `name` (its current version) is already in `data_dir`."""
+  data_dir = data_dir or default_data_dir()
+  try:
+    return tfds.builder(name, data_dir=data_dir).is_prepared()
+  except Exception:  # pylint: disable=broad-except  (unknown names etc. count as not prepared)
+    return False
+
+
+def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = None) -> str:
+  """Builds TFDS `name` as array_record into `data_dir`; from `raw_dir` if given, else downloads.
+
+  Returns the dataset's directory.
+  """
+  if name not in BUILDERS:
+    raise ValueError(
+        f"aplx can build {sorted(BUILDERS)} without TensorFlow, not {name!r}. For cifar10_n / "
+        "cifar100_n prepare with TFDS (needs TensorFlow for generation), see docs/data.md.")
+  data_dir = data_dir or default_data_dir()
+  if raw_dir is not None and not Path(raw_dir).expanduser().exists():
+    raise FileNotFoundError(f"--raw_dir {raw_dir} does not exist.")
+  builder = BUILDERS[name](data_dir=data_dir, raw_dir=raw_dir)
+  builder.download_and_prepare(file_format="array_record")
+  return str(builder.data_path)
+
+
+def ensure_prepared(name: str, data_dir: str | None = None, *, download: bool = True) -> str:
+  """Makes sure TFDS `name` is in `data_dir` (default `default_data_dir()`); returns `data_dir`.
+
+  Already prepared: nothing to do. mnist with a local IDX directory (`APLX_MNIST_DIR`, default
+  ../shared/data/mnist): built offline from it. Otherwise, with `download=True`, TFDS's normal
+  download path (array_record, no TensorFlow needed for mnist/cifar10/cifar100). Any failure raises
+  an error with the exact command to prepare the dataset by hand.
+  """
+  data_dir = data_dir or default_data_dir()
+  if is_prepared(name, data_dir):
+    return data_dir
+  raw_dir = default_mnist_dir() if name == "mnist" else None
+  if raw_dir is None and not download:
+    raise FileNotFoundError(
+        f"TFDS dataset {name!r} is not prepared in {data_dir}. Prepare it with:\n  "
+        + prepare_command(name, data_dir))
+  try:
+    if name in BUILDERS:
+      prepare(name, data_dir=data_dir, raw_dir=raw_dir)
+    else:
+      tfds.builder(name, data_dir=data_dir).download_and_prepare(file_format="array_record")
+  except Exception as e:  # pylint: disable=broad-except
+    raise RuntimeError(
+        f"could not prepare TFDS dataset {name!r} in {data_dir} ({type(e).__name__}: {e}). "
+        f"Prepare it from local files with:\n  {prepare_command(name, data_dir)}\n"
+        "(see docs/data.md).") from e
+  return data_dir
+
+
+def main(argv=None) -> None:
+  parser = argparse.ArgumentParser(
+      prog="python -m aplx.data.prepare", description=__doc__.split("\n\n")[0])
+  parser.add_argument("name", choices=sorted(BUILDERS))
+  parser.add_argument("--raw_dir", default=None,
+                      help="local raw files: MNIST IDX dir (default $APLX_MNIST_DIR or "
+                           "../shared/data/mnist) or CIFAR python tarball/dir; omit to download.")
+  parser.add_argument("--data_dir", default=None,
+                      help="TFDS data dir (default $APLX_DATA_DIR or ~/tensorflow_datasets).")
+  args = parser.parse_args(argv)
+  raw_dir = args.raw_dir or (default_mnist_dir() if args.name == "mnist" else None)
+  path = prepare(args.name, data_dir=args.data_dir, raw_dir=raw_dir)
+  print(f"prepared {args.name} at {path}")
+
+
+if __name__ == "__main__":
+  main()
