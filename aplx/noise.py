@@ -83,13 +83,13 @@ def _check_transition_matrix(T, num_classes: int | None = None, atol: float = 1e
   if not np.all(np.isfinite(T)) or T.min() < 0.0:
     i, j = np.unravel_index(np.argmin(np.where(np.isfinite(T), T, -np.inf)), T.shape)
     raise ValueError(
-        f"transition matrix entries must be finite and in [0, 1], got T[{i}, {j}]={T[i, j]!r}.")
+        f"transition matrix entries must be finite and in [0, 1], got T[{i}, {j}]={float(T[i, j])!r}.")
   sums = T.sum(axis=1)
   bad = np.flatnonzero(np.abs(sums - 1.0) > atol)
   if bad.size:
     raise ValueError(
         f"transition matrix must be row-stochastic (each row sums to 1 within {atol}), "
-        f"row {bad[0]} sums to {sums[bad[0]]!r}.")
+        f"row {bad[0]} sums to {float(sums[bad[0]])!r}.")
   return T
 
 
@@ -409,7 +409,8 @@ def instance_dependent(labels, features, *, rate: float, num_classes: int, seed:
   Each example i draws a flip rate `q_i ~ N(rate, norm_std^2)` truncated to [0, 1]; a seeded random
   projection `W[y] ~ N(0, 1)^{D x K}` of its flattened features gives scores `s = x_i W[y_i]`;
   the true class is masked out and `p_i = q_i softmax(s)`, `p_i[y_i] = 1 - q_i`; the noisy label
-  is sampled from `p_i`. The realised rate is `rate` in expectation (before truncation effects).
+  is sampled from `p_i`. The realised rate is close to `rate` (truncation at 0 and 1 shifts it
+  slightly near the ends); `rate=0` returns the clean labels.
 
   Args:
     labels: clean labels `[n]`.
@@ -431,6 +432,8 @@ def instance_dependent(labels, features, *, rate: float, num_classes: int, seed:
     raise ValueError(f"features has {x.shape[0]} rows but labels has {labels.shape[0]}.")
   if norm_std <= 0:
     raise ValueError(f"norm_std must be > 0, got {norm_std}.")
+  if rate == 0.0:  # truncated N(0, 0.1^2) would still flip ~8%; rate 0 means clean labels
+    return labels.astype(np.int32)
   rng = _rng(seed, 5)
   q = _truncated_normal(rng, rate, norm_std, labels.shape[0])
   u = rng.random(labels.shape[0])

@@ -7,6 +7,7 @@ Public API:
   eval_batches(ds, *, batch_size, split="test", process_index=0, process_count=1)
   steps_per_epoch(ds, global_batch_size)
   ensure_prepared(name, data_dir=None, *, download=True)
+  prepare_dataset(name, *, data_dir=None, raw_dir=None)   (module: aplx.data.prepare, a CLI)
 """
 
 from aplx.data.pipeline import DATASETS
@@ -21,11 +22,11 @@ from aplx.data.prepare import default_data_dir
 from aplx.data.prepare import default_mnist_dir
 from aplx.data.prepare import ensure_prepared
 from aplx.data.prepare import is_prepared
-from aplx.data.prepare import prepare
+from aplx.data.prepare import prepare as prepare_dataset
 from aplx.data.prepare import prepare_command
 
 __all__ = [
   "DATASETS", "Dataset", "default_data_dir", "default_mnist_dir", "ensure_prepared",
-  "eval_batches", "is_prepared", "load_dataset", "make_train_batch", "prepare", "prepare_command",
+  "eval_batches", "is_prepared", "load_dataset", "make_train_batch", "prepare_command", "prepare_dataset",
   "steps_per_epoch", "train_batches", "train_indices",
 ]

@@ -1,0 +1,292 @@
+"""Tests of aplx.noise: exact protocols, mappings, convergence to T, determinism, bad input."""
+
+import numpy as np
+import pytest
+
+from aplx import noise
+
+MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
+
+
+def _balanced(n_per_class, k, seed=0):
+  labels = np.repeat(np.arange(k), n_per_class)
+  return np.random.default_rng(seed).permutation(labels)
+
+
+@pytest.fixture(scope="module")
+def mnist_labels(mnist_clean):
+  return mnist_clean.train_clean_labels
+
+
+# ---------------------------------------------------------------------------------------------------
+# Symmetric
+# ---------------------------------------------------------------------------------------------------
+
+def test_mnist_class_counts(mnist_labels):
+  assert np.bincount(mnist_labels).tolist() == MNIST_TRAIN_COUNTS
+
+
+@pytest.mark.parametrize("rate", [0.0, 0.2, 0.4, 0.6, 0.8])
+def test_symmetric_exact_rate_on_mnist(mnist_labels, rate):
+  noisy = noise.symmetric(mnist_labels, rate=rate, num_classes=10, seed=1)
+  flipped = noisy != mnist_labels
+  assert flipped.sum() == int(rate * 60000)
+  assert noise.realised_rate(mnist_labels, noisy) == pytest.approx(rate, abs=0)
+  # balanced across clean classes: int(rate * n) / K per class
+  per_class = np.bincount(mnist_labels[flipped], minlength=10)
+  assert per_class.tolist() == [int(rate * 60000) // 10] * 10
+
+
+def test_symmetric_targets_uniform_over_other_classes(mnist_labels):
+  noisy = noise.symmetric(mnist_labels, rate=0.8, num_classes=10, seed=3)
+  T = noise.realised_transition_matrix(mnist_labels, noisy, 10)
+  flipped_to = T[~np.eye(10, dtype=bool)].reshape(10, 9)
+  # each row: 4800 flips over 9 classes, ~533 each; 5 sigma ~ 110 / ~5900 ~ 0.02
+  expected = 4800 / np.array(MNIST_TRAIN_COUNTS) / 9
+  np.testing.assert_allclose(flipped_to, np.broadcast_to(expected[:, None], (10, 9)), atol=0.02)
+  assert np.all(np.diag(T) > 0)
+
+
+def test_symmetric_remainder_is_still_exact():
+  labels = np.arange(1003) % 10
+  noisy = noise.symmetric(labels, rate=0.3, num_classes=10, seed=0)
+  assert (noisy != labels).sum() == 300
+  authors = noise.symmetric(labels, rate=0.33, num_classes=10, seed=0, authors_quota=True)
+  assert (authors != labels).sum() == 10 * (int(0.33 * 1003) // 10)
+
+
+def test_symmetric_small_class_spills_over():
+  labels = np.array([0] * 5 + [1] * 100 + [2] * 100)
+  noisy = noise.symmetric(labels, rate=0.6, num_classes=3, seed=0)  # 123 flips, class 0 has 5
+  assert (noisy != labels).sum() == 123
+  assert np.all(noisy[:5] != 0)
+  with pytest.raises(ValueError, match="smallest class has 5"):
+    noise.symmetric(labels, rate=0.6, num_classes=3, seed=0, authors_quota=True)
+
+
+def test_symmetric_transition_converges():
+  labels = _balanced(20000, 10)
+  noisy = noise.symmetric(labels, rate=0.4, num_classes=10, seed=0, method="transition")
+  T_hat = noise.realised_transition_matrix(labels, noisy, 10)
+  np.testing.assert_allclose(T_hat, noise.symmetric_matrix(0.4, 10), atol=0.015)
+
+
+def test_symmetric_seed_determinism(mnist_labels):
+  a = noise.symmetric(mnist_labels, rate=0.4, num_classes=10, seed=7)
+  np.random.seed(123)  # global NumPy state must not matter
+  b = noise.symmetric(mnist_labels, rate=0.4, num_classes=10, seed=7)
+  c = noise.symmetric(mnist_labels, rate=0.4, num_classes=10, seed=8)
+  np.testing.assert_array_equal(a, b)
+  assert (a != c).mean() > 0.3
+  assert a.dtype == np.int32
+
+
+# ---------------------------------------------------------------------------------------------------
+# Asymmetric
+# ---------------------------------------------------------------------------------------------------
+
+MNIST_MAP = {7: 1, 2: 7, 5: 6, 6: 5, 3: 8}
+CIFAR10_MAP = {9: 1, 2: 0, 3: 5, 5: 3, 4: 7}
+
+
+@pytest.mark.parametrize("rate", [0.2, 0.4])
+def test_asymmetric_mnist_exact_mapping(mnist_labels, rate):
+  noisy = noise.asymmetric(mnist_labels, rate=rate, dataset="mnist", seed=0)
+  changed = noisy != mnist_labels
+  for c in range(10):
+    members = mnist_labels == c
+    if c in MNIST_MAP:
+      assert changed[members].sum() == int(rate * members.sum())
+      assert np.all(noisy[members & changed] == MNIST_MAP[c])
+    else:
+      assert not changed[members].any()
+
+
+def test_asymmetric_cifar10_exact_and_sequential_quirk():
+  labels = _balanced(5000, 10)
+  noisy = noise.asymmetric(labels, rate=0.4, dataset="cifar10", seed=0)
+  for s, t in CIFAR10_MAP.items():
+    members = labels == s
+    assert (noisy[members] == t).sum() == 2000
+    assert np.all(np.isin(noisy[members], [s, t]))
+  assert noise.realised_rate(labels, noisy) == pytest.approx(0.2, abs=0)
+  quirk = noise.asymmetric(labels, rate=0.4, dataset="cifar10", seed=0, sequential=True)
+  cats_wrong = (quirk[labels == 3] != 3).mean()
+  assert 0.21 < cats_wrong < 0.27  # ~24% (FIDELITY.md)
+  assert 0.18 < noise.realised_rate(labels, quirk) < 0.19  # ~18.5%, not 20%
+
+
+def test_asymmetric_cifar100_real_superclasses():
+  rng = np.random.default_rng(0)
+  fine_to_coarse = rng.permutation(np.repeat(np.arange(20), 5))  # not consecutive
+  labels = _balanced(300, 100)
+  coarse = fine_to_coarse[labels]
+  noisy = noise.asymmetric(labels, rate=0.4, dataset="cifar100", seed=0, coarse_labels=coarse)
+  for j in range(20):
+    group = np.sort(np.flatnonzero(fine_to_coarse == j))
+    for i, c in enumerate(group):
+      members = labels == c
+      assert (noisy[members] != c).sum() == 120
+      assert np.all(noisy[members][noisy[members] != c] == group[(i + 1) % 5])
+  np.testing.assert_array_equal(fine_to_coarse[noisy], coarse)  # never leaves its super-class
+
+
+def test_asymmetric_cifar100_consecutive_and_transition():
+  labels = _balanced(2000, 100)
+  noisy = noise.asymmetric(labels, rate=0.3, dataset="cifar100", seed=0, group="consecutive",
+                           method="transition")
+  T_hat = noise.realised_transition_matrix(labels, noisy, 100)
+  T = noise.asymmetric_matrix("cifar100", 0.3, group="consecutive")
+  np.testing.assert_allclose(T_hat, T, atol=0.05)  # 5 sigma at n = 2000 per class
+  assert T[4, 0] == pytest.approx(0.3) and T[3, 4] == pytest.approx(0.3)
+
+
+def test_asymmetric_mnist_transition_converges():
+  labels = _balanced(20000, 10)
+  noisy = noise.asymmetric(labels, rate=0.4, dataset="mnist", seed=0, method="transition")
+  T_hat = noise.realised_transition_matrix(labels, noisy, 10)
+  np.testing.assert_allclose(T_hat, noise.asymmetric_matrix("mnist", 0.4), atol=0.015)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Pair flip, transition matrices, IDN, human
+# ---------------------------------------------------------------------------------------------------
+
+def test_pairflip():
+  labels = _balanced(20000, 10)
+  noisy = noise.pairflip(labels, rate=0.45, num_classes=10, seed=0)
+  np.testing.assert_allclose(noise.realised_transition_matrix(labels, noisy, 10),
+                             noise.pairflip_matrix(0.45, 10), atol=0.015)
+  exact = noise.pairflip(labels, rate=0.45, num_classes=10, seed=0, method="exact")
+  assert np.all(np.isin(exact - labels, [0, 1, -9]))
+  assert (exact != labels).sum() == 10 * 9000
+
+
+@pytest.mark.parametrize("make", [
+    lambda: noise.symmetric_matrix(0.3, 7), lambda: noise.pairflip_matrix(0.2, 5),
+    lambda: noise.asymmetric_matrix("mnist", 0.5), lambda: noise.asymmetric_matrix("cifar10", 1.0),
+    lambda: noise.asymmetric_matrix("cifar100", 0.4, group="consecutive")])
+def test_matrices_row_stochastic(make):
+  T = make()
+  assert T.shape[0] == T.shape[1] and T.min() >= 0
+  np.testing.assert_allclose(T.sum(axis=1), 1.0, atol=1e-12)
+
+
+def test_from_transition_matrix_converges():
+  rng = np.random.default_rng(0)
+  T = rng.dirichlet(np.ones(6), size=6)
+  labels = _balanced(30000, 6)
+  noisy = noise.from_transition_matrix(labels, T, seed=0)
+  T_hat = noise.realised_transition_matrix(labels, noisy, 6)
+  np.testing.assert_allclose(T_hat.sum(axis=1), 1.0)
+  np.testing.assert_allclose(T_hat, T, atol=0.012)
+  np.testing.assert_array_equal(noisy, noise.from_transition_matrix(labels, T, seed=0))
+
+
+def test_instance_dependent():
+  rng = np.random.default_rng(0)
+  labels = _balanced(2000, 10)
+  feats = rng.standard_normal((labels.size, 64)).astype(np.float32)
+  a = noise.instance_dependent(labels, feats, rate=0.3, num_classes=10, seed=0)
+  b = noise.instance_dependent(labels, feats, rate=0.3, num_classes=10, seed=0)
+  c = noise.instance_dependent(labels, feats, rate=0.3, num_classes=10, seed=1)
+  np.testing.assert_array_equal(a, b)
+  assert (a != c).any()
+  assert noise.realised_rate(labels, a) == pytest.approx(0.3, abs=0.02)
+  # instance-dependent: the same seed with other features gives other labels
+  d = noise.instance_dependent(labels, feats[::-1], rate=0.3, num_classes=10, seed=0)
+  assert (a != d).any()
+  assert noise.realised_rate(labels, noise.instance_dependent(
+      labels, feats, rate=0.0, num_classes=10, seed=0)) == 0.0
+
+
+def test_human_and_apply_registry():
+  labels = np.array([0, 1, 2, 3])
+  worse = np.array([1, 1, 0, 3])
+  out = noise.apply("human:worse_label", labels, num_classes=4, dataset="cifar10_n",
+                    extra={"worse_label": worse})
+  np.testing.assert_array_equal(out, worse)
+  with pytest.raises(ValueError, match=r"available: \['worse_label'\]"):
+    noise.apply("human:aggre_label", labels, num_classes=4, dataset="cifar10_n",
+                extra={"worse_label": worse})
+  assert set(noise.NOISE_MODELS) == {"none", "sym", "asym", "pairflip", "idn", "human"}
+  np.testing.assert_array_equal(noise.apply("none", labels, num_classes=4), labels)
+
+
+def test_realised_helpers():
+  clean = np.array([0, 0, 1, 1])
+  noisy = np.array([0, 1, 1, 1])
+  assert noise.realised_rate(clean, noisy) == 0.25
+  T = noise.realised_transition_matrix(clean, noisy, 3)
+  np.testing.assert_array_equal(T, [[0.5, 0.5, 0], [0, 1, 0], [0, 0, 0]])  # absent class: zeros
+
+
+# ---------------------------------------------------------------------------------------------------
+# Bad input
+# ---------------------------------------------------------------------------------------------------
+
+LABELS = np.arange(20) % 10
+
+
+@pytest.mark.parametrize("fn", [
+    lambda r: noise.symmetric(LABELS, rate=r, num_classes=10, seed=0),
+    lambda r: noise.asymmetric(LABELS, rate=r, dataset="mnist", seed=0),
+    lambda r: noise.pairflip(LABELS, rate=r, num_classes=10, seed=0),
+    lambda r: noise.symmetric_matrix(r, 10),
+    lambda r: noise.instance_dependent(LABELS, np.ones((20, 3)), rate=r, num_classes=10, seed=0)])
+@pytest.mark.parametrize("rate", [-0.1, 1.5, float("nan")])
+def test_bad_rate(fn, rate):
+  with pytest.raises(ValueError, match=r"rate must be in \[0, 1\], got rate="):
+    fn(rate)
+
+
+def test_lemma1_warning():
+  with pytest.warns(UserWarning, match=r"\(K-1\)/K=0.9000 for K=10.*Lemma 1"):
+    noise.symmetric(LABELS, rate=0.9, num_classes=10, seed=0)
+  with pytest.warns(UserWarning, match="Lemma 1"):
+    noise.symmetric(np.arange(4) % 2, rate=0.5, num_classes=2, seed=0, method="transition")
+
+
+@pytest.mark.parametrize("labels,msg", [
+    (np.array([0, 10]), r"labels must be in \[0, 10\) \(num_classes=10\), found label 10"),
+    (np.array([-1, 3]), r"found label -1"),
+    (np.array([0.5, 1.0]), "must be integers"),
+    (np.zeros((2, 2), int), "1-D"),
+])
+def test_bad_labels(labels, msg):
+  with pytest.raises(ValueError, match=msg):
+    noise.symmetric(labels, rate=0.2, num_classes=10, seed=0)
+
+
+def test_bad_dataset_and_options():
+  with pytest.raises(ValueError, match=r"no asymmetric noise mapping for dataset 'svhn'; known: "
+                                       r"\['cifar10', 'cifar100', 'mnist'\]"):
+    noise.asymmetric(LABELS, rate=0.2, dataset="svhn", seed=0)
+  with pytest.raises(ValueError, match="needs coarse_labels"):
+    noise.asymmetric(LABELS, rate=0.2, dataset="cifar100", seed=0)
+  with pytest.raises(ValueError, match="appears in super-classes"):
+    noise.asymmetric(np.array([0, 0]), rate=0.2, dataset="cifar100", seed=0,
+                     coarse_labels=np.array([0, 1]))
+  with pytest.raises(ValueError, match="method must be 'exact' or 'transition', got 'magic'"):
+    noise.symmetric(LABELS, rate=0.2, num_classes=10, seed=0, method="magic")
+  with pytest.raises(ValueError, match="unknown noise model 'gauss'"):
+    noise.apply("gauss", LABELS, num_classes=10)
+  with pytest.raises(ValueError, match="noise='none' takes rate=0"):
+    noise.apply("none", LABELS, rate=0.3, num_classes=10)
+
+
+@pytest.mark.parametrize("T,msg", [
+    (np.ones((2, 3)) / 3, r"square \[K, K\], got shape \(2, 3\)"),
+    (np.array([[1.2, -0.2], [0, 1]]), r"in \[0, 1\], got T\[0, 1\]=-0.2"),
+    (np.array([[0.5, 0.4], [0, 1]]), r"row-stochastic .* row 0 sums to 0.9"),
+    (np.eye(3), r"3x3 but num_classes=10"),
+])
+def test_bad_transition_matrix(T, msg):
+  if T.shape == (3, 3):
+    with pytest.raises(ValueError, match=msg):
+      noise._check_transition_matrix(T, 10)  # pylint: disable=protected-access
+    with pytest.raises(ValueError, match=r"labels must be in \[0, 3\)"):
+      noise.from_transition_matrix(LABELS, T, seed=0)
+    return
+  with pytest.raises(ValueError, match=msg):
+    noise.from_transition_matrix(np.array([0, 1]), T, seed=0)
