@@ -1,0 +1,162 @@
+"""Building blocks shared by the models: PyTorch-equivalent init, BatchNorm, and 2x2 max-pool kernels.
+
+Everything here reproduces the PyTorch layers the authors used (HanxunH/Active-Passive-Losses,
+`models.py`), so that a model built from these parts computes the same function, starts from the same
+distribution, and updates its BatchNorm statistics the same way as theirs.
+"""
+from __future__ import annotations
+
+import math
+
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+# ------------------------------------------------------------------------------------------------
+# Initialisers (PyTorch names -> flax variance_scaling; kernels are [kh, kw, in, out] or [in, out]).
+# ------------------------------------------------------------------------------------------------
+
+# nn.init.kaiming_uniform_(w, mode='fan_in', nonlinearity='relu'): U(-b, b), b = sqrt(6 / fan_in).
+kaiming_uniform_relu = nnx.initializers.variance_scaling(2.0, "fan_in", "uniform")
+# nn.init.xavier_uniform_(w) (gain 1): U(-b, b), b = sqrt(6 / (fan_in + fan_out)).
+xavier_uniform = nnx.initializers.xavier_uniform()
+# torchvision ResNet: nn.init.kaiming_normal_(w, mode="fan_out", nonlinearity="relu"); "normal" is
+# the untruncated normal in jax.nn.initializers ("truncated_normal" is the truncated one).
+kaiming_normal_fan_out = nnx.initializers.variance_scaling(2.0, "fan_out", "normal")
+# PyTorch's default nn.Linear / nn.Conv2d weight init, kaiming_uniform_(a=sqrt(5)): b = 1/sqrt(fan_in).
+torch_default_kernel = nnx.initializers.variance_scaling(1.0 / 3.0, "fan_in", "uniform")
+
+
+def torch_default_bias(fan_in: int) -> nnx.Initializer:
+  """PyTorch's default bias init for nn.Linear / nn.Conv2d: U(-1/sqrt(fan_in), 1/sqrt(fan_in))."""
+  bound = 1.0 / math.sqrt(fan_in)
+
+  def init(key, shape, dtype=jnp.float32):
+    return jax.random.uniform(key, shape, dtype, -bound, bound)
+
+  return init
+
+
+# ------------------------------------------------------------------------------------------------
+# Layers
+# ------------------------------------------------------------------------------------------------
+
+
+def conv(in_ch, out_ch, kernel, *, stride=1, padding=None, use_bias, kernel_init, dtype, rngs):
+  """nn.Conv2d equivalent: explicit symmetric padding (k-1)//2 like PyTorch, never 'SAME'.
+
+  flax's 'SAME' pads stride-2 convolutions asymmetrically ((0, 1) on even inputs), PyTorch pads (1, 1);
+  explicit padding keeps the two identical.
+  """
+  pad = (kernel - 1) // 2 if padding is None else padding
+  bias_init = torch_default_bias(in_ch * kernel * kernel) if use_bias else nnx.initializers.zeros_init()
+  return nnx.Conv(
+      in_ch, out_ch, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
+      use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
+      param_dtype=jnp.float32, rngs=rngs)
+
+
+def dense(in_f, out_f, *, kernel_init, dtype, rngs):
+  """nn.Linear equivalent (bias drawn like PyTorch's default)."""
+  return nnx.Linear(
+      in_f, out_f, kernel_init=kernel_init, bias_init=torch_default_bias(in_f), dtype=dtype,
+      param_dtype=jnp.float32, rngs=rngs)
+
+
+class BatchNorm(nnx.BatchNorm):
+  """nn.BatchNorm1d/2d with PyTorch's defaults and PyTorch's running-statistics update.
+
+  * PyTorch's momentum 0.1 is flax's momentum 0.9: ``running = 0.9 * running + 0.1 * batch``.
+  * epsilon 1e-5; scale 1, bias 0 at init.
+  * Normalisation uses the biased batch variance; the running variance is updated with the unbiased
+    one, ``var * n / (n - 1)`` (n = number of reduced elements), exactly as PyTorch does. (flax's
+    BatchNorm stores the biased variance; the difference matters for small n, e.g. the Dense BN.)
+  * Statistics are computed in float32 whatever the compute dtype. Under ``jax.jit`` with a sharded
+    batch, the mean over the batch axis is global, so the statistics are global across devices.
+
+  Train/eval switching is inherited: ``model.train()`` / ``model.eval()`` set ``use_running_average``.
+  """
+
+  def __init__(self, num_features: int, *, dtype=None, rngs: nnx.Rngs):
+    super().__init__(num_features, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
+                     rngs=rngs)
+
+  def __call__(self, x, use_running_average: bool | None = None):
+    if use_running_average is None:
+      use_running_average = self.use_running_average
+    axes = tuple(range(x.ndim - 1))
+    xf = x.astype(jnp.float32)
+    if use_running_average:
+      mean, var = self.mean[...], self.var[...]
+    else:
+      mean = jnp.mean(xf, axis=axes)
+      var = jnp.mean(jnp.square(xf - mean), axis=axes)
+      n = math.prod(x.shape[:-1])
+      m = self.momentum
+      self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
+      self.var[...] = jax.lax.stop_gradient(m * self.var[...] + (1 - m) * var * (n / max(n - 1, 1)))
+    mul = self.scale[...] * jax.lax.rsqrt(var + self.epsilon)
+    y = (xf - mean) * mul + self.bias[...]
+    return y.astype(self.dtype or x.dtype)
+
+
+# ------------------------------------------------------------------------------------------------
+# 2x2 / stride 2 max-pool: reference (reduce_window) and fast (reshape + custom VJP) kernels.
+# ------------------------------------------------------------------------------------------------
+# Both route the whole gradient of a window to the FIRST maximal element in row-major window order
+# ((0,0), (0,1), (1,0), (1,1)), which is what XLA's select_and_scatter (the gradient of
+# lax.reduce_window max) and PyTorch's max_pool2d do. Ties are common in practice (flat image
+# background gives identical activations), so the fast kernel must break them the same way.
+
+
+def max_pool_2x2_reference(x: jax.Array) -> jax.Array:
+  """flax's max_pool (lax.reduce_window); its gradient is select_and_scatter (slow on XLA:CPU)."""
+  return nnx.max_pool(x, window_shape=(2, 2), strides=(2, 2), padding="VALID")
+
+
+def _split_2x2(x):
+  b, h, w, c = x.shape
+  x = x[:, : h - h % 2, : w - w % 2, :]  # VALID pooling drops an odd last row/column
+  x = x.reshape(b, h // 2, 2, w // 2, 2, c)
+  return x[:, :, 0, :, 0], x[:, :, 0, :, 1], x[:, :, 1, :, 0], x[:, :, 1, :, 1]
+
+
+@jax.custom_vjp
+def max_pool_2x2_fast(x: jax.Array) -> jax.Array:
+  """Same values and gradients as `max_pool_2x2_reference`, computed with a reshape and elementwise ops.
+
+  Its gradient is a few fused elementwise selects instead of select_and_scatter.
+  """
+  a, b, c, d = _split_2x2(x)
+  return jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+
+
+def _max_pool_fwd(x):
+  y = max_pool_2x2_fast(x)
+  return y, (x, y)
+
+
+def _max_pool_bwd(res, g):
+  x, y = res
+  a, b, c, _ = _split_2x2(x)
+  zero = jnp.zeros_like(g)
+  # First maximum in window order wins.
+  take_a = a == y
+  take_b = (b == y) & ~take_a
+  take_c = (c == y) & ~(take_a | take_b)
+  take_d = ~(take_a | take_b | take_c)
+  ga, gb, gc, gd = (jnp.where(t, g, zero) for t in (take_a, take_b, take_c, take_d))
+  top = jnp.stack([ga, gb], axis=3)  # [B, H/2, W/2, 2, C]
+  bottom = jnp.stack([gc, gd], axis=3)
+  gx = jnp.stack([top, bottom], axis=2)  # [B, H/2, 2, W/2, 2, C]
+  bsz, h2, _, w2, _, ch = gx.shape
+  gx = gx.reshape(bsz, 2 * h2, 2 * w2, ch)
+  pad_h, pad_w = x.shape[1] - 2 * h2, x.shape[2] - 2 * w2
+  if pad_h or pad_w:
+    gx = jnp.pad(gx, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
+  return (gx,)
+
+
+max_pool_2x2_fast.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+MAX_POOLS = {"fast": max_pool_2x2_fast, "reference": max_pool_2x2_reference}
