@@ -1,0 +1,451 @@
+"""Training and evaluation: data parallel over a device mesh, orbax checkpoints, exact resume.
+
+`train_and_evaluate(config, workdir)` is the whole program, readable top to bottom. The parts it is made of
+(`make_optimizer`, `make_train_step`, `make_eval_step`, `create_train_state`) are importable on their own
+for tests and benchmarks.
+
+Parallelism: one `jax.jit` over a 1-D device mesh with axis 'data'. Batches are sharded `P('data')`,
+parameters, batch statistics and optimiser state are replicated `P()`; XLA inserts the all-reduces, so
+BatchNorm statistics and gradients are global across devices and hosts. The same code runs on 1 CPU, 8
+fake CPU devices, a GPU node, a multi-host GPU cluster or a TPU slice.
+
+Determinism: the batch at global step s and the PRNG key of step s are pure functions of (config.seed,
+s), and the noisy label of an example is a pure function of (config.noise.seed, example id). A run
+resumed from any checkpoint therefore ends with exactly the parameters of an uninterrupted run.
+"""
+
+from collections.abc import Callable, Mapping
+import json
+import os
+import signal
+import threading
+import time
+
+from absl import logging
+from flax import nnx
+from flax import struct
+import jax
+import jax.numpy as jnp
+import ml_collections
+import numpy as np
+import optax
+import orbax.checkpoint as ocp
+
+from aplx import data as data_lib
+from aplx import losses
+from aplx import models
+
+# Config fields that may change between a run and its resumption without invalidating the checkpoint.
+RESUMABLE_CHANGES = ("log_every_steps", "eval_batch_size", "data_dir", "distributed", "max_steps")
+
+
+@struct.dataclass
+class TrainState:
+  """Everything that determines the rest of a run. Saved whole in every checkpoint."""
+  step: jax.Array
+  params: nnx.State
+  batch_stats: nnx.State
+  opt_state: optax.OptState
+  rng: jax.Array  # Raw uint32[2] root key; step s uses fold_in(rng, s).
+
+
+# ---------------------------------------------------------------------------------------------------
+# Optimiser.
+# ---------------------------------------------------------------------------------------------------
+
+
+def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int, epochs: int) -> optax.Schedule:
+  """The learning rate as a function of the step, constant within an epoch like PyTorch's schedulers.
+
+  - "cosine": `CosineAnnealingLR(T_max=epochs, eta_min)` stepped once per epoch:
+    lr(e) = eta_min + (lr - eta_min) (1 + cos(pi e / epochs)) / 2.
+  - "exponential": `ExponentialLR(gamma=decay_rate)` stepped per epoch: lr(e) = lr * decay_rate^e.
+  - "constant".
+  """
+  if optim.schedule == "cosine":
+    alpha = optim.eta_min / optim.lr if optim.lr else 0.0
+    per_epoch = optax.cosine_decay_schedule(optim.lr, decay_steps=epochs, alpha=alpha)
+  elif optim.schedule == "exponential":
+    per_epoch = optax.exponential_decay(optim.lr, transition_steps=1, decay_rate=optim.decay_rate)
+  elif optim.schedule == "constant":
+    per_epoch = optax.constant_schedule(optim.lr)
+  else:
+    raise ValueError(f"config.optim.schedule={optim.schedule!r}: use 'cosine', 'exponential' or "
+                     "'constant'.")
+  return lambda step: per_epoch(step // steps_per_epoch)
+
+
+def make_optimizer(optim: ml_collections.ConfigDict, schedule: optax.Schedule
+                   ) -> optax.GradientTransformation:
+  """SGD as the authors ran it in PyTorch, from optax parts.
+
+  Order of PyTorch's `clip_grad_norm_(5.0)` then `SGD(momentum, nesterov, weight_decay)`: clip the raw
+  gradient by its global norm, add `weight_decay * param` to it (coupled L2, applied to every parameter
+  like PyTorch), then heavy-ball or Nesterov momentum with dampening 0, then the learning rate.
+  """
+  parts = []
+  if optim.grad_clip:
+    parts.append(optax.clip_by_global_norm(optim.grad_clip))
+  if optim.weight_decay:
+    parts.append(optax.add_decayed_weights(optim.weight_decay))
+  parts.append(optax.sgd(schedule, momentum=optim.momentum or None, nesterov=optim.nesterov))
+  return optax.chain(*parts)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Model and state.
+# ---------------------------------------------------------------------------------------------------
+
+
+def create_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
+  return models.get(config.model.name, num_classes=num_classes, rngs=nnx.Rngs(config.seed),
+                    **config.model.get("kwargs", {}))
+
+
+def create_train_state(config, model: nnx.Module, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh
+                       ) -> tuple[nnx.GraphDef, nnx.GraphDef, TrainState]:
+  """Returns (train graphdef, eval graphdef, state replicated over `mesh`)."""
+  model.eval()
+  eval_graphdef = nnx.graphdef(model)
+  model.train()
+  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+
+  def init(params, batch_stats):
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=tx.init(params), rng=jax.random.PRNGKey(config.seed))
+
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  state = jax.jit(init, out_shardings=replicated)(params, batch_stats)
+  return graphdef, eval_graphdef, state
+
+
+# ---------------------------------------------------------------------------------------------------
+# Train and eval steps.
+# ---------------------------------------------------------------------------------------------------
+
+
+def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable[..., jax.Array],
+                    tx: optax.GradientTransformation) -> Callable[..., tuple[TrainState, dict]]:
+  """Returns `step(state, batch, sums) -> (state, sums)`, to be jitted by the caller.
+
+  `sums` accumulates on device (no host sync per step): loss sum, correct against noisy and clean
+  labels, example count, and `first_bad_step` (the first step whose loss was NaN/inf, else int max).
+  """
+  needs_key = getattr(loss_fn, "needs_key", False)
+
+  def step(state: TrainState, batch: Mapping[str, jax.Array], sums: dict) -> tuple[TrainState, dict]:
+    key = jax.random.fold_in(state.rng, state.step)
+
+    model = nnx.merge(graphdef, state.params, state.batch_stats)
+
+    def objective(model):
+      logits = model(batch["image"])
+      per_example = loss_fn(logits, batch["label"], key=key) if needs_key else loss_fn(
+          logits, batch["label"])
+      return per_example.mean(), (per_example, logits)
+
+    # nnx.grad differentiates w.r.t. the nnx.Param variables and carries the BatchNorm updates out.
+    grads, (per_example, logits) = nnx.grad(objective, has_aux=True)(model)
+    batch_stats = nnx.state(model, nnx.BatchStat)
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params = optax.apply_updates(state.params, updates)
+
+    pred = logits.argmax(-1)
+    loss = per_example.mean()
+    sums = {
+        "loss": sums["loss"] + per_example.sum(),
+        "correct_noisy": sums["correct_noisy"] + (pred == batch["label"]).sum(),
+        "correct_clean": sums["correct_clean"] + (pred == batch["clean_label"]).sum(),
+        "count": sums["count"] + per_example.size,
+        "first_bad_step": jnp.where(jnp.isfinite(loss), sums["first_bad_step"],
+                                    jnp.minimum(sums["first_bad_step"], state.step)),
+    }
+    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
+                              opt_state=opt_state)
+    return new_state, sums
+
+  return step
+
+
+def zero_sums() -> dict:
+  """Fresh epoch accumulators for `make_train_step` (jit with a replicated out_sharding to place them)."""
+  return {"loss": jnp.zeros((), jnp.float32), "correct_noisy": jnp.zeros((), jnp.int32),
+          "correct_clean": jnp.zeros((), jnp.int32), "count": jnp.zeros((), jnp.int32),
+          "first_bad_step": jnp.array(np.iinfo(np.int32).max, jnp.int32)}
+
+
+def make_eval_step(eval_graphdef: nnx.GraphDef) -> Callable[..., jax.Array]:
+  """Returns `step(state, batch) -> [correct, count]` over the unpadded (mask == 1) rows."""
+
+  def step(state: TrainState, batch: Mapping[str, jax.Array]) -> jax.Array:
+    model = nnx.merge(eval_graphdef, state.params, state.batch_stats)
+    correct = (model(batch["image"]).argmax(-1) == batch["label"]) * batch["mask"]
+    return jnp.stack([correct.sum(), batch["mask"].sum()]).astype(jnp.int32)
+
+  return step
+
+
+def evaluate(eval_step, state: TrainState, ds, config, batch_sharding) -> float:
+  totals = np.zeros(2, np.int64)
+  for batch in data_lib.eval_batches(ds, batch_size=config.eval_batch_size,
+                                     process_index=jax.process_index(),
+                                     process_count=jax.process_count()):
+    totals += np.asarray(eval_step(state, _global_batch(batch, batch_sharding)))
+  return float(totals[0] / max(totals[1], 1))
+
+
+def make_mesh() -> jax.sharding.Mesh:
+  """A 1-D mesh over every device of every process, axis 'data', with compiler-chosen (Auto)
+  shardings for intermediates: only the inputs' layout is fixed."""
+  return jax.make_mesh((jax.device_count(),), ("data",),
+                       axis_types=(jax.sharding.AxisType.Auto,))
+
+
+def _global_batch(local: Mapping[str, np.ndarray], sharding: jax.sharding.NamedSharding) -> dict:
+  """Assembles this process's share of a batch into one global array sharded over the mesh."""
+  return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
+
+
+# ---------------------------------------------------------------------------------------------------
+# Checkpoints.
+# ---------------------------------------------------------------------------------------------------
+
+
+def _config_json(config: ml_collections.ConfigDict) -> dict:
+  return json.loads(config.to_json_best_effort())
+
+
+def _restore_or_keep(manager: ocp.CheckpointManager, state: TrainState, sums: dict, config
+                     ) -> tuple[TrainState, dict, int]:
+  """Restores (state, epoch sums, completed epochs) from the latest checkpoint, else returns the inputs.
+
+  Never silently starts over: an unreadable or mismatched checkpoint raises.
+  """
+  latest = manager.latest_step()
+  if latest is None:
+    return state, sums, 0
+  where = os.path.join(str(manager.directory), str(latest))
+  try:
+    meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+  except Exception as e:  # noqa: BLE001 -- any failure here means an unreadable checkpoint.
+    raise RuntimeError(
+        f"Cannot read the checkpoint metadata at {where}: {e!r}. The checkpoint is corrupted or was not "
+        "written by aplx. Refusing to start from scratch over it: move it away or use another "
+        "--workdir.") from e
+  saved, now = meta["config"], _config_json(config)
+  changed = sorted(k for k in set(saved) | set(now)
+                   if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+  if changed:
+    diffs = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in changed)
+    raise RuntimeError(
+        f"The checkpoint at {where} was written with a different config ({diffs}). Resume with the "
+        "original config, or use a new --workdir to start a different run.")
+  abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (state, sums))
+  try:
+    restored, sums = manager.restore(
+        latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+  except Exception as e:  # noqa: BLE001
+    raise RuntimeError(
+        f"Cannot restore the training state from {where}: {e!r}. It does not match this model and "
+        "optimiser (or is corrupted). Refusing to start from scratch over it: move it away or use "
+        "another --workdir.") from e
+  logging.info("Resumed from %s (epoch %d, step %d).", where, meta["epoch"], latest)
+  return restored, sums, meta["epoch"]
+
+
+def _save(manager: ocp.CheckpointManager, state: TrainState, sums: dict, epoch: int, config) -> None:
+  """Saves (state, running epoch sums) and `epoch`, the number of completed epochs."""
+  step = int(state.step)
+  manager.save(step, args=ocp.args.Composite(
+      state=ocp.args.StandardSave((state, sums)),
+      meta=ocp.args.JsonSave({"epoch": epoch, "step": step, "config": _config_json(config)})))
+
+
+# ---------------------------------------------------------------------------------------------------
+# Metrics output.
+# ---------------------------------------------------------------------------------------------------
+
+
+class MetricWriter:
+  """JSON lines (`metrics.jsonl`) and TensorBoard summaries in the workdir; process 0 only."""
+
+  def __init__(self, workdir: str, resume_epoch: int):
+    self.active = jax.process_index() == 0
+    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.tb = None
+    if not self.active:
+      return
+    # Drop lines of epochs that the resumed run will redo, so the log matches an uninterrupted run.
+    if os.path.exists(self.path):
+      with open(self.path) as f:
+        kept = [l for l in f if l.strip() and json.loads(l)["epoch"] <= resume_epoch]
+      with open(self.path, "w") as f:
+        f.writelines(kept)
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+    self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def write(self, record: dict) -> None:
+    if not self.active:
+      return
+    with open(self.path, "a") as f:
+      f.write(json.dumps(record) + "\n")
+    for k, v in record.items():
+      if k != "epoch":
+        self.tb.add_scalar(k, v, record["epoch"])
+    self.tb.flush()
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+def read_metrics(workdir: str) -> list[dict]:
+  """The per-epoch records of a run, as written by `train_and_evaluate`."""
+  path = os.path.join(workdir, "metrics.jsonl")
+  if not os.path.exists(path):
+    return []
+  with open(path) as f:
+    return [json.loads(l) for l in f if l.strip()]
+
+
+class NonFiniteLossError(FloatingPointError):
+  pass
+
+
+# ---------------------------------------------------------------------------------------------------
+# The program.
+# ---------------------------------------------------------------------------------------------------
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
+  """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns the per-epoch metrics."""
+  workdir = os.path.abspath(workdir)
+  os.makedirs(workdir, exist_ok=True)
+
+  # ----- Data: TFDS dataset with label noise injected from (noise seed, example id). ---------------
+  ds = data_lib.load_dataset(config.dataset, data_dir=config.get("data_dir"), subset=config.get("subset"),
+                             noise=config.noise.type, rate=config.noise.rate, noise_seed=config.noise.seed,
+                             **config.noise.get("options", {}))
+  if config.batch_size % jax.device_count():
+    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the number of devices "
+                     f"({jax.device_count()}); pick a multiple of {jax.device_count()}.")
+  for name in ("batch_size", "eval_batch_size"):
+    if config[name] % jax.process_count():
+      raise ValueError(f"config.{name}={config[name]} must be divisible by the number of processes "
+                       f"({jax.process_count()}).")
+  steps_per_epoch = data_lib.steps_per_epoch(ds, config.batch_size)
+  total_steps = steps_per_epoch * config.epochs
+
+  # ----- Model, optimiser and state, replicated over the device mesh. -----------------------------
+  mesh = make_mesh()
+  batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  schedule = make_schedule(config.optim, steps_per_epoch, config.epochs)
+  tx = make_optimizer(config.optim, schedule)
+  model = create_model(config, ds.num_classes)
+  graphdef, eval_graphdef, state = create_train_state(config, model, tx, mesh)
+  loss_fn = losses.get(config.loss.name, **config.loss.get("params", {}))
+  train_step = jax.jit(make_train_step(graphdef, loss_fn, tx), donate_argnums=(0, 2))
+  eval_step = jax.jit(make_eval_step(eval_graphdef))
+
+  # ----- Resume. ----------------------------------------------------------------------------------
+  manager = ocp.CheckpointManager(
+      os.path.join(workdir, "checkpoints"),
+      options=ocp.CheckpointManagerOptions(max_to_keep=config.get("keep_checkpoints", 2), create=True))
+  fresh_sums = jax.jit(zero_sums, out_shardings=state.step.sharding)
+  state, sums, epoch = _restore_or_keep(manager, state, fresh_sums(), config)
+  writer = MetricWriter(workdir, resume_epoch=epoch)
+  if jax.process_index() == 0:
+    with open(os.path.join(workdir, "config.json"), "w") as f:
+      f.write(config.to_json_best_effort(indent=2))
+  logging.info("%s | %s noise %.2f | loss %s | model %s | %d train images, %d steps/epoch x %d epochs "
+               "| %d devices, %d processes | workdir %s", config.dataset, config.noise.type,
+               config.noise.rate, config.loss.name, config.model.name, ds.num_train, steps_per_epoch,
+               config.epochs, jax.device_count(), jax.process_count(), workdir)
+
+  # ----- Train. -----------------------------------------------------------------------------------
+  batches = data_lib.train_batches(
+      ds, global_batch_size=config.batch_size, seed=config.seed, start_step=int(state.step),
+      process_index=jax.process_index(), process_count=jax.process_count(),
+      augment=config.get("augment", True))
+  max_steps = min(config.get("max_steps") or total_steps, total_steps)  # Tests: stop as if killed.
+  run_start, run_start_step = time.time(), int(state.step)
+  epoch_start = run_start
+  history = read_metrics(workdir) if jax.process_index() == 0 else []
+  step = int(state.step)
+  with _PreemptionFlag() as preempted:
+    while step < max_steps:
+      state, sums = train_step(state, _global_batch(next(batches), batch_sharding), sums)
+      step += 1
+      if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+        _check_finite(sums)
+        logging.info("epoch %d/%d  step %d/%d  loss %.4f", epoch + 1, config.epochs,
+                     step - epoch * steps_per_epoch, steps_per_epoch,
+                     float(sums["loss"]) / max(int(sums["count"]), 1))
+      if step % steps_per_epoch == 0:  # End of an epoch: evaluate, log, checkpoint.
+        record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": float(schedule(step - 1)),
+            "train_loss": float(sums["loss"]) / int(sums["count"]),
+            "train_acc_noisy": int(sums["correct_noisy"]) / int(sums["count"]),
+            "train_acc_clean": int(sums["correct_clean"]) / int(sums["count"]),
+            "test_acc": evaluate(eval_step, state, ds, config, batch_sharding),
+            "images_per_sec": int(sums["count"]) / (time.time() - epoch_start),
+        }
+        epoch += 1
+        sums = fresh_sums()
+        writer.write(record)
+        history.append(record)
+        _save(manager, state, sums, epoch, config)
+        eta = (time.time() - run_start) / (step - run_start_step) * (total_steps - step)
+        logging.info("epoch %d/%d  loss %.4f  train acc noisy %.2f%% clean %.2f%%  test acc %.2f%%  "
+                     "lr %.5f  %.0f img/s  ETA %s", epoch, config.epochs, record["train_loss"],
+                     100 * record["train_acc_noisy"], 100 * record["train_acc_clean"],
+                     100 * record["test_acc"], record["lr"], record["images_per_sec"], _hms(eta))
+        epoch_start = time.time()
+      elif preempted(manager, step):
+        logging.warning("Preempted at step %d: saving a mid-epoch checkpoint and stopping.", step)
+        _save(manager, state, sums, epoch, config)
+        break
+  manager.wait_until_finished()
+  manager.close()
+  writer.close()
+  return history
+
+
+class _PreemptionFlag:
+  """True once the job is asked to stop: SIGTERM (one process) or orbax's multi-host preemption sync."""
+
+  def __enter__(self):
+    self.received = False
+    self.previous = None
+    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
+      self.previous = signal.signal(signal.SIGTERM, self._handle)
+    return self
+
+  def _handle(self, signum, frame):
+    del signum, frame
+    self.received = True
+
+  def __call__(self, manager: ocp.CheckpointManager, step: int) -> bool:
+    if jax.process_count() > 1:
+      return manager.reached_preemption(step)  # Collective: every process agrees on the same step.
+    return self.received
+
+  def __exit__(self, *exc):
+    if self.previous is not None:
+      signal.signal(signal.SIGTERM, self.previous)
+
+
+def _check_finite(sums: dict) -> None:
+  bad = int(sums["first_bad_step"])
+  if bad != np.iinfo(np.int32).max:
+    raise NonFiniteLossError(
+        f"The training loss became NaN or inf at step {bad}. Stopping; the last good checkpoint is kept. "
+        "Lower the learning rate, check the loss hyperparameters, or enable gradient clipping "
+        "(config.optim.grad_clip).")
+
+
+def _hms(seconds: float) -> str:
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
