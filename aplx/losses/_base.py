@@ -100,8 +100,8 @@ def _check_range(name: str, arg: str, value, *, lo=None, hi=None, lo_open=False,
   if hi is not None:
     bad |= bool(np.any(v >= hi) if hi_open else np.any(v > hi))
   if bad:
-    left = "(" if lo_open else "["
-    right = ")" if hi_open else "]"
+    left = "(" if (lo_open or lo is None) else "["
+    right = ")" if (hi_open or hi is None) else "]"
     rng = f"{left}{'-inf' if lo is None else lo}, {'inf' if hi is None else hi}{right}"
     raise ValueError(f"{name}: `{arg}` must be in {rng}, got {value}.{(' ' + fix) if fix else ''}")
 

@@ -1,0 +1,489 @@
+"""aplx.losses: the paper's properties, limit identities, numerics, shapes, transforms, registry and
+every error message."""
+
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from absl.testing import parameterized
+from jax.experimental import checkify
+from jax.sharding import NamedSharding
+from jax.sharding import PartitionSpec as P
+
+import aplx.losses as L
+
+
+def _logits(shape, scale=3.0, seed=0):
+  return jax.random.normal(jax.random.key(seed), shape, jnp.float32) * scale
+
+
+def _labels(shape, k, seed=1):
+  return jax.random.randint(jax.random.key(seed), shape, 0, k)
+
+
+def _call(fn, z, y):
+  kw = {"key": jax.random.key(7)} if getattr(fn, "needs_key", False) else {}
+  return fn(z, y, **kw)
+
+
+def _close(a, b, tol=1e-5):
+  chex.assert_trees_all_close(np.asarray(a), np.asarray(b), rtol=tol, atol=tol)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Paper properties
+# ----------------------------------------------------------------------------------------------------
+
+NORMALIZED = {
+    "nce": L.nce,
+    "nfl": functools.partial(L.nfl, gamma=0.5),
+    "nfl_g2": functools.partial(L.nfl, gamma=2.0),
+    "nmae": L.nmae,
+    "nrce": L.nrce,
+    "ngce": functools.partial(L.ngce, q=0.7),
+    "ngce_q0.1": functools.partial(L.ngce, q=0.1),
+    "normalize(poly1)": L.normalize(L.poly1),
+    "normalize(agce)": L.normalize(L.agce),
+}
+
+
+class PropertiesTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*[(n, n) for n in NORMALIZED])
+  def test_normalized_in_unit_interval_and_sums_to_one(self, name):
+    fn = self.variant(NORMALIZED[name])
+    for k, scale in [(2, 1.0), (10, 3.0), (100, 10.0)]:
+      z = _logits((6, k), scale)
+      per_label = jnp.stack([fn(z, jnp.full((6,), j)) for j in range(k)], axis=-1)
+      self.assertTrue(bool(jnp.all((per_label >= -1e-6) & (per_label <= 1 + 1e-6))))
+      _close(per_label.sum(-1), np.ones(6), tol=2e-5)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_nmae_nrce_are_scaled_mae_rce(self):
+    for k in (2, 10, 100):
+      z, y = _logits((8, k)), _labels((8,), k)
+      _close(self.variant(L.nmae)(z, y), L.mae(z, y) / (2 * (k - 1)))
+      for a in (-4.0, L.AUTHORS_LOG_ZERO, -1.0):
+        nrce = self.variant(functools.partial(L.nrce, log_zero=a))
+        _close(nrce(z, y), L.rce(z, y, log_zero=a) / (-a * (k - 1)))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(
+      ("ce", L.cross_entropy, L.nce),
+      ("fl", functools.partial(L.focal_loss, gamma=0.5), functools.partial(L.nfl, gamma=0.5)),
+      ("fl_g3", functools.partial(L.focal_loss, gamma=3.0), functools.partial(L.nfl, gamma=3.0)),
+      ("gce", functools.partial(L.gce, q=0.7), functools.partial(L.ngce, q=0.7)),
+      ("gce_q0.2", functools.partial(L.gce, q=0.2), functools.partial(L.ngce, q=0.2)),
+      ("mae", L.mae, L.nmae),
+      ("rce", L.rce, L.nrce),
+  )
+  def test_normalize_equals_closed_form(self, base, closed):
+    norm = self.variant(L.normalize(base))
+    closed_v = self.variant(closed)
+    gn = self.variant(jax.grad(lambda z, y: L.normalize(base)(z, y).sum()))
+    gc = self.variant(jax.grad(lambda z, y: closed(z, y).sum()))
+    for k in (2, 10, 30):
+      z, y = _logits((6, k)), _labels((6,), k)
+      _close(norm(z, y), closed_v(z, y), tol=2e-5)
+      _close(gn(z, y), gc(z, y), tol=5e-5)
+
+  def test_normalize_keeps_metadata_and_passes_kwargs(self):
+    n = L.normalize(L.gce)
+    self.assertEqual(n.kind, "active")
+    z, y = _logits((4, 5)), _labels((4,), 5)
+    _close(n(z, y, q=0.3), L.ngce(z, y, q=0.3))
+    self.assertTrue(L.normalize(L.nlnl).needs_key)
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_apl_is_linear_in_alpha_beta(self):
+    z, y = _logits((8, 10)), _labels((8,), 10)
+    nce, rce = L.nce(z, y), L.rce(z, y)
+    for a, b in [(1.0, 1.0), (10.0, 0.1), (0.0, 2.0), (3.0, 0.0)]:
+      got = self.variant(lambda z, y: L.get("nce+rce", alpha=a, beta=b)(z, y))(z, y)
+      _close(got, a * nce + b * rce)
+      got2 = self.variant(L.apl(L.nce, L.rce, alpha=a, beta=b))(z, y)
+      _close(got2, a * nce + b * rce)
+    # linearity: L(a1 + a2) = L(a1) + L(a2) - L(0) for the same beta
+    f = lambda a: L.get("nfl+mae", alpha=a, beta=0.5, gamma=0.5)(z, y)
+    _close(f(3.0), f(1.0) + f(2.0) - f(0.0))
+
+  def test_limit_identities(self):
+    for k in (2, 10, 100):
+      z, y = _logits((8, k), 4.0), _labels((8,), k)
+      _close(L.gce(z, y, q=1.0), L.mae(z, y) / 2)
+      _close(L.focal_loss(z, y, gamma=0.0), L.cross_entropy(z, y))
+      _close(L.nfl(z, y, gamma=0.0), L.nce(z, y))
+      _close(L.taylor_ce(z, y, order=1), L.mae(z, y) / 2)
+      _close(L.poly1(z, y, epsilon=0.0), L.cross_entropy(z, y))
+      _close(L.ce_eps(z, y, m=0.0), L.cross_entropy(z, y))
+      _close(L.gce(z, y, q=1e-4), L.cross_entropy(z, y), tol=5e-3 * 10)
+      # Taylor CE -> CE as the order grows (geometric convergence once p_y >= 1/2)
+      zc = z.at[jnp.arange(8), y].add(40.0)
+      _close(L.taylor_ce(zc, y, order=40), L.cross_entropy(zc, y), tol=1e-5)
+      _close(L.mae(z, y, halved=True), L.mae(z, y) / 2)
+      _close(L.sce(z, y, alpha=0.3, beta=2.0), 0.3 * L.cross_entropy(z, y) + 2.0 * L.rce(z, y))
+      _close(L.get("nce+rce", beta=0.0)(z, y), L.nce(z, y))
+
+  def test_active_passive_metadata_matches_table_1(self):
+    for name in ("ce", "nce", "fl", "nfl", "gce", "ngce"):
+      self.assertEqual(L.get(name).kind, "active", name)
+      self.assertEqual(L.info(name).kind, "active", name)
+    for name in ("mae", "nmae", "rce", "nrce", "nlnl", "nnce", "nnfl"):
+      self.assertEqual(L.get(name).kind, "passive", name)
+    for name in ("nce+rce", "nce+mae", "nfl+rce", "nfl+mae", "ngce+rce", "ngce+mae", "sce",
+                 "anl-ce", "anl-fl", "ce-eps+mae"):
+      self.assertEqual(L.get(name).kind, "active+passive", name)
+    self.assertEqual(L.get("nfl+nce").kind, "active+active")
+    self.assertEqual(L.get("mae+rce").kind, "passive+passive")
+    for fn in (L.cross_entropy, L.nce, L.mae, L.rce):
+      self.assertIn(fn.kind, ("active", "passive"))
+
+  def test_needs_key_only_for_nlnl(self):
+    for name in L.names():
+      self.assertEqual(L.get(name).needs_key, name == "nlnl", name)
+    self.assertTrue(L.get("nce+nlnl").needs_key)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Numerics: extreme logits, low precision
+# ----------------------------------------------------------------------------------------------------
+
+
+def _extreme_logits(k, dtype):
+  rows = [
+      jnp.zeros((k,)),  # uniform
+      jnp.full((k,), 1e4),  # all huge
+      jnp.zeros((k,)).at[0].set(1e4),  # label class wins by 1e4
+      jnp.zeros((k,)).at[1].set(1e4),  # another class wins by 1e4
+      jnp.zeros((k,)).at[0].set(-1e4),  # label class loses by 1e4
+      jnp.linspace(-1e4, 1e4, k),
+      jax.random.uniform(jax.random.key(k), (k,), minval=-1e4, maxval=1e4),
+      jnp.full((k,), -1e4).at[1].set(1e4),
+  ]
+  return jnp.stack(rows).astype(dtype), jnp.zeros((len(rows),), jnp.int32)
+
+
+def _assert_finite_everywhere(test, fn, k, dtype, name):
+  z, y = _extreme_logits(k, dtype)
+
+  @jax.jit
+  def run(z, y):
+    v = _call(fn, z, y)
+    g = jax.grad(lambda z: _call(fn, z, y).sum())(z)
+    return v, g
+
+  v, g = run(z, y)
+  test.assertEqual(v.dtype, jnp.float32, name)
+  test.assertEqual(g.dtype, dtype, name)
+  test.assertTrue(bool(jnp.all(jnp.isfinite(v))), f"{name} K={k} {dtype}: value {v}")
+  test.assertTrue(bool(jnp.all(jnp.isfinite(g.astype(jnp.float32)))),
+                  f"{name} K={k} {dtype}: gradient not finite")
+
+
+class NumericsTest(chex.TestCase):
+
+  @parameterized.named_parameters(*[(n, n) for n in L.names()])
+  def test_no_nan_or_inf_for_extreme_logits(self, name):
+    fn = L.get(name)
+    for k, dtype in [(2, jnp.float32), (10, jnp.bfloat16), (10_000, jnp.float32)]:
+      _assert_finite_everywhere(self, fn, k, dtype, name)
+
+  @parameterized.named_parameters(*[(n, n) for n in L.names()])
+  def test_low_precision_inputs_are_computed_in_float32(self, name):
+    fn = L.get(name)
+    z, y = _logits((6, 10), 5.0), _labels((6,), 10)
+    for dtype in (jnp.bfloat16, jnp.float16):
+      zl = z.astype(dtype)
+      got = _call(fn, zl, y)
+      self.assertEqual(got.dtype, jnp.float32)
+      _close(got, _call(fn, zl.astype(jnp.float32), y), tol=1e-6)
+
+  def test_float64_input_gives_float64(self):
+    with jax.enable_x64(True):
+      z = jnp.asarray(np.random.default_rng(0).standard_normal((4, 10)), jnp.float64)
+      y = jnp.arange(4)
+      for name in ("ce", "nce+rce", "ngce", "nfl"):
+        self.assertEqual(L.get(name)(z, y).dtype, jnp.float64, name)
+
+  def test_ngce_gradient_at_underflowing_probability(self):
+    # p_y = exp(-2e4) underflows to 0: the naive d/dp p^q = q p^(q-1) is inf there.
+    z = jnp.array([[-1e4, 1e4, 0.0]])
+    for q in (0.1, 0.5, 0.7, 1.0):
+      g = jax.grad(lambda z: L.ngce(z, jnp.array([0]), q=q).sum())(z)
+      self.assertTrue(bool(jnp.all(jnp.isfinite(g))), q)
+      g = jax.grad(lambda z: L.gce(z, jnp.array([0]), q=q).sum())(z)
+      self.assertTrue(bool(jnp.all(jnp.isfinite(g))), q)
+
+
+@pytest.mark.slow
+class SlowNumericsTest(chex.TestCase):
+  """Every K in {2, 3, 10, 100, 1000, 10000} x {float32, bfloat16, float16}: ~4 min on 2 CPU cores."""
+
+  @parameterized.named_parameters(*[(n, n) for n in L.names()])
+  def test_no_nan_or_inf_full_sweep(self, name):
+    fn = L.get(name)
+    for k in (2, 3, 10, 100, 1000, 10_000):
+      for dtype in (jnp.float32, jnp.bfloat16, jnp.float16):
+        _assert_finite_everywhere(self, fn, k, dtype, name)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Shapes and transforms
+# ----------------------------------------------------------------------------------------------------
+
+
+class ShapesAndTransformsTest(chex.TestCase):
+
+  @parameterized.named_parameters(*[(n, n) for n in L.names()])
+  def test_batch_shapes_b_and_bt(self, name):
+    fn = L.get(name)
+    z, y = _logits((3, 4, 7)), _labels((3, 4), 7)
+    kw = {"key": jax.random.key(0)} if fn.needs_key else {}
+    out_bt = fn(z, y, **kw)
+    chex.assert_shape(out_bt, (3, 4))
+    if not fn.needs_key:  # nlnl draws per position, so only shapes are comparable
+      out_b = fn(z.reshape(12, 7), y.reshape(12))
+      chex.assert_shape(out_b, (12,))
+      _close(out_bt.reshape(12), out_b)
+      chex.assert_shape(fn(z[0, 0], y[0, 0]), ())  # a single example, labels of shape []
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(("nce+rce", "nce+rce"), ("nfl+mae", "nfl+mae"),
+                                  ("ngce+rce", "ngce+rce"), ("anl-ce", "anl-ce"))
+  def test_vmap_and_grad(self, name):
+    fn = L.get(name)
+    z, y = _logits((5, 4, 10)), _labels((5, 4), 10)
+    per = self.variant(jax.vmap(fn))(z, y)
+    _close(per, fn(z, y))
+    g = self.variant(jax.vmap(jax.grad(lambda z, y: fn(z, y).sum())))(z, y)
+    _close(g, jax.grad(lambda z: fn(z, y).sum())(z))
+
+  def test_sharded_batch_equals_single_device(self):
+    mesh = jax.make_mesh((8,), ("data",))
+    z, y = _logits((64, 10)), _labels((64,), 10)
+    zs = jax.device_put(z, NamedSharding(mesh, P("data")))
+    ys = jax.device_put(y, NamedSharding(mesh, P("data")))
+    for name in ("nce+rce", "nfl+mae", "ngce+mae"):
+      fn = L.get(name)
+      step = jax.jit(jax.value_and_grad(lambda z, y: fn(z, y).mean()))
+      v1, g1 = step(z, y)
+      v8, g8 = step(zs, ys)
+      _close(v8, v1)
+      _close(g8, g1)
+      self.assertEqual(g8.sharding.spec[0], "data")
+
+  def test_no_retrace_across_calls(self):
+    fn = L.get("nce+rce")
+
+    @jax.jit
+    @chex.assert_max_traces(n=1)
+    def step(z, y):
+      return fn(z, y).mean()
+
+    for seed in range(3):
+      step(_logits((8, 10), seed=seed), _labels((8,), 10, seed=seed))
+
+
+# ----------------------------------------------------------------------------------------------------
+# NLNL key handling
+# ----------------------------------------------------------------------------------------------------
+
+
+class NLNLTest(chex.TestCase):
+
+  def test_complementary_labels_are_uniform_over_other_classes(self):
+    k, n = 5, 20000
+    z = jnp.zeros((n, k)).at[:, 0].set(3.0)  # p_0 large: loss reveals which class was drawn
+    y = jnp.full((n,), 2)
+    loss = L.nlnl(z, y, key=jax.random.key(0))
+    p0 = jax.nn.softmax(z[0])[0]
+    drew0 = jnp.isclose(loss, -jnp.log1p(-p0), rtol=1e-5)
+    frac = float(drew0.mean())
+    self.assertAlmostEqual(frac, 1 / (k - 1), delta=0.02)
+    # a label never is its own complementary label: with p_y = 1, -log(1 - p_ybar) = 0
+    z1 = jnp.zeros((1000, k)).at[:, 2].set(1e4)
+    self.assertTrue(bool(jnp.all(L.nlnl(z1, y[:1000], key=jax.random.key(1)) < 1e-6)))
+
+  def test_key_changes_draw_and_is_deterministic(self):
+    z, y = _logits((64, 10)), _labels((64,), 10)
+    a = L.nlnl(z, y, key=jax.random.key(0))
+    _close(a, L.nlnl(z, y, key=jax.random.key(0)))
+    self.assertFalse(np.allclose(a, L.nlnl(z, y, key=jax.random.key(1))))
+
+  def test_options(self):
+    z, y = _logits((16, 10)), _labels((16,), 10)
+    key = jax.random.key(0)
+    w = jnp.arange(1.0, 11.0)
+    _close(L.nlnl(z, y, key=key, class_weight=w), L.nlnl(z, y, key=key) * w[y])
+    many = L.nlnl(z, y, key=key, num_negatives=4)
+    chex.assert_shape(many, (16,))
+    z_big = jnp.zeros((2, 3)).at[:, 1].set(1e4)
+    capped = L.nlnl(z_big, jnp.array([0, 0]), key=key, num_negatives=8, min_prob=1e-5)
+    self.assertTrue(bool(jnp.all(capped <= -math.log(1e-5) + 1e-4)))
+
+  def test_get_and_apl_pass_the_key(self):
+    fn = L.get("nce+nlnl", alpha=1.0, beta=0.5)
+    z, y = _logits((8, 10)), _labels((8,), 10)
+    key = jax.random.key(4)
+    _close(fn(z, y, key=key), L.nce(z, y) + 0.5 * L.nlnl(z, y, key=key))
+    with self.assertRaisesRegex(ValueError, "needs a PRNG key"):
+      fn(z, y)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Out-of-range labels
+# ----------------------------------------------------------------------------------------------------
+
+
+class LabelCheckTest(chex.TestCase):
+
+  @parameterized.named_parameters(*[(n, n) for n in L.names()])
+  def test_out_of_range_labels_give_nan_under_jit(self, name):
+    fn = L.get(name)
+    z = _logits((4, 5))
+    y = jnp.array([0, 5, -1, 4])
+    out = jax.jit(lambda z, y: _call(fn, z, y))(z, y)
+    self.assertTrue(bool(jnp.isfinite(out[0]) & jnp.isfinite(out[3])), name)
+    self.assertTrue(bool(jnp.isnan(out[1]) & jnp.isnan(out[2])), f"{name}: {out}")
+
+  def test_check_labels_eager(self):
+    L.check_labels(jnp.array([0, 4]), 5)
+    with self.assertRaisesRegex(ValueError, r"2 label\(s\) outside \[0, 5\).*values \[5, -1\]"):
+      L.check_labels(np.array([0, 5, -1]), 5)
+    with self.assertRaisesRegex(TypeError, "integers"):
+      L.check_labels(np.array([0.0]), 5)
+
+  def test_check_labels_with_checkify_under_jit(self):
+    @jax.jit
+    def step(z, y):
+      L.check_labels(y, z.shape[-1])
+      return L.nce(z, y).mean()
+
+    checked = checkify.checkify(step)
+    err, _ = checked(_logits((2, 5)), jnp.array([0, 4]))
+    err.throw()
+    err, _ = checked(_logits((2, 5)), jnp.array([0, 7]))
+    with self.assertRaisesRegex(checkify.JaxRuntimeError, r"labels must be in \[0, 5\)"):
+      err.throw()
+
+
+# ----------------------------------------------------------------------------------------------------
+# Registry and error messages
+# ----------------------------------------------------------------------------------------------------
+
+PAPER_NAMES = ["ce", "fl", "mae", "rce", "gce", "sce", "nce", "nfl", "nmae", "nrce", "ngce",
+               "nce+rce", "nce+mae", "nfl+rce", "nfl+mae", "ngce+rce", "ngce+mae", "nfl+nce",
+               "mae+rce"]
+
+
+class RegistryTest(chex.TestCase):
+
+  def test_all_paper_and_beyond_names_registered(self):
+    for name in PAPER_NAMES + ["nnce", "nnfl", "anl-ce", "anl-fl", "agce", "aul", "ael", "nce+agce",
+                               "nce+aul", "nce+ael", "poly1", "taylor-ce", "ce-eps", "ce-eps+mae",
+                               "nlnl"]:
+      self.assertIn(name, L.names())
+      self.assertIsInstance(L.info(name), L.LossInfo)
+
+  def test_aliases_and_spelling(self):
+    z, y = _logits((4, 10)), _labels((4,), 10)
+    _close(L.get("ANL_CE")(z, y), L.get("anl-ce")(z, y))
+    _close(L.get(" NCE+RCE ")(z, y), L.get("nce+rce")(z, y))
+    _close(L.get("focal", gamma=1.0)(z, y), L.focal_loss(z, y, gamma=1.0))
+
+  def test_params_are_routed_to_components(self):
+    z, y = _logits((6, 10)), _labels((6,), 10)
+    fn = L.get("nfl+rce", alpha=2.0, beta=0.5, gamma=1.0, log_zero=-6.0)
+    _close(fn(z, y), 2.0 * L.nfl(z, y, gamma=1.0) + 0.5 * L.rce(z, y, log_zero=-6.0))
+    fn = L.get("ngce+mae", q=0.1, halved=True)
+    _close(fn(z, y), L.ngce(z, y, q=0.1) + L.mae(z, y, halved=True))
+    fn = L.get("anl-fl", gamma=2.0)  # both terms take gamma
+    _close(fn(z, y), L.nfl(z, y, gamma=2.0) + L.nnfl(z, y, gamma=2.0))
+    self.assertEqual(fn.params, {"gamma": 2.0})
+    self.assertEqual(L.get("nce+rce", beta=0.1).params, {"alpha": 1.0, "beta": 0.1})
+
+  def test_unknown_name_lists_valid_names(self):
+    with self.assertRaisesRegex(ValueError, r"Unknown loss 'nce\+foo'\. Valid names: ce, fl, .*nlnl"):
+      L.get("nce+foo")
+    with self.assertRaisesRegex(ValueError, "Unknown loss 'a\\+b\\+c'"):
+      L.get("a+b+c")
+    with self.assertRaisesRegex(TypeError, "must be a string"):
+      L.get(3)
+
+  def test_unknown_params(self):
+    with self.assertRaisesRegex(TypeError, r"get\('nce'\): unknown parameter\(s\) \['gamma'\]; "
+                                r"accepted: none"):
+      L.get("nce", gamma=0.5)
+    with self.assertRaisesRegex(TypeError, r"\['q'\] are not accepted by 'nce' or 'rce'"):
+      L.get("nce+rce", q=0.7)
+    with self.assertRaisesRegex(TypeError, r"unknown parameter\(s\) \['qq'\]; accepted: \['min_prob', 'q'\]"):
+      L.get("gce", qq=0.7)
+
+  def test_bad_values_fail_in_get(self):
+    with self.assertRaisesRegex(ValueError, r"gce: `q` must be in \(0.0, 1.0\], got 1.5"):
+      L.get("gce", q=1.5)
+    with self.assertRaisesRegex(ValueError, r"`log_zero` must be in \(-inf, 0.0\), got 0.0"):
+      L.get("nce+rce", log_zero=0.0)
+    with self.assertRaisesRegex(ValueError, r"`gamma` must be in \[0.0, inf\), got -1"):
+      L.get("nfl+mae", gamma=-1)
+
+
+class ErrorMessageTest(chex.TestCase):
+
+  def test_input_validation_messages(self):
+    z, y = _logits((4, 10)), _labels((4,), 10)
+    with self.assertRaisesRegex(ValueError, r"nce: `logits` must have shape \[\.\.\., num_classes\]"):
+      L.nce(jnp.float32(1.0), y)
+    with self.assertRaisesRegex(TypeError, r"ngce: `logits` must be floating point .*astype"):
+      L.ngce(jnp.ones((4, 10), jnp.int32), y)
+    with self.assertRaisesRegex(TypeError, r"nce: `labels` must be integer class ids .* float32"):
+      L.nce(z, y.astype(jnp.float32))
+    with self.assertRaisesRegex(ValueError, r"must have shape logits.shape\[:-1\] = \(4,\).*"
+                                r"got \(4, 10\)\. It looks one-hot: pass labels.argmax\(-1\)"):
+      L.nce(z, jax.nn.one_hot(y, 10).astype(jnp.int32))
+    with self.assertRaisesRegex(ValueError, r"rce: `labels` must have shape .* got \(3,\)"):
+      L.rce(z, y[:3])
+    with self.assertRaisesRegex(ValueError, r"at least 2 classes .* got K = 1"):
+      L.cross_entropy(jnp.ones((4, 1)), jnp.zeros((4,), jnp.int32))
+    with self.assertRaisesRegex(ValueError, r"nfl: `labels` must have shape"):
+      jax.jit(L.nfl)(z, jnp.zeros((4, 2), jnp.int32))  # trace-time error under jit
+
+  def test_hyperparameter_messages(self):
+    z, y = _logits((4, 10)), _labels((4,), 10)
+    cases = [
+        (lambda: L.gce(z, y, q=0.0), r"gce: `q` must be in \(0.0, 1.0\], got 0.0\. GCE needs"),
+        (lambda: L.ngce(z, y, q=2.0), r"ngce: `q` must be in \(0.0, 1.0\]"),
+        (lambda: L.focal_loss(z, y, gamma=-0.5), r"focal_loss: `gamma` must be in \[0.0, inf\)"),
+        (lambda: L.nfl(z, y, gamma=float("nan")), r"nfl: `gamma` must be finite"),
+        (lambda: L.rce(z, y, log_zero=1.0), r"rce: `log_zero` must be in \(-inf, 0.0\).*AUTHORS"),
+        (lambda: L.nrce(z, y, log_zero=0.0), r"nrce: `log_zero`"),
+        (lambda: L.sce(z, y, log_zero=0.5), r"sce: `log_zero`"),
+        (lambda: L.nnce(z, y, min_prob=0.2), r"nnce: `min_prob` \* K must be < 1"),
+        (lambda: L.rce(z, y, min_prob=0.0), r"rce: `min_prob` must be in \(0.0, 1.0\)"),
+        (lambda: L.agce(z, y, a=0.0), r"agce: `a` must be in \(0.0, inf\)"),
+        (lambda: L.agce(z, y, q=-1.0), r"agce: `q` must be in \(0.0, inf\)"),
+        (lambda: L.aul(z, y, a=1.0), r"aul: `a` must be in \(1.0, inf\), got 1.0. AUL needs a > 1"),
+        (lambda: L.ael(z, y, a=-2.0), r"ael: `a` must be in \(0.0, inf\)"),
+        (lambda: L.poly1(z, y, epsilon=-2.0), r"poly1: `epsilon` must be in \[-1.0, inf\)"),
+        (lambda: L.taylor_ce(z, y, order=0), r"taylor_ce: `order` must be a Python int >= 1"),
+        (lambda: L.taylor_ce(z, y, order=2.0), r"taylor_ce: `order` must be a Python int"),
+        (lambda: L.ce_eps(z, y, m=-1.0), r"ce_eps: `m` must be in \[0.0, inf\)"),
+        (lambda: L.nlnl(z, y, key=None), r"nlnl: needs a PRNG `key=`"),
+        (lambda: L.nlnl(z, y, key=jax.random.key(0), num_negatives=0), r"`num_negatives`"),
+        (lambda: L.nlnl(z, y, key=jax.random.key(0), class_weight=jnp.ones(3)),
+         r"`class_weight` must have shape \[K\] = \(10,\)"),
+        (lambda: L.gce(z, y, q=True), r"gce: `q` must be a number, got the bool"),
+    ]
+    for fn, msg in cases:
+      with self.assertRaisesRegex((ValueError, TypeError), msg):
+        fn()
+
+  def test_traced_hyperparameters_are_accepted(self):
+    z, y = _logits((4, 10)), _labels((4,), 10)
+    f = jax.jit(lambda z, y, q: L.gce(z, y, q=q))
+    _close(f(z, y, 0.5), L.gce(z, y, q=0.5))

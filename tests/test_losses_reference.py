@@ -1,0 +1,316 @@
+"""aplx.losses against float64 NumPy references written from the papers' formulas.
+
+The references below use only the definitions (softmax, one-hot q, the sums as printed in the papers)
+and never call aplx. Values are compared directly; gradients against float64 central finite
+differences of the same references. K in {2, 10, 100}, logits at three scales, jit and no jit.
+"""
+
+import functools
+import math
+
+import chex
+import jax
+import jax.numpy as jnp
+import numpy as np
+from absl.testing import parameterized
+
+import aplx.losses as L
+
+# ----------------------------------------------------------------------------------------------------
+# float64 references (z: [N, K] float64, y: [N] int) -> [N]
+# ----------------------------------------------------------------------------------------------------
+
+
+def _parts(z, y):
+  z = np.asarray(z, np.float64)
+  m = z.max(-1, keepdims=True)
+  lse = m[:, 0] + np.log(np.exp(z - m).sum(-1))
+  logp = z - lse[:, None]  # = log softmax, exactly (no log of an underflowed p)
+  p = np.exp(logp)
+  q = np.eye(z.shape[-1])[y]
+  return logp, p, q
+
+
+def r_ce(z, y):
+  logp, _, q = _parts(z, y)
+  return -(q * logp).sum(-1)
+
+
+def r_fl(z, y, gamma, frozen=None):
+  logp, p, q = _parts(z, y)
+  fp = p if frozen is None else _parts(frozen, y)[1]  # frozen: factor from fixed logits
+  return -(q * (1 - fp) ** gamma * logp).sum(-1)
+
+
+def r_mae(z, y):
+  _, p, q = _parts(z, y)
+  return np.abs(p - q).sum(-1)
+
+
+def r_rce(z, y, A, min_prob=None):
+  _, p, q = _parts(z, y)
+  if min_prob is not None:
+    p = np.clip(p, min_prob, 1.0)
+  logq = np.where(q == 1, 0.0, A)
+  return -(p * logq).sum(-1)
+
+
+def r_gce(z, y, qq, min_prob=None):
+  _, p, q = _parts(z, y)
+  if min_prob is not None:
+    p = np.clip(p, min_prob, 1.0)
+  return (q * (1 - p**qq) / qq).sum(-1)
+
+
+def r_norm(ref):
+  """Eq. (1): L(f(x), y) / sum_j L(f(x), j)."""
+
+  def f(z, y):
+    k = z.shape[-1]
+    den = sum(ref(z, np.full_like(y, j)) for j in range(k))
+    return ref(z, y) / den
+
+  return f
+
+
+def r_nce_closed(z, y):
+  """Eq. (2) second line: log base prod_k p_k of p_y."""
+  logp, _, q = _parts(z, y)
+  return (q * logp).sum(-1) / logp.sum(-1)
+
+
+def r_ngce_closed(z, y, qq, min_prob=None):
+  _, p, q = _parts(z, y)
+  if min_prob is not None:
+    p = np.clip(p, min_prob, 1.0)
+  return (1 - (q * p).sum(-1) ** qq) / (z.shape[-1] - (p**qq).sum(-1))
+
+
+def r_nfl_authors(z, y, gamma, frozen):
+  """Numerator factor and whole denominator from fixed logits `frozen` (no gradient there)."""
+  num = r_fl(z, y, gamma, frozen=frozen)
+  k = z.shape[-1]
+  den = sum(r_fl(frozen, np.full_like(y, j), gamma) for j in range(k))
+  return num / den
+
+
+def r_nnce(z, y, mp):
+  logp, _, q = _parts(z, y)
+  a = -np.log(mp)
+  t = a + np.maximum(logp, np.log(mp))
+  return 1 - (q * t).sum(-1) / t.sum(-1)
+
+
+def r_nnfl(z, y, gamma, mp):
+  logp, _, q = _parts(z, y)
+  lc = np.maximum(logp, np.log(mp))
+  fl = -(1 - np.exp(lc)) ** gamma * lc
+  a = -(1 - mp) ** gamma * np.log(mp)
+  return 1 - (q * (a - fl)).sum(-1) / (a - fl).sum(-1)
+
+
+def _py(z, y):
+  _, p, q = _parts(z, y)
+  return (p * q).sum(-1)
+
+
+def r_agce(z, y, a, qq):
+  return ((a + 1) ** qq - (a + _py(z, y)) ** qq) / qq
+
+
+def r_aul(z, y, a, qq):
+  return ((a - _py(z, y)) ** qq - (a - 1) ** qq) / qq
+
+
+def r_ael(z, y, a):
+  return np.exp(-_py(z, y) / a)
+
+
+def r_poly1(z, y, eps):
+  return r_ce(z, y) + eps * (1 - _py(z, y))
+
+
+def r_taylor(z, y, t):
+  u = 1 - _py(z, y)
+  return sum(u**j / j for j in range(1, t + 1))
+
+
+def r_ce_eps(z, y, m):
+  logp, p, q = _parts(z, y)
+  pe = p.copy()
+  pe[np.arange(len(y)), p.argmax(-1)] += m
+  pe /= 1 + m
+  # log p'_y, written so that an underflowed p_y (large logits) stays exact: p_y = exp(logp_y).
+  is_max = p.argmax(-1) == y
+  logp_y = (q * logp).sum(-1)
+  with np.errstate(divide="ignore"):
+    direct = np.log((q * pe).sum(-1))
+  return -np.where(is_max, direct, logp_y - np.log1p(m))
+
+
+def r_nlnl(z, y, neg):
+  _, p, _ = _parts(z, y)
+  p_neg = p[np.arange(len(y)), neg]
+  # 1 - p_neg as the sum of the other probabilities (exact when p_neg rounds to 1)
+  rest = p.sum(-1) - p_neg
+  logp, _, _ = _parts(z, y)
+  zz = np.asarray(z, np.float64).copy()
+  zz[np.arange(len(y)), neg] = -np.inf
+  m = zz.max(-1)
+  lse_rest = m + np.log(np.exp(zz - m[:, None]).sum(-1))
+  lse = np.asarray(z, np.float64).max(-1) + np.log(
+      np.exp(z - np.asarray(z, np.float64).max(-1, keepdims=True)).sum(-1))
+  del rest, logp
+  return -(lse_rest - lse)
+
+
+A_AUTH = math.log(1e-4)
+
+# name -> (aplx fn(logits, labels), reference(z, y, z0) ; z0 = unperturbed logits for detached refs)
+CASES = {
+    "ce": (L.cross_entropy, lambda z, y, z0: r_ce(z, y)),
+    "fl_g0.5": (functools.partial(L.focal_loss, gamma=0.5), lambda z, y, z0: r_fl(z, y, 0.5)),
+    "fl_g2": (functools.partial(L.focal_loss, gamma=2.0), lambda z, y, z0: r_fl(z, y, 2.0)),
+    "fl_detached": (functools.partial(L.focal_loss, gamma=0.5, detach_focal_factor=True),
+                    lambda z, y, z0: r_fl(z, y, 0.5, frozen=z0)),
+    "mae": (L.mae, lambda z, y, z0: r_mae(z, y)),
+    "mae_halved": (functools.partial(L.mae, halved=True), lambda z, y, z0: r_mae(z, y) / 2),
+    "rce": (L.rce, lambda z, y, z0: r_rce(z, y, -4.0)),
+    "rce_authors": (functools.partial(L.rce, log_zero=L.AUTHORS_LOG_ZERO, min_prob=1e-7),
+                    lambda z, y, z0: r_rce(z, y, A_AUTH, 1e-7)),
+    "gce_q0.7": (functools.partial(L.gce, q=0.7), lambda z, y, z0: r_gce(z, y, 0.7)),
+    "gce_q0.1": (functools.partial(L.gce, q=0.1), lambda z, y, z0: r_gce(z, y, 0.1)),
+    "gce_authors": (functools.partial(L.gce, q=0.7, min_prob=1e-7),
+                    lambda z, y, z0: r_gce(z, y, 0.7, 1e-7)),
+    "sce": (functools.partial(L.sce, alpha=0.1, beta=1.0),
+            lambda z, y, z0: 0.1 * r_ce(z, y) + r_rce(z, y, -4.0)),
+    "nce": (L.nce, lambda z, y, z0: r_norm(r_ce)(z, y)),
+    "nce_closed": (L.nce, lambda z, y, z0: r_nce_closed(z, y)),
+    "nfl": (functools.partial(L.nfl, gamma=0.5),
+            lambda z, y, z0: r_norm(lambda a, b: r_fl(a, b, 0.5))(z, y)),
+    "nfl_authors": (functools.partial(L.nfl, gamma=0.5, detach_focal_factor=True,
+                                      stop_gradient_normalizer=True),
+                    lambda z, y, z0: r_nfl_authors(z, y, 0.5, z0)),
+    "nmae": (L.nmae, lambda z, y, z0: r_norm(r_mae)(z, y)),
+    "nmae_halved": (functools.partial(L.nmae, halved=True),
+                    lambda z, y, z0: (1 - _py(z, y)) / (2 * (z.shape[-1] - 1))),
+    "nrce": (L.nrce, lambda z, y, z0: r_norm(lambda a, b: r_rce(a, b, -4.0))(z, y)),
+    "nrce_authors": (functools.partial(L.nrce, log_zero=A_AUTH, min_prob=1e-7,
+                                       authors_normalizer=True),
+                     lambda z, y, z0: r_rce(z, y, A_AUTH, 1e-7) * (1 / 4 * (z.shape[-1] - 1))),
+    "ngce": (functools.partial(L.ngce, q=0.7),
+             lambda z, y, z0: r_norm(lambda a, b: r_gce(a, b, 0.7))(z, y)),
+    "ngce_q0.1_closed": (functools.partial(L.ngce, q=0.1),
+                         lambda z, y, z0: r_ngce_closed(z, y, 0.1)),
+    "ngce_authors": (functools.partial(L.ngce, q=0.7, min_prob=1e-7),
+                     lambda z, y, z0: r_ngce_closed(z, y, 0.7, 1e-7)),
+    "nnce": (L.nnce, lambda z, y, z0: r_nnce(z, y, 1e-7)),
+    "nnfl": (functools.partial(L.nnfl, gamma=0.5), lambda z, y, z0: r_nnfl(z, y, 0.5, 1e-7)),
+    "anl_ce": (functools.partial(L.anl_ce, alpha=5.0, beta=5.0),
+               lambda z, y, z0: 5 * r_nce_closed(z, y) + 5 * r_nnce(z, y, 1e-7)),
+    "anl_fl": (functools.partial(L.anl_fl, alpha=2.0, beta=3.0, gamma=0.5),
+               lambda z, y, z0: (2 * r_norm(lambda a, b: r_fl(a, b, 0.5))(z, y)
+                                 + 3 * r_nnfl(z, y, 0.5, 1e-7))),
+    "agce": (functools.partial(L.agce, a=0.6, q=0.6), lambda z, y, z0: r_agce(z, y, 0.6, 0.6)),
+    "agce_q2": (functools.partial(L.agce, a=1.0, q=2.0), lambda z, y, z0: r_agce(z, y, 1.0, 2.0)),
+    "aul": (functools.partial(L.aul, a=5.5, q=3.0), lambda z, y, z0: r_aul(z, y, 5.5, 3.0)),
+    "aul_q0.1": (functools.partial(L.aul, a=3.0, q=0.1), lambda z, y, z0: r_aul(z, y, 3.0, 0.1)),
+    "ael": (functools.partial(L.ael, a=2.5), lambda z, y, z0: r_ael(z, y, 2.5)),
+    "poly1": (functools.partial(L.poly1, epsilon=1.0), lambda z, y, z0: r_poly1(z, y, 1.0)),
+    "poly1_neg": (functools.partial(L.poly1, epsilon=-0.5), lambda z, y, z0: r_poly1(z, y, -0.5)),
+    "taylor1": (functools.partial(L.taylor_ce, order=1), lambda z, y, z0: r_taylor(z, y, 1)),
+    "taylor6": (functools.partial(L.taylor_ce, order=6), lambda z, y, z0: r_taylor(z, y, 6)),
+    "ce_eps_m10": (functools.partial(L.ce_eps, m=10.0), lambda z, y, z0: r_ce_eps(z, y, 10.0)),
+    "ce_eps_m1e5": (functools.partial(L.ce_eps, m=1e5), lambda z, y, z0: r_ce_eps(z, y, 1e5)),
+}
+
+_PAIR_REFS = {
+    "nce": lambda z, y: r_nce_closed(z, y),
+    "nfl": lambda z, y: r_norm(lambda a, b: r_fl(a, b, 0.5))(z, y),
+    "ngce": lambda z, y: r_ngce_closed(z, y, 0.7),
+    "mae": r_mae,
+    "rce": lambda z, y: r_rce(z, y, -4.0),
+    "agce": lambda z, y: r_agce(z, y, 0.6, 0.6),
+    "aul": lambda z, y: r_aul(z, y, 5.5, 3.0),
+    "ael": lambda z, y: r_ael(z, y, 2.5),
+    "ce-eps": lambda z, y: r_ce_eps(z, y, 1e5),
+}
+for _pair in ["nce+rce", "nce+mae", "nfl+rce", "nfl+mae", "ngce+rce", "ngce+mae", "nfl+nce",
+              "mae+rce", "nce+agce", "nce+aul", "nce+ael", "ce-eps+mae"]:
+  _a, _b = _pair.split("+")
+  CASES["get:" + _pair] = (
+      L.get(_pair, alpha=0.7, beta=1.3),
+      (lambda ra, rb: lambda z, y, z0: 0.7 * ra(z, y) + 1.3 * rb(z, y))(_PAIR_REFS[_a],
+                                                                        _PAIR_REFS[_b]))
+
+SCALES = {"small": 0.1, "medium": 3.0, "large": 30.0}
+KS = (2, 10, 100)
+BATCH = 5
+
+
+def _inputs(k, scale, seed=0):
+  rng = np.random.default_rng(seed + k)
+  z = (rng.standard_normal((BATCH, k)) * scale).astype(np.float32)
+  y = rng.integers(0, k, size=BATCH).astype(np.int32)
+  y[0] = int(np.argmax(z[0]))  # always one confidently-correct and one wrong example
+  y[1] = int(np.argmin(z[1]))
+  return z, y
+
+
+def _fd_grad(ref, z, y, h):
+  """Central differences of sum_n ref(z)_n in float64."""
+  z = z.astype(np.float64)
+  n, k = z.shape
+  eye = np.eye(k) * h
+  zp = (z[:, None, :] + eye[None]).reshape(n * k, k)
+  zm = (z[:, None, :] - eye[None]).reshape(n * k, k)
+  yy = np.repeat(y, k)
+  z0 = np.repeat(z, k, axis=0)
+  return ((ref(zp, yy, z0) - ref(zm, yy, z0)) / (2 * h)).reshape(n, k)
+
+
+class ReferenceTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*[(n, n) for n in CASES])
+  def test_value_and_grad(self, case):
+    fn, ref = CASES[case]
+    value = self.variant(lambda z, y: fn(z, y))
+    grad = self.variant(jax.grad(lambda z, y: jnp.sum(fn(z, y))))
+    for k in KS:
+      for sname, scale in SCALES.items():
+        z, y = _inputs(k, scale)
+        want = ref(z.astype(np.float64), y, z.astype(np.float64))
+        got = np.asarray(value(z, y))
+        self.assertEqual(got.dtype, np.float32)
+        tol = 2e-5 * max(1.0, scale)
+        np.testing.assert_allclose(got, want, rtol=tol, atol=tol,
+                                   err_msg=f"{case} value, K={k}, scale={sname}")
+        want_g = _fd_grad(ref, z, y, h=1e-6 * max(1.0, scale))
+        got_g = np.asarray(grad(z, y))
+        self.assertTrue(np.all(np.isfinite(got_g)), f"{case} grad not finite, K={k}, {sname}")
+        gscale = max(1.0, float(np.abs(want_g).max()))
+        np.testing.assert_allclose(got_g, want_g, rtol=1e-3, atol=2e-4 * gscale * max(1.0, scale),
+                                   err_msg=f"{case} grad, K={k}, scale={sname}")
+
+
+class NLNLReferenceTest(chex.TestCase):
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_value_and_grad_given_the_drawn_negative(self):
+    key = jax.random.key(3)
+    fn = self.variant(lambda z, y: L.nlnl(z, y, key=key))
+    gfn = self.variant(jax.grad(lambda z, y: jnp.sum(L.nlnl(z, y, key=key))))
+    for k in KS:
+      for scale in SCALES.values():
+        z, y = _inputs(k, scale)
+        # the same draw as the documented rule: ybar = (y + U{1..K-1}) mod K
+        shift = np.asarray(jax.random.randint(key, (BATCH, 1), 1, k, dtype=jnp.int32))[:, 0]
+        neg = (y + shift) % k
+        self.assertTrue(np.all(neg != y))
+        ref = lambda zz, yy, z0, neg=neg: r_nlnl(zz, np.asarray(yy), np.repeat(
+            neg, len(yy) // len(neg)))
+        np.testing.assert_allclose(np.asarray(fn(z, y)), ref(z, y, None),
+                                   rtol=2e-5 * max(1, scale), atol=2e-5 * max(1, scale))
+        want_g = _fd_grad(ref, z, y, h=1e-6 * max(1.0, scale))
+        np.testing.assert_allclose(np.asarray(gfn(z, y)), want_g, rtol=1e-3, atol=2e-4 * max(1, scale))
