@@ -81,22 +81,30 @@ class BatchNorm(nnx.BatchNorm):
     super().__init__(num_features, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
                      rngs=rngs)
 
-  def __call__(self, x, use_running_average: bool | None = None):
+  def __call__(self, x, use_running_average: bool | None = None, *, shift=None):
+    """Normalises ``x`` (or ``x + shift`` when a per-channel ``shift`` is given, without adding it).
+
+    ``shift`` lets a preceding layer's bias be folded in: BN(x + b) equals BN(x) with b added to the
+    running mean, so the full-size addition is never materialised. In training mode the output does
+    not depend on b at all (its gradient is exactly 0, as in exact arithmetic).
+    """
     if use_running_average is None:
       use_running_average = self.use_running_average
     axes = tuple(range(x.ndim - 1))
     xf = x.astype(jnp.float32)
+    shift = jnp.zeros(x.shape[-1:], jnp.float32) if shift is None else shift.astype(jnp.float32)
+    bcast = lambda v: v.reshape((1,) * (x.ndim - 1) + (-1,))  # explicit: strict rank promotion
     if use_running_average:
-      mean, var = self.mean[...], self.var[...]
+      mean, var = self.mean[...] - shift, self.var[...]  # centre of x (not of x + shift)
     else:
       mean = jnp.mean(xf, axis=axes)
-      var = jnp.mean(jnp.square(xf - mean), axis=axes)
+      var = jnp.mean(jnp.square(xf - bcast(mean)), axis=axes)
       n = math.prod(x.shape[:-1])
       m = self.momentum
-      self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
+      self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * (mean + shift))
       self.var[...] = jax.lax.stop_gradient(m * self.var[...] + (1 - m) * var * (n / max(n - 1, 1)))
     mul = self.scale[...] * jax.lax.rsqrt(var + self.epsilon)
-    y = (xf - mean) * mul + self.bias[...]
+    y = (xf - bcast(mean)) * bcast(mul) + bcast(self.bias[...])
     return y.astype(self.dtype or x.dtype)
 
 
@@ -160,3 +168,19 @@ def _max_pool_bwd(res, g):
 max_pool_2x2_fast.defvjp(_max_pool_fwd, _max_pool_bwd)
 
 MAX_POOLS = {"fast": max_pool_2x2_fast, "reference": max_pool_2x2_reference}
+
+
+# ------------------------------------------------------------------------------------------------
+# 3x3 convolution over few input channels as one matrix product (im2col).
+# ------------------------------------------------------------------------------------------------
+# With 1-3 input channels (the first layer), XLA:CPU's convolution and especially its filter
+# gradient run far below the speed of the equivalent matmul; building the [N*H*W, 9*C] patch matrix
+# is cheap at this size. The patch columns are ordered (kh, kw, c), matching the [3, 3, C, O] kernel.
+
+
+def conv3x3_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
+  """Stride-1, padding-1 3x3 convolution of NHWC `x` with an HWIO `kernel`, as patches @ kernel."""
+  b, h, w, c = x.shape
+  xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
+  patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
+  return jnp.dot(patches.reshape(b * h * w, 9 * c), kernel.reshape(9 * c, -1)).reshape(b, h, w, -1)
