@@ -190,7 +190,7 @@ class NumericsTest(chex.TestCase):
   @parameterized.named_parameters(*[(n, n) for n in L.names()])
   def test_no_nan_or_inf_for_extreme_logits(self, name):
     fn = L.get(name)
-    for k, dtype in [(2, jnp.float32), (10, jnp.bfloat16), (10_000, jnp.float32)]:
+    for k, dtype in [(2, jnp.bfloat16), (10_000, jnp.float32)]:
       _assert_finite_everywhere(self, fn, k, dtype, name)
 
   @parameterized.named_parameters(*[(n, n) for n in L.names()])

@@ -235,8 +235,8 @@ _PAIR_REFS = {
     "ael": lambda z, y: r_ael(z, y, 2.5),
     "ce-eps": lambda z, y: r_ce_eps(z, y, 1e5),
 }
-for _pair in ["nce+rce", "nce+mae", "nfl+rce", "nfl+mae", "ngce+rce", "ngce+mae", "nfl+nce",
-              "mae+rce", "nce+agce", "nce+aul", "nce+ael", "ce-eps+mae"]:
+# A few registry pairs end to end (linearity of every pair in alpha, beta is in the properties test).
+for _pair in ["nce+rce", "nfl+mae", "ngce+rce", "nce+agce", "ce-eps+mae"]:
   _a, _b = _pair.split("+")
   CASES["get:" + _pair] = (
       L.get(_pair, alpha=0.7, beta=1.3),

@@ -132,34 +132,32 @@ def _check_log_zero(name: str, log_zero) -> None:
 class _Stats:
   """Log-space pieces of softmax(z) over the last axis, computed once.
 
-  zc: z - max(z) (the max is a constant for autodiff: softmax is shift invariant).
-  log_norm: logsumexp(zc), in [0, log K].
-  logp_y: log p_y (NaN when the label is out of range, see `check_labels`).
-  num_classes: K.
+  z: logits in the compute dtype. lse: logsumexp(z) (jax.nn.logsumexp: max-shifted, one exp per
+  logit, the same work as CE). logp_y: log p_y = z_y - lse (NaN for out-of-range labels, see
+  `check_labels`). num_classes: K.
   """
-  zc: jax.Array
-  exp_zc: jax.Array
-  log_norm: jax.Array
+  z: jax.Array
+  lse: jax.Array
   logp_y: jax.Array
   num_classes: int
 
   @property
   def logp(self) -> jax.Array:
     """log p_k for every class, [..., K]."""
-    return self.zc - self.log_norm[..., None]
+    return self.z - self.lse[..., None]
 
   def sum_logp(self) -> jax.Array:
-    """sum_k log p_k = sum_k z_k - K logsumexp(z), with no per-logit log."""
-    return jnp.sum(self.zc, axis=-1) - self.num_classes * self.log_norm
+    """sum_k log p_k = sum_k z_k - K logsumexp(z): one extra reduction, no per-logit log.
+
+    In float32 its relative error is about 1e-7 * max|z| / |mean log p|, i.e. at most ~1e-4 in the
+    worst case of all logits equal and huge (|z| ~ 1e4); it is always finite and <= -K log K < 0.
+    """
+    return jnp.sum(self.z, axis=-1) - self.num_classes * self.lse
 
 
 def _stats(z: jax.Array, labels: jax.Array) -> _Stats:
-  zc = z - jax.lax.stop_gradient(jnp.max(z, axis=-1, keepdims=True))
-  exp_zc = jnp.exp(zc)
-  log_norm = jnp.log(jnp.sum(exp_zc, axis=-1))
-  zc_y = _gather(zc, labels)
-  return _Stats(zc=zc, exp_zc=exp_zc, log_norm=log_norm, logp_y=zc_y - log_norm,
-                num_classes=z.shape[-1])
+  lse = jax.nn.logsumexp(z, axis=-1)
+  return _Stats(z=z, lse=lse, logp_y=_gather(z, labels) - lse, num_classes=z.shape[-1])
 
 
 def _gather(x: jax.Array, labels: jax.Array) -> jax.Array:
@@ -173,20 +171,25 @@ def _one_minus_exp(logp: jax.Array) -> jax.Array:
   return -jnp.expm1(logp)
 
 
-def _log_one_minus_exp(logp: jax.Array, tiny: float = 1e-30) -> jax.Array:
-  """log(1 - exp(logp)) for logp <= 0, finite with a finite gradient even at logp == 0.
+def _focal_factor(logp: jax.Array, gamma, detach: bool, tiny: float = 1e-30) -> jax.Array:
+  """(1 - p)^gamma from log p; finite with a finite gradient for every gamma >= 0 and p in [0, 1].
 
-  At logp == 0 the true value is -inf; we evaluate at logp = -tiny (about -69), which only ever
-  multiplies a vanishing factor (e.g. log p in the focal loss), and the clamp stops the gradient.
+  u = 1 - p is clamped at `tiny` (the clamp only acts where p rounds to 1, where the
+  factor multiplies log p = 0, and it stops the infinite d/du u^gamma there). gamma = 0 gives
+  exactly 1; integer and half-integer gamma (0.5, 1, 1.5, 2, ...) use sqrt / integer powers
+  instead of exp(gamma * log u), which keeps NFL within a few CE costs.
   """
-  return jnp.log(-jnp.expm1(jnp.minimum(logp, -tiny)))
-
-
-def _focal_factor(logp: jax.Array, gamma, detach: bool) -> jax.Array:
-  """(1 - p)^gamma from log p, NaN-free for gamma >= 0 (gamma == 0 gives exactly 1)."""
   if _is_static(gamma) and float(gamma) == 0.0:
     return jnp.ones_like(logp)
-  factor = jnp.exp(gamma * _log_one_minus_exp(logp))
+  # 1 - exp rather than -expm1: XLA:CPU vectorises exp but not expm1 (NFL was 4x slower with it).
+  # The absolute error near p = 1 (~6e-8) only touches terms that are multiplied by log p ~ -u.
+  u = jnp.maximum(1.0 - jnp.exp(logp), tiny)
+  if _is_static(gamma) and float(2 * gamma).is_integer() and 2 * gamma <= 16:
+    n2 = int(2 * gamma)
+    factor = jax.lax.integer_pow(u, n2 // 2) if n2 % 2 == 0 else jax.lax.integer_pow(
+        jnp.sqrt(u), n2)
+  else:
+    factor = jnp.exp(gamma * jnp.log(u))
   return jax.lax.stop_gradient(factor) if detach else factor
 
 

@@ -324,10 +324,10 @@ def nlnl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, key: jax
   neg = (labels[..., None] + shift) % k  # [..., n]
   classes = jnp.arange(k, dtype=labels.dtype).reshape((1,) * neg.ndim + (k,))
   mask = neg[..., None] == classes  # [..., n, K]
-  zm = jnp.where(mask, -jnp.inf, s.zc[..., None, :])
+  zm = jnp.where(mask, -jnp.inf, s.z[..., None, :])
   mm = jax.lax.stop_gradient(jnp.max(zm, axis=-1, keepdims=True))
   log_rest = mm[..., 0] + jnp.log(jnp.sum(jnp.exp(zm - mm), axis=-1))  # logsumexp without ybar
-  log_1mp = log_rest - s.log_norm[..., None]  # log(1 - p_ybar), [..., n]
+  log_1mp = log_rest - s.lse[..., None]  # log(1 - p_ybar), [..., n]
   if min_prob is not None:
     log_1mp = jnp.maximum(log_1mp, math.log(min_prob))
   loss = -jnp.mean(log_1mp, axis=-1)
