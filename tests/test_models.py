@@ -108,7 +108,8 @@ def test_output_shapes(name):
     assert out.shape == (3, 7) and out.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("name", ["mnist_cnn", "cifar10_cnn", "resnet18"])
+@pytest.mark.parametrize("name", ["mnist_cnn", "cifar10_cnn",
+                                  pytest.param("resnet18", marks=pytest.mark.slow)])
 def test_forward_runs_and_is_finite(name):
   model = M.get(name, num_classes=10, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(0), (4, *SHAPES[name]))
@@ -211,7 +212,8 @@ def test_train_and_eval_modes(kernels):
 # ------------------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("name", ["mnist_cnn", "cifar10_cnn", "resnet18"])
+@pytest.mark.parametrize("name", ["mnist_cnn", "cifar10_cnn",
+                                  pytest.param("resnet18", marks=pytest.mark.slow)])
 def test_split_merge_pattern_under_jit_and_grad(name):
   model = M.get(name, num_classes=10, rngs=nnx.Rngs(0))
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
