@@ -170,7 +170,6 @@ A_AUTH = math.log(1e-4)
 CASES = {
     "ce": (L.cross_entropy, lambda z, y, z0: r_ce(z, y)),
     "fl_g0.5": (functools.partial(L.focal_loss, gamma=0.5), lambda z, y, z0: r_fl(z, y, 0.5)),
-    "fl_g2": (functools.partial(L.focal_loss, gamma=2.0), lambda z, y, z0: r_fl(z, y, 2.0)),
     "fl_detached": (functools.partial(L.focal_loss, gamma=0.5, detach_focal_factor=True),
                     lambda z, y, z0: r_fl(z, y, 0.5, frozen=z0)),
     "mae": (L.mae, lambda z, y, z0: r_mae(z, y)),
@@ -179,7 +178,6 @@ CASES = {
     "rce_authors": (functools.partial(L.rce, log_zero=L.AUTHORS_LOG_ZERO, min_prob=1e-7),
                     lambda z, y, z0: r_rce(z, y, A_AUTH, 1e-7)),
     "gce_q0.7": (functools.partial(L.gce, q=0.7), lambda z, y, z0: r_gce(z, y, 0.7)),
-    "gce_q0.1": (functools.partial(L.gce, q=0.1), lambda z, y, z0: r_gce(z, y, 0.1)),
     "gce_authors": (functools.partial(L.gce, q=0.7, min_prob=1e-7),
                     lambda z, y, z0: r_gce(z, y, 0.7, 1e-7)),
     "sce": (functools.partial(L.sce, alpha=0.1, beta=1.0),
@@ -212,16 +210,11 @@ CASES = {
                lambda z, y, z0: (2 * r_norm(lambda a, b: r_fl(a, b, 0.5))(z, y)
                                  + 3 * r_nnfl(z, y, 0.5, 1e-7))),
     "agce": (functools.partial(L.agce, a=0.6, q=0.6), lambda z, y, z0: r_agce(z, y, 0.6, 0.6)),
-    "agce_q2": (functools.partial(L.agce, a=1.0, q=2.0), lambda z, y, z0: r_agce(z, y, 1.0, 2.0)),
     "aul": (functools.partial(L.aul, a=5.5, q=3.0), lambda z, y, z0: r_aul(z, y, 5.5, 3.0)),
-    "aul_q0.1": (functools.partial(L.aul, a=3.0, q=0.1), lambda z, y, z0: r_aul(z, y, 3.0, 0.1)),
     "ael": (functools.partial(L.ael, a=2.5), lambda z, y, z0: r_ael(z, y, 2.5)),
     "poly1": (functools.partial(L.poly1, epsilon=1.0), lambda z, y, z0: r_poly1(z, y, 1.0)),
-    "poly1_neg": (functools.partial(L.poly1, epsilon=-0.5), lambda z, y, z0: r_poly1(z, y, -0.5)),
-    "taylor1": (functools.partial(L.taylor_ce, order=1), lambda z, y, z0: r_taylor(z, y, 1)),
     "taylor6": (functools.partial(L.taylor_ce, order=6), lambda z, y, z0: r_taylor(z, y, 6)),
     "ce_eps_m10": (functools.partial(L.ce_eps, m=10.0), lambda z, y, z0: r_ce_eps(z, y, 10.0)),
-    "ce_eps_m1e5": (functools.partial(L.ce_eps, m=1e5), lambda z, y, z0: r_ce_eps(z, y, 1e5)),
 }
 
 _PAIR_REFS = {
@@ -235,6 +228,7 @@ _PAIR_REFS = {
     "ael": lambda z, y: r_ael(z, y, 2.5),
     "ce-eps": lambda z, y: r_ce_eps(z, y, 1e5),
 }
+
 # A few registry pairs end to end (linearity of every pair in alpha, beta is in the properties test).
 for _pair in ["nce+rce", "nfl+mae", "ngce+rce", "nce+agce", "ce-eps+mae"]:
   _a, _b = _pair.split("+")
