@@ -140,26 +140,25 @@ def max_pool_2x2_fast(x: jax.Array) -> jax.Array:
 
 
 def _max_pool_fwd(x):
-  y = max_pool_2x2_fast(x)
-  return y, (x, y)
+  # The winner of each window is decided once, here, and saved: comparing x with y again in the
+  # backward pass is fragile, because XLA may recompute x there with a different rounding (it did
+  # under data-parallel sharding, sending ReLU-tie gradients to the wrong element).
+  a, b, c, d = _split_2x2(x)
+  y = jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+  winner = jnp.where(a == y, 0, jnp.where(b == y, 1, jnp.where(c == y, 2, 3))).astype(jnp.int8)
+  return y, (winner, x.shape)
 
 
 def _max_pool_bwd(res, g):
-  x, y = res
-  a, b, c, _ = _split_2x2(x)
+  winner, shape = res
   zero = jnp.zeros_like(g)
-  # First maximum in window order wins.
-  take_a = a == y
-  take_b = (b == y) & ~take_a
-  take_c = (c == y) & ~(take_a | take_b)
-  take_d = ~(take_a | take_b | take_c)
-  ga, gb, gc, gd = (jnp.where(t, g, zero) for t in (take_a, take_b, take_c, take_d))
+  ga, gb, gc, gd = (jnp.where(winner == i, g, zero) for i in range(4))  # First maximum wins.
   top = jnp.stack([ga, gb], axis=3)  # [B, H/2, W/2, 2, C]
   bottom = jnp.stack([gc, gd], axis=3)
   gx = jnp.stack([top, bottom], axis=2)  # [B, H/2, 2, W/2, 2, C]
   bsz, h2, _, w2, _, ch = gx.shape
   gx = gx.reshape(bsz, 2 * h2, 2 * w2, ch)
-  pad_h, pad_w = x.shape[1] - 2 * h2, x.shape[2] - 2 * w2
+  pad_h, pad_w = shape[1] - 2 * h2, shape[2] - 2 * w2
   if pad_h or pad_w:
     gx = jnp.pad(gx, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)))
   return (gx,)
