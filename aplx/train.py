@@ -167,6 +167,16 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable[..., jax.Array],
   return step
 
 
+def jit_train_step(step: Callable, mesh: jax.sharding.Mesh) -> Callable:
+  """jit with explicit layouts: state and sums replicated, batch sharded over 'data', state and sums
+  donated. Pinning the output layouts to the input layouts keeps the step from recompiling after
+  its first call."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+  return jax.jit(step, in_shardings=(replicated, batch, replicated),
+                 out_shardings=(replicated, replicated), donate_argnums=(0, 2))
+
+
 def zero_sums() -> dict:
   """Fresh epoch accumulators for `make_train_step` (jit with a replicated out_sharding to place them)."""
   return {"loss": jnp.zeros((), jnp.float32), "correct_noisy": jnp.zeros((), jnp.int32),
@@ -344,7 +354,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   model = create_model(config, ds.num_classes)
   graphdef, eval_graphdef, state = create_train_state(config, model, tx, mesh)
   loss_fn = losses.get(config.loss.name, **config.loss.get("params", {}))
-  train_step = jax.jit(make_train_step(graphdef, loss_fn, tx), donate_argnums=(0, 2))
+  train_step = jit_train_step(make_train_step(graphdef, loss_fn, tx), mesh)
   eval_step = jax.jit(make_eval_step(eval_graphdef))
 
   # ----- Resume. ----------------------------------------------------------------------------------
