@@ -87,7 +87,15 @@ def r_ngce_closed(z, y, qq, min_prob=None):
 
 
 def r_nfl_authors(z, y, gamma, frozen):
-  """Numerator factor and whole denominator from fixed logits `frozen` (no gradient there)."""
+  """Official NFL: every (1 - p)^gamma factor from fixed logits `frozen`; log p live everywhere."""
+  num = r_fl(z, y, gamma, frozen=frozen)
+  k = z.shape[-1]
+  den = sum(r_fl(z, np.full_like(y, j), gamma, frozen=frozen) for j in range(k))
+  return num / den
+
+
+def r_nfl_frozen_den(z, y, gamma, frozen):
+  """Numerator factor and the whole denominator from fixed logits `frozen` (no gradient there)."""
   num = r_fl(z, y, gamma, frozen=frozen)
   k = z.shape[-1]
   den = sum(r_fl(frozen, np.full_like(y, j), gamma) for j in range(k))
@@ -186,9 +194,11 @@ CASES = {
     "nce_closed": (L.nce, lambda z, y, z0: r_nce_closed(z, y)),
     "nfl": (functools.partial(L.nfl, gamma=0.5),
             lambda z, y, z0: r_norm(lambda a, b: r_fl(a, b, 0.5))(z, y)),
-    "nfl_authors": (functools.partial(L.nfl, gamma=0.5, detach_focal_factor=True,
-                                      stop_gradient_normalizer=True),
+    "nfl_authors": (functools.partial(L.nfl, gamma=0.5, detach_focal_factor=True),
                     lambda z, y, z0: r_nfl_authors(z, y, 0.5, z0)),
+    "nfl_frozen_den": (functools.partial(L.nfl, gamma=0.5, detach_focal_factor=True,
+                                         stop_gradient_normalizer=True),
+                       lambda z, y, z0: r_nfl_frozen_den(z, y, 0.5, z0)),
     "nmae": (L.nmae, lambda z, y, z0: r_norm(r_mae)(z, y)),
     "nmae_halved": (functools.partial(L.nmae, halved=True),
                     lambda z, y, z0: (1 - _py(z, y)) / (2 * (z.shape[-1] - 1))),

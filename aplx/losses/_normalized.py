@@ -48,17 +48,19 @@ def nfl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, gamma: fl
     logits: [..., K] float scores.
     labels: [...] integer class ids.
     gamma: focusing parameter >= 0 (the paper uses 0.5); gamma = 0 is NCE.
-    detach_focal_factor: no gradient through (1 - p_y)^gamma in the numerator (authors' code).
-    stop_gradient_normalizer: no gradient through the denominator sum_k FL_k (authors' code uses
-      `logpt.data`). Both default to False = the paper's mathematics; set both to True to
-      reproduce the published runs.
+    detach_focal_factor: no gradient through any focal factor (1 - p_k)^gamma, in the numerator
+      and in the denominator; log p keeps its gradient everywhere. This is the authors' code
+      (`(1 - logpt.data.exp()) ** gamma * logpt`); set it to reproduce the published runs.
+    stop_gradient_normalizer: no gradient through the whole denominator sum_k FL_k (not what the
+      authors' code does; an option for ablations). Both default to False = the paper's
+      mathematics.
 
   Returns:
     [...] per-example loss in [0, 1].
 
   Example:
     >>> nfl(logits, labels, gamma=0.5)
-    >>> nfl(logits, labels, gamma=0.5, detach_focal_factor=True, stop_gradient_normalizer=True)
+    >>> nfl(logits, labels, gamma=0.5, detach_focal_factor=True)  # authors' code
 
   Reference: Ma et al. 2020, Eq. (5). Active (Table 1).
   """
@@ -66,7 +68,7 @@ def nfl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, gamma: fl
   _base._check_range("nfl", "gamma", gamma, lo=0.0, fix="Use gamma >= 0 (0 = NCE).")
   s = _base._stats(z, labels)
   logp = s.logp
-  fl_all = -_base._focal_factor(logp, gamma, False) * logp
+  fl_all = -_base._focal_factor(logp, gamma, detach_focal_factor) * logp
   den = jnp.sum(fl_all, axis=-1)
   if stop_gradient_normalizer:
     den = jax.lax.stop_gradient(den)
