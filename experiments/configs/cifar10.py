@@ -38,4 +38,6 @@ def get_config(arg: str | None = None):
              "schedule": "cosine", "eta_min": 0.0, "decay_rate": 0.0})
   if args["fidelity"] == "authors":
     config.noise.options = common.authors_noise_options(args["noise"], "cifar10")
+  if args["loss"] == "nlnl" and args["fidelity"] == "authors":
+    config.epochs = args["epochs"] or 1000  # The authors train their single-stage NLNL this long.
   return config

@@ -44,7 +44,8 @@ def get_config(arg: str | None = None):
       optim={"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3 if paper else 1e-2,
              "grad_clip": 5.0, "schedule": "cosine", "eta_min": 0.001, "decay_rate": 0.0})
   if loss == "nlnl" and not paper:
-    config.optim.weight_decay = 1e-3  # The authors' NLNL config; they also train it for 720 epochs.
+    config.optim.weight_decay = 1e-3  # The authors' NLNL config.
+    config.epochs = args["epochs"] or 720
   config.augment = False
   if not paper:
     # Authors' noise: symmetric flips K * int(int(rate * n) / K) labels exactly; asymmetric MNIST

@@ -1,0 +1,154 @@
+"""experiments/: config arguments, the authors' hyperparameters, and the absl entry point end to end."""
+
+import csv
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from aplx import losses
+from experiments.configs import common
+from experiments.configs import cifar10
+from experiments.configs import cifar100
+from experiments.configs import mnist
+from experiments.configs import webvision
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+CONFIGS = {"mnist": mnist, "cifar10": cifar10, "cifar100": cifar100, "webvision": webvision}
+
+
+def _authors_rows():
+  with open(os.path.join(REPO, "experiments", "configs", "authors_hparams.csv")) as f:
+    return list(csv.DictReader(f))
+
+
+# ----- Config arguments. ------------------------------------------------------------------------
+
+
+def test_argument_parsing():
+  args = common.parse_arg("loss=nfl+rce,noise=asym,rate=0.4,seed=2,subset=100,epochs=3")
+  assert args == {"loss": "nfl+rce", "noise": "asym", "rate": 0.4, "seed": 2, "subset": 100,
+                  "epochs": 3, "fidelity": "authors"}
+
+
+@pytest.mark.parametrize("arg, message", [
+    ("lr=0.1", "Bad config argument 'lr=0.1'.*keys"),
+    ("loss", "Bad config argument 'loss'"),
+    ("rate=high", "rate='high' must be a float"),
+    ("rate=1.5", "rate=1.5: a noise rate must be in \\[0, 1\\]"),
+    ("noise=gaussian", "noise='gaussian': use one of"),
+    ("fidelity=exact", "fidelity='exact': use 'authors'"),
+])
+def test_bad_arguments_are_clear_errors(arg, message):
+  with pytest.raises(ValueError, match=message):
+    mnist.get_config(arg)
+
+
+def test_unknown_loss_is_reported_by_the_registry():
+  config = mnist.get_config("loss=nce+xyz")
+  with pytest.raises(ValueError, match="Unknown loss 'nce\\+xyz'. Valid names"):
+    losses.get(config.loss.name, **config.loss.params)
+
+
+# ----- Every configured loss builds, with the authors' numbers. ----------------------------------
+
+
+@pytest.mark.parametrize("dataset", sorted(CONFIGS))
+@pytest.mark.parametrize("fidelity", ["authors", "paper"])
+def test_every_configured_loss_builds(dataset, fidelity):
+  module = CONFIGS[dataset]
+  for loss in module.LOSSES:
+    config = module.get_config(f"loss={loss},noise=none,fidelity={fidelity}")
+    fn = losses.get(config.loss.name, **config.loss.params)  # Validates every parameter.
+    assert callable(fn)
+
+
+def test_configs_carry_the_authors_hyperparameters():
+  """Cross-checks the configs against the authors' YAML files, transcribed in authors_hparams.csv."""
+  checked = 0
+  for row in _authors_rows():
+    if row["noise"] not in ("sym", "real"):
+      continue
+    loss = {"focal": "fl"}.get(row["config_name"], row["config_name"])
+    module = CONFIGS[row["dataset"]]
+    if loss not in module.LOSSES:
+      continue
+    noise = "none" if row["noise"] == "real" else "sym"
+    c = module.get_config(f"loss={loss},noise={noise},rate=0.4")
+    p = c.loss.params
+    for key in ("alpha", "beta", "gamma", "q"):
+      if row[key]:
+        assert p[key] == pytest.approx(float(row[key])), (row["dataset"], loss, key)
+    if row["a"]:
+      assert p["log_zero"] == pytest.approx(float(row["a"]))
+    assert c.optim.lr == pytest.approx(float(row["lr"]))
+    assert c.optim.weight_decay == pytest.approx(float(row["weight_decay"]))
+    assert c.optim.nesterov == (row["nesterov"] == "True")
+    assert c.optim.grad_clip == pytest.approx(float(row["grad_clip"]))
+    assert c.epochs == int(row["epochs"]), (row["dataset"], loss)
+    assert c.batch_size == int(row["batch_size"])
+    if row["eta_min"]:
+      assert c.optim.eta_min == pytest.approx(float(row["eta_min"]))
+    checked += 1
+  assert checked >= 30
+
+
+def test_authors_fidelity_options_reach_the_losses():
+  p = mnist.get_config("loss=nfl+mae").loss.params
+  assert p["halved"] is True and p["detach_focal_factor"] is True
+  p = cifar10.get_config("loss=nce+rce").loss.params
+  assert p["log_zero"] == pytest.approx(losses.AUTHORS_LOG_ZERO) and p["min_prob"] == 1e-7
+  assert mnist.get_config("loss=ce,noise=asym,rate=0.4").noise.options.to_dict() == {
+      "method": "transition"}
+  assert cifar10.get_config("loss=ce,noise=asym,rate=0.4").noise.options.sequential is True
+
+
+def test_paper_fidelity_uses_the_paper_numbers():
+  c = mnist.get_config("loss=nce+rce,fidelity=paper")
+  assert (c.loss.params.beta, c.optim.weight_decay) == (100.0, 1e-3)
+  assert "log_zero" not in c.loss.params  # aplx default: the paper's A = -4.
+  assert cifar100.get_config("loss=nce+mae,fidelity=paper").model.name == "resnet34"
+  assert cifar100.get_config("loss=nce+mae,fidelity=paper").loss.params.beta == 0.1
+  assert cifar100.get_config("loss=nce+mae").model.name == "resnet50"
+
+
+# ----- The entry point, as a user runs it. -------------------------------------------------------
+
+
+def _main(*args, timeout=600):
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)  # One CPU device, as on a laptop.
+  return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=REPO, env=env,
+                        capture_output=True, text=True, timeout=timeout)
+
+
+def test_script_trains_with_overrides(mnist_data_dir, tmp_path):
+  workdir = tmp_path / "run"
+  r = _main("--config", "experiments/configs/mnist.py:loss=nce+rce,noise=sym,rate=0.2,subset=1024,epochs=2",
+            f"--config.data_dir={mnist_data_dir}", "--config.optim.lr=0.02", "--config.batch_size=64",
+            f"--workdir={workdir}")
+  assert r.returncode == 0, r.stderr[-3000:]
+  with open(workdir / "config.json") as f:
+    saved = json.load(f)
+  assert saved["optim"]["lr"] == 0.02 and saved["batch_size"] == 64
+  with open(workdir / "metrics.jsonl") as f:
+    records = [json.loads(l) for l in f]
+  assert [r["epoch"] for r in records] == [1, 2]
+  assert records[-1]["test_acc"] > 0.8, records  # 1,024 images, 20% noise: clearly learning.
+  assert "ETA" in r.stderr and "test acc" in r.stderr  # Readable progress.
+  assert "orbax" not in r.stderr  # Library INFO chatter is filtered.
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--config", "experiments/configs/mnist.py:loss=ce"], "--workdir is required"),
+    (["--config", "experiments/configs/mnist.py:rate=2", "--workdir=/tmp/x"], "rate=2.0: a noise rate"),
+    (["--config", "experiments/configs/mnist.py", "--config.optim.lrr=1", "--workdir=/tmp/x"], "lrr"),
+    (["--no_such_flag"], "no_such_flag"),
+    (["stray"], "Unexpected arguments"),
+])
+def test_bad_command_lines_fail_clearly(args, message):
+  r = _main(*args, timeout=120)
+  assert r.returncode != 0
+  assert message in r.stderr + r.stdout, r.stderr[-2000:]
