@@ -1,0 +1,82 @@
+"""The paper's figures from run histories: test accuracy per epoch, and memorisation of noisy labels.
+
+Both take `{loss: [metrics of seed 0, metrics of seed 1, ...]}`, each metrics a list of the per-epoch
+records of `metrics.jsonl`, and write a PNG. Curves are the mean over seeds, shaded +- one std.
+`experiments.report --plots DIR` draws them for every noise setting under a sweep's root.
+"""
+
+import numpy as np
+
+# One colour per loss across every figure (the paper's order first).
+_COLORS = {}
+
+
+def _color(loss: str):
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  if loss not in _COLORS:
+    _COLORS[loss] = matplotlib.colormaps["tab10"](len(_COLORS) % 10)
+  return _COLORS[loss]
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+  """(epochs, mean, std) of `key` over seeds, at each epoch that at least one seed reached."""
+  epochs = sorted({r["epoch"] for h in histories for r in h})
+  per_epoch = [[r[key] for h in histories for r in h if r["epoch"] == e] for e in epochs]
+  return (np.array(epochs), np.array([np.mean(v) for v in per_epoch]),
+          np.array([np.std(v) for v in per_epoch]))
+
+
+def _band(ax, histories, key, label, color, linestyle="-"):
+  x, mean, std = curve(histories, key)
+  ax.plot(x, 100 * mean, linestyle, color=color, label=label, linewidth=1.5)
+  if len(histories) > 1:
+    ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=color, alpha=0.15, linewidth=0)
+
+
+def test_accuracy(runs: dict[str, list[list[dict]]], path: str, title: str) -> str:
+  """Clean test accuracy per epoch, one curve per loss (the paper's Figures 1-4)."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  for loss, histories in runs.items():
+    n = len(histories)
+    _band(ax, histories, "test_acc", f"{loss.upper()} ({n} seed{'s' * (n != 1)})", _color(loss))
+  ax.xaxis.get_major_locator().set_params(integer=True)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("clean test accuracy (%)")
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def memorisation(runs: dict[str, list[list[dict]]], path: str, title: str) -> str:
+  """Train accuracy against the noisy labels (dashed) and the clean labels (solid), per epoch.
+
+  A loss that memorises the noise climbs on the noisy labels while its accuracy on the clean labels
+  (and on the test set) falls; a robust loss stays near the clean labels.
+  """
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  for loss, histories in runs.items():
+    _band(ax, histories, "train_acc_clean", f"{loss.upper()} vs clean labels", _color(loss), "-")
+    _band(ax, histories, "train_acc_noisy", f"{loss.upper()} vs noisy labels", _color(loss), "--")
+  ax.xaxis.get_major_locator().set_params(integer=True)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("train accuracy (%)")
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path

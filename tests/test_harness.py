@@ -1,0 +1,254 @@
+"""experiments.sweep and experiments.report on synthetic workdirs (fake config.json + metrics.jsonl)."""
+
+import fcntl
+import io
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from experiments import report
+from experiments import sweep
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+def make_run(root, loss, seed, acc, *, noise="sym", rate=0.8, epochs=3, done=None, subset=10000,
+             dataset="mnist"):
+  """A fake workdir at the sweep's layout; `done` epochs written (all by default), last test_acc = acc."""
+  workdir = sweep.workdir_for(str(root), {"loss": loss, "noise": noise, "rate": rate, "seed": seed})
+  os.makedirs(workdir)
+  config = {"dataset": dataset, "data_dir": None, "subset": subset, "seed": seed, "epochs": epochs,
+            "noise": {"type": noise, "rate": rate, "seed": seed}, "loss": {"name": loss, "params": {}}}
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    json.dump(config, f)
+  with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
+    for e in range(1, (epochs if done is None else done) + 1):
+      f.write(json.dumps({"epoch": e, "step": 10 * e, "lr": 0.01, "train_loss": 1.0 / e,
+                          "train_acc_noisy": 0.1 * e, "train_acc_clean": 0.5 - 0.05 * e,
+                          "test_acc": acc if e == epochs else acc / 2, "images_per_sec": 1.0}) + "\n")
+  return workdir
+
+
+def table_rows(text):
+  """{loss: [cells]} of the first markdown table in `text`."""
+  rows = {}
+  for line in text.splitlines():
+    if line.startswith("| ") and not line.startswith("| loss"):
+      cells = [c.strip() for c in line.strip("|").split("|")]
+      rows.setdefault(cells[0], cells[1:])
+  return rows
+
+
+# --- grid and status ------------------------------------------------------------------------------
+
+
+def test_expand_grid_and_workdir_layout(tmp_path):
+  runs = sweep.expand("loss=ce,nce+rce;noise=sym;rate=0.2,0.8;seed=0,1,2", "subset=10000,epochs=20",
+                      str(tmp_path))
+  assert len(runs) == 12
+  assert runs[0].arg == "loss=ce,noise=sym,rate=0.2,seed=0,subset=10000,epochs=20"
+  assert runs[0].workdir == os.path.join(tmp_path, "sym0.2", "ce", "seed0")
+  assert runs[-1].workdir == os.path.join(tmp_path, "sym0.8", "nce+rce", "seed2")
+  assert runs[-1].log == runs[-1].workdir + ".log"
+  assert len({r.workdir for r in runs}) == 12
+  # Defaults of the config files fill missing keys: noise=sym, rate=0 -> sym0, seed0.
+  assert sweep.expand("loss=ce", "", "r")[0].workdir == os.path.join("r", "sym0", "ce", "seed0")
+
+
+@pytest.mark.parametrize("grid,fixed", [("loss=ce;bogus=1", ""), ("loss=ce;rate=2", ""),
+                                        ("loss=ce;loss=gce", ""), ("loss=ce", "loss=gce"),
+                                        ("loss=ce;subset=10,20", "")])
+def test_bad_grids_raise(grid, fixed):
+  with pytest.raises(ValueError):
+    sweep.expand(grid, fixed, "r")
+
+
+def test_run_status(tmp_path):
+  assert sweep.run_status(str(tmp_path / "nope")) == (sweep.MISSING, "not started")
+  os.makedirs(tmp_path / "empty")
+  assert sweep.run_status(str(tmp_path / "empty"))[0] == sweep.PARTIAL
+  done = make_run(tmp_path, "ce", 0, 0.5, epochs=3)
+  part = make_run(tmp_path, "ce", 1, 0.5, epochs=3, done=2)
+  assert sweep.run_status(done) == (sweep.FINISHED, "epoch 3/3")
+  assert sweep.run_status(part) == (sweep.PARTIAL, "epoch 2/3")
+  # A torn last line (killed mid-write) does not break the status.
+  with open(os.path.join(part, "metrics.jsonl"), "a") as f:
+    f.write('{"epoch": 3, "te')
+  assert sweep.run_status(part) == (sweep.PARTIAL, "epoch 2/3")
+  # config.json that no longer matches what the grid point gives: a conflict, never resumed.
+  expected = sweep.read_json(os.path.join(done, "config.json"))
+  assert sweep.run_status(done, expected)[0] == sweep.FINISHED
+  status, detail = sweep.run_status(done, dict(expected, epochs=50))
+  assert status == sweep.CONFLICT and "epochs: 3 -> 50" in detail
+
+
+def test_sweep_skips_finished_resumes_partial_reports_failures(tmp_path):
+  runs = sweep.expand("loss=ce,gce;rate=0.8;seed=0,1", "epochs=3", str(tmp_path))
+  make_run(tmp_path, "ce", 0, 0.5, epochs=3)            # finished: skipped
+  make_run(tmp_path, "ce", 1, 0.5, epochs=3, done=1)    # partial: resumed
+  launched = []
+
+  def fake_launch(run):  # Trains by writing metrics; gce seed 1 crashes after one epoch.
+    launched.append(run.workdir)
+    loss, seed = run.workdir.split(os.sep)[-2], int(run.workdir[-1])
+    if not os.path.exists(os.path.join(run.workdir, "config.json")):
+      make_run(tmp_path, loss, seed, 0.6, epochs=3, done=1 if loss == "gce" and seed == 1 else 3)
+      return 1 if loss == "gce" and seed == 1 else 0
+    with open(os.path.join(run.workdir, "metrics.jsonl"), "a") as f:
+      for e in (2, 3):
+        f.write(json.dumps({"epoch": e, "test_acc": 0.6}) + "\n")
+    return 0
+
+  out = io.StringIO()
+  result = sweep.run_sweep(runs, fake_launch, parallel=2, out=out)
+  root = str(tmp_path)
+  assert sorted(launched) == sorted(os.path.join(root, "sym0.8", l, s)
+                                    for l, s in (("ce", "seed1"), ("gce", "seed0"), ("gce", "seed1")))
+  assert len(result["finished"]) == 3 and len(result["skipped"]) == 1
+  (failed, detail), = result["failed"]
+  assert failed.workdir.endswith(os.path.join("gce", "seed1")) and "exit code 1" in detail
+  text = out.getvalue()
+  assert "1 finished already" in text and "1 resumed" in text
+  assert "3/4 done" in text and f"FAILED {failed.workdir}" in text and failed.log in text
+  # A second pass launches only the failed run; a launch that exits 0 but leaves it unfinished fails.
+  launched.clear()
+  result = sweep.run_sweep(runs, lambda run: launched.append(run.workdir) or 0, out=io.StringIO())
+  assert launched == [failed.workdir] and "partial (epoch 1/3)" in result["failed"][0][1]
+
+
+def test_subprocess_runner_logs_beside_workdir_and_locks(tmp_path):
+  run = sweep.Run("loss=ce", str(tmp_path / "sym0" / "ce" / "seed0"))
+  # Runs experiments.main with a config file that does not exist: it fails fast.
+  rc = sweep.subprocess_runner("cfg.py", python=sys.executable)(run)
+  assert rc != 0 and os.path.exists(run.log)
+  with open(run.log) as f:
+    assert "experiments.main --config cfg.py:loss=ce --workdir" in f.read()
+  # While another sweep trains the run (its log locked), it is not launched twice.
+  with open(run.log, "a") as held:
+    fcntl.flock(held, fcntl.LOCK_EX)
+    assert sweep.subprocess_runner("cfg.py", python=sys.executable)(run) == -1
+
+
+def test_print_commands_cli(tmp_path):
+  make_run(tmp_path, "ce", 0, 0.5, epochs=20)  # Not a real config: its config.json is a conflict.
+  env = dict(os.environ, JAX_PLATFORMS="cpu")
+  proc = subprocess.run(
+      [sys.executable, "-m", "experiments.sweep", "--config_file", "experiments/configs/mnist.py",
+       "--grid", "loss=ce,nce+rce;noise=sym;rate=0.8;seed=0,1", "--fixed", "subset=10000,epochs=20",
+       "--root", str(tmp_path), "--print_commands"], cwd=REPO, env=env, capture_output=True, text=True,
+      timeout=60)
+  lines = proc.stdout.splitlines()
+  assert len(lines) == 3, proc.stderr  # ce/seed0 exists with another config: reported, not printed.
+  assert proc.returncode == 1 and "CONFLICT" in proc.stderr and "ce/seed0" in proc.stderr
+  workdir = os.path.join(tmp_path, "sym0.8", "nce+rce", "seed1")
+  assert lines[-1] == (f"mkdir -p {os.path.dirname(workdir)} && python -m experiments.main --config "
+                       "experiments/configs/mnist.py:loss=nce+rce,noise=sym,rate=0.8,seed=1,subset=10000,"
+                       f"epochs=20 --workdir {workdir} >> {workdir}.log 2>&1")
+  assert not os.path.exists(workdir)  # Nothing ran.
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def sweep_root(tmp_path):
+  root = tmp_path / "runs"
+  for seed, acc in enumerate((0.40, 0.50, 0.60)):
+    make_run(root, "ce", seed, acc)
+  for seed, acc in enumerate((0.70, 0.74)):
+    make_run(root, "nce+rce", seed, acc)
+  make_run(root, "nce+rce", 2, 0.99, done=1)   # unfinished: not in the mean
+  make_run(root, "gce", 0, 0.65)
+  make_run(root, "gce", 1, 0.65)
+  make_run(root, "gce", 2, 0.65)
+  make_run(root, "fl", 0, 0.30)                # fl seeds 1, 2 missing
+  make_run(root, "ce", 0, 0.90, noise="asym", rate=0.4)
+  make_run(root, "mine", 0, 0.99)              # not a paper loss: last row, no paper cell
+  os.makedirs(root / "sym0.8" / "sce" / "seed0")  # crashed before writing config.json
+  return root
+
+
+def test_report_table(sweep_root):
+  text = report.report(str(sweep_root))
+  rows = table_rows(text)
+  assert list(rows) == ["CE", "FL", "GCE", "NCE+RCE", "MINE"]  # The paper's order, then others.
+  # CE sym 0.8: mean 50 +- std(40, 50, 60) = 8.16 (ddof=0) over 3; paper 47.08 +- 1.15.
+  ce = rows["CE"]
+  assert ce[0] == f"50.00 ± {np.std([40, 50, 60]):.2f} (3)"
+  assert ce[1] == "47.08 ± 1.15" and ce[2] == "+2.92 †"
+  # Top 2 of sym 0.8 in bold: MINE 99 and NCE+RCE 72 (the unfinished 99 does not count).
+  assert rows["MINE"][0] == "**99.00** (1)" and rows["NCE+RCE"][0] == "**72.00 ± 2.00** (2)"
+  assert "**" not in rows["GCE"][0] and rows["GCE"][0] == "65.00 ± 0.00 (3)"
+  assert rows["MINE"][1] == "" and rows["MINE"][2] == ""
+  # asym 0.4 column, from Table 3: CE paper 85.74.
+  assert "asym 0.4 ours" in text and rows["CE"][3] == "**90.00** (1)" and rows["CE"][4].startswith("85.74")
+  assert rows["GCE"][3] == ""  # Never run at asym 0.4: empty, and listed as missing below.
+  assert "Tables 2, 3" in text
+
+
+def test_report_lists_unfinished_and_missing(sweep_root):
+  text = report.report(str(sweep_root))
+  unfinished = os.path.join(sweep_root, "sym0.8", "nce+rce", "seed2")
+  assert f"partial: `{unfinished}` — epoch 1/3" in text
+  crashed = os.path.join(sweep_root, "sym0.8", "sce", "seed0")
+  assert f"partial: `{crashed}` — started, no config.json" in text
+  for workdir in (("sym0.8", "fl", "seed1"), ("sym0.8", "fl", "seed2"), ("asym0.4", "gce", "seed0"),
+                  ("asym0.4", "ce", "seed1")):
+    assert f"missing: `{os.path.join(sweep_root, *workdir)}` — no workdir" in text
+  assert "Left out of the means" in text
+  # With the sweep's grid, only its points are expected.
+  text = report.report(str(sweep_root), grid="loss=ce,sgd;noise=sym;rate=0.8;seed=0")
+  assert f"missing: `{os.path.join(sweep_root, 'sym0.8', 'sgd', 'seed0')}`" in text
+  assert os.path.join(sweep_root, "sym0.8", "fl", "seed1") not in text
+
+
+def test_report_flags_protocol(tmp_path):
+  make_run(tmp_path / "a", "ce", 0, 0.5, epochs=20, subset=10000)
+  assert "10k-image subset, 20 epochs — not the paper's 60k/50 epochs" in report.report(str(tmp_path / "a"))
+  make_run(tmp_path / "b", "ce", 0, 0.5, epochs=50, subset=None)
+  text = report.report(str(tmp_path / "b"))
+  assert "Not the paper's protocol" not in text and "Protocol: the paper's" in text
+  # Two protocols under one root are never averaged together: one table each.
+  make_run(tmp_path / "b", "ce", 1, 0.7, epochs=20, subset=10000)
+  text = report.report(str(tmp_path / "b"))
+  assert text.count("## mnist") == 2 and "**50.00** (1)" in text and "**70.00** (1)" in text
+
+
+def test_report_empty_root(tmp_path):
+  assert "No runs found." in report.report(str(tmp_path / "nothing"))
+
+
+def test_paper_numbers_joined():
+  paper = report.load_paper()
+  assert report.paper_cell(paper, "mnist", "sym", 0.8, "nce+rce")["mean"] == 75.18
+  assert report.paper_cell(paper, "cifar10", "asym", 0.4, "ce")["table"] == "3"
+  assert report.paper_cell(paper, "mnist", "clean", 0.0, "ce")["mean"] == 99.25
+  assert report.paper_cell(paper, "webvision", "clean", 0.0, "nce+rce")["mean"] == 62.64
+  assert report.paper_cell(paper, "mnist", "sym", 0.8, "mine") is None
+
+
+def test_top2_ties():
+  assert report.top2({"a": 1.0, "b": 3.0, "c": 2.0}) == {"b", "c"}
+  assert report.top2({"a": 3.0, "b": 3.0, "c": 2.0}) == {"a", "b"}
+  assert report.top2({"a": 3.0, "b": 2.0, "c": 2.001}) == {"a", "b", "c"}  # Tie as printed.
+  assert report.top2({"a": 1.0}) == {"a"} and report.top2({}) == set()
+
+
+def test_plots_written(sweep_root, tmp_path):
+  out = tmp_path / "results"
+  text = report.report(str(sweep_root), out=str(out / "table.md"), plots_dir=str(out))
+  names = sorted(os.listdir(out))
+  assert names == ["mnist_n10000_e3_asym0.4_memorisation.png", "mnist_n10000_e3_asym0.4_test_acc.png",
+                   "mnist_n10000_e3_sym0.8_memorisation.png", "mnist_n10000_e3_sym0.8_test_acc.png",
+                   "table.md"]
+  for name in names[:-1]:
+    with open(out / name, "rb") as f:
+      head = f.read()
+    assert head.startswith(b"\x89PNG") and len(head) > 5000
+    assert f"]({name})" in text  # Linked from the table, relative to it.
+  with open(out / "table.md") as f:
+    assert f.read() == text
