@@ -336,13 +336,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   ds = data_lib.load_dataset(config.dataset, data_dir=config.get("data_dir"), subset=config.get("subset"),
                              noise=config.noise.type, rate=config.noise.rate, noise_seed=config.noise.seed,
                              **config.noise.get("options", {}))
-  if config.batch_size % jax.device_count():
-    raise ValueError(f"config.batch_size={config.batch_size} must be divisible by the number of devices "
-                     f"({jax.device_count()}); pick a multiple of {jax.device_count()}.")
-  for name in ("batch_size", "eval_batch_size"):
-    if config[name] % jax.process_count():
-      raise ValueError(f"config.{name}={config[name]} must be divisible by the number of processes "
-                       f"({jax.process_count()}).")
+  for name in ("batch_size", "eval_batch_size"):  # Devices of every process, so processes too.
+    if config[name] % jax.device_count():
+      raise ValueError(f"config.{name}={config[name]} must be divisible by the number of devices "
+                       f"({jax.device_count()}); pick a multiple of {jax.device_count()}.")
   steps_per_epoch = data_lib.steps_per_epoch(ds, config.batch_size)
   total_steps = steps_per_epoch * config.epochs
 

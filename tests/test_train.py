@@ -250,6 +250,7 @@ def test_corrupted_checkpoint_is_an_error_not_a_fresh_start(mnist_data_dir, tmp_
     train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
 
 
-def test_batch_size_must_divide_over_devices(mnist_data_dir, tmp_path):
-  with pytest.raises(ValueError, match="batch_size=100 must be divisible by the number of devices"):
-    train.train_and_evaluate(_tiny_config(mnist_data_dir, batch_size=100), str(tmp_path))
+@pytest.mark.parametrize("field", ["batch_size", "eval_batch_size"])
+def test_batch_sizes_must_divide_over_devices(mnist_data_dir, tmp_path, field):
+  with pytest.raises(ValueError, match=f"config.{field}=100 must be divisible by the number of devices"):
+    train.train_and_evaluate(_tiny_config(mnist_data_dir, **{field: 100}), str(tmp_path))
