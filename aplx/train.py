@@ -333,13 +333,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   os.makedirs(workdir, exist_ok=True)
 
   # ----- Data: TFDS dataset with label noise injected from (noise seed, example id). ---------------
-  ds = data_lib.load_dataset(config.dataset, data_dir=config.get("data_dir"), subset=config.get("subset"),
-                             noise=config.noise.type, rate=config.noise.rate, noise_seed=config.noise.seed,
-                             **config.noise.get("options", {}))
   for name in ("batch_size", "eval_batch_size"):  # Devices of every process, so processes too.
     if config[name] % jax.device_count():
       raise ValueError(f"config.{name}={config[name]} must be divisible by the number of devices "
                        f"({jax.device_count()}); pick a multiple of {jax.device_count()}.")
+  ds = data_lib.load_dataset(config.dataset, data_dir=config.get("data_dir"), subset=config.get("subset"),
+                             noise=config.noise.type, rate=config.noise.rate, noise_seed=config.noise.seed,
+                             **config.noise.get("options", {}))
   steps_per_epoch = data_lib.steps_per_epoch(ds, config.batch_size)
   total_steps = steps_per_epoch * config.epochs
 
