@@ -238,13 +238,14 @@ def run_sweep(runs: Sequence[Run], launch: Callable[[Run], int], *, parallel: in
               out=sys.stdout) -> dict[str, list[tuple[Run, str]]]:
   """Launches every unfinished run (up to `parallel` at once) and reports progress to `out`.
 
-  Returns {'finished': [...], 'failed': [...], 'skipped': [...]} of (run, detail); a run is failed
-  when its process exits non-zero, leaves it unfinished, or its workdir is a conflict.
+  Returns {'finished': [...], 'failed': [...], 'skipped': [...], 'busy': [...]} of (run, detail); a
+  run is failed when its process exits non-zero, leaves it unfinished, or its workdir is a conflict;
+  busy when another sweep is training it (its log is locked): not a failure, rerun later.
   """
   def say(msg):
     print(msg, file=out, flush=True)
 
-  result = {"finished": [], "failed": [], "skipped": []}
+  result = {"finished": [], "failed": [], "skipped": [], "busy": []}
   todo = []
   for run in runs:
     status, detail = run_status(run.workdir, expected(run))
@@ -269,19 +270,23 @@ def run_sweep(runs: Sequence[Run], launch: Callable[[Run], int], *, parallel: in
     rc = launch(run)
     status, detail = run_status(run.workdir, expected(run))
     ok = rc == 0 and status == FINISHED
-    if not ok:
-      detail = ("running elsewhere (its log is locked)" if rc == -1
-                else f"exit code {rc}, {status} ({detail})")
+    kind = "finished" if ok else "busy" if rc == -1 else "failed"
+    if kind == "busy":
+      detail = "running elsewhere (its log is locked)"
+    elif kind == "failed":
+      detail = f"exit code {rc}, {status} ({detail})"
     with lock:
-      result["finished" if ok else "failed"].append((run, detail))
+      result[kind].append((run, detail))
+      label = {"finished": "finished", "busy": "busy    ", "failed": "FAILED  "}[kind]
       say(f"[{len(result['finished'])}/{total} done, {len(result['failed'])} failed] "
-          f"{'finished' if ok else 'FAILED  '} {run.workdir} in {time.time() - start:.0f}s"
+          f"{label} {run.workdir} in {time.time() - start:.0f}s"
           + ("" if ok else f": {detail}; log {run.log}"))
 
   with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
     list(pool.map(one, todo))
 
-  say(f"Done: {len(result['finished'])}/{total} finished, {len(result['failed'])} failed.")
+  say(f"Done: {len(result['finished'])}/{total} finished, {len(result['failed'])} failed"
+      + (f", {len(result['busy'])} being trained by another sweep." if result["busy"] else "."))
   for run, detail in result["failed"]:
     say(f"  FAILED {run.workdir}: {detail}; log {run.log}")
   return result

@@ -252,3 +252,11 @@ def test_plots_written(sweep_root, tmp_path):
     assert f"]({name})" in text  # Linked from the table, relative to it.
   with open(out / "table.md") as f:
     assert f.read() == text
+
+
+def test_run_trained_by_another_sweep_is_busy_not_failed(tmp_path):
+  runs = sweep.expand("loss=ce;rate=0.8;seed=0", "epochs=3", str(tmp_path))
+  out = io.StringIO()
+  result = sweep.run_sweep(runs, lambda run: -1, out=out)  # -1: its log is locked elsewhere.
+  assert not result["failed"] and len(result["busy"]) == 1
+  assert "busy" in out.getvalue() and "1 being trained by another sweep" in out.getvalue()
