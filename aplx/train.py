@@ -36,7 +36,7 @@ from aplx import losses
 from aplx import models
 
 # Config fields that may change between a run and its resumption without invalidating the checkpoint.
-RESUMABLE_CHANGES = ("log_every_steps", "eval_batch_size", "data_dir", "distributed", "max_steps")
+RESUMABLE_CHANGES = ("log_every_steps", "eval_batch_size", "data_dir", "max_steps")
 
 
 @struct.dataclass

@@ -9,6 +9,8 @@ from collections.abc import Mapping
 
 import ml_collections
 
+from aplx import losses
+
 # Keys the config argument understands, with their types and defaults.
 ARG_DEFAULTS = {"loss": "nce+rce", "noise": "sym", "rate": 0.0, "seed": 0, "subset": 0, "epochs": 0,
                 "fidelity": "authors"}
@@ -95,7 +97,6 @@ def fidelity_loss_params(loss: str, fidelity: str) -> dict:
   """The loss options for `fidelity` ('paper': aplx's defaults, 'authors': AUTHORS_LOSS_OPTIONS)."""
   if fidelity == "paper":
     return {}
-  from aplx import losses  # pylint: disable=g-import-not-at-top
   try:
     accepted = losses.info(loss).params
   except ValueError:
