@@ -277,26 +277,29 @@ def _save(manager: ocp.CheckpointManager, state: TrainState, sums: dict, epoch: 
 
 
 class MetricWriter:
-  """JSON lines (`metrics.jsonl`) and TensorBoard summaries in the workdir; process 0 only."""
+  """JSON lines (`metrics.jsonl`) and TensorBoard summaries in the workdir; process 0 only.
+
+  `history` holds every record of the run so far (on process 0), resumed epochs included.
+  """
 
   def __init__(self, workdir: str, resume_epoch: int):
     self.active = jax.process_index() == 0
     self.path = os.path.join(workdir, "metrics.jsonl")
     self.tb = None
+    self.history = []
     if not self.active:
       return
     # Drop lines of epochs that the resumed run will redo, so the log matches an uninterrupted run.
-    if os.path.exists(self.path):
-      with open(self.path) as f:
-        kept = [l for l in f if l.strip() and json.loads(l)["epoch"] <= resume_epoch]
-      with open(self.path, "w") as f:
-        f.writelines(kept)
+    self.history = [r for r in read_metrics(workdir) if r["epoch"] <= resume_epoch]
+    with open(self.path, "w") as f:
+      f.writelines(json.dumps(r) + "\n" for r in self.history)
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
     self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, record: dict) -> None:
     if not self.active:
       return
+    self.history.append(record)
     with open(self.path, "a") as f:
       f.write(json.dumps(record) + "\n")
     for k, v in record.items():
@@ -377,7 +380,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   max_steps = min(config.get("max_steps") or total_steps, total_steps)  # Tests: stop as if killed.
   run_start, run_start_step = time.time(), int(state.step)
   epoch_start = run_start
-  history = read_metrics(workdir) if jax.process_index() == 0 else []
   step = int(state.step)
   with _PreemptionFlag() as preempted:
     while step < max_steps:
@@ -402,7 +404,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
         epoch += 1
         sums = fresh_sums()
         writer.write(record)
-        history.append(record)
         _save(manager, state, sums, epoch, config)
         eta = (time.time() - run_start) / (step - run_start_step) * (total_steps - step)
         logging.info("epoch %d/%d  loss %.4f  train acc noisy %.2f%% clean %.2f%%  test acc %.2f%%  "
@@ -417,7 +418,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   manager.wait_until_finished()
   manager.close()
   writer.close()
-  return history
+  return writer.history
 
 
 class _PreemptionFlag:
