@@ -343,7 +343,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   ds = data_lib.load_dataset(config.dataset, data_dir=config.get("data_dir"), subset=config.get("subset"),
                              noise=config.noise.type, rate=config.noise.rate, noise_seed=config.noise.seed,
                              **config.noise.get("options", {}))
-  steps_per_epoch = data_lib.steps_per_epoch(ds, config.batch_size)
+  # drop_remainder=False (the authors' PyTorch loaders): a smaller last step per epoch, rounded down to
+  # a multiple of the device count; it compiles the train step once more.
+  layout = {"drop_remainder": config.get("drop_remainder", True), "multiple_of": jax.device_count()}
+  steps_per_epoch = data_lib.steps_per_epoch(ds, config.batch_size, **layout)
   total_steps = steps_per_epoch * config.epochs
 
   # ----- Model, optimiser and state, replicated over the device mesh. -----------------------------
@@ -376,7 +379,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   batches = data_lib.train_batches(
       ds, global_batch_size=config.batch_size, seed=config.seed, start_step=int(state.step),
       process_index=jax.process_index(), process_count=jax.process_count(),
-      augment=config.get("augment", True))
+      augment=config.get("augment", True), **layout)
   max_steps = min(config.get("max_steps") or total_steps, total_steps)  # Tests: stop as if killed.
   run_start, run_start_step = time.time(), int(state.step)
   epoch_start = run_start

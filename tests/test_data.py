@@ -123,6 +123,32 @@ def test_epochs_are_permutations_and_seeded(small):
   assert not np.array_equal(batches[0]["id"], other[0]["id"])
 
 
+@pytest.mark.parametrize("multiple_of,last", [(2, 100), (8, 96), (64, 64), (128, 0)])
+def test_partial_last_batch_as_pytorch_drop_last_false(small, multiple_of, last):
+  """drop_remainder=False: 1000 = 3 x 300 + a last batch of 100 (rounded down to the device multiple)."""
+  layout = {"drop_remainder": False, "multiple_of": multiple_of}
+  spe = data.steps_per_epoch(small, 300, **layout)
+  assert spe == 3 + (last > 0)
+  batches = _take(data.train_batches(small, global_batch_size=300, seed=1, **layout), 2 * spe)
+  assert [b["id"].size for b in batches] == [300, 300, 300] + [last] * (last > 0) + [300] * 3 + [last] * (
+      last > 0)
+  full = _take(data.train_batches(small, global_batch_size=300, seed=1), 3)
+  for x, y in zip(batches, full):  # The full batches are those of drop_remainder=True.
+    np.testing.assert_array_equal(x["id"], y["id"])
+  ids = np.concatenate([b["id"] for b in batches[:spe]])
+  assert len(set(ids.tolist())) == 900 + last
+  # Two processes: each gets half of the last batch, disjoint, and together the global batch.
+  halves = [data.make_train_batch(small, spe - 1, global_batch_size=300, seed=1, process_index=p,
+                                  process_count=2, augment=False, **layout)["id"] for p in range(2)]
+  np.testing.assert_array_equal(np.concatenate(halves), batches[spe - 1]["id"])
+
+
+def test_partial_last_batch_needs_a_process_multiple(small):
+  with pytest.raises(ValueError, match="multiple of process_count"):
+    data.make_train_batch(small, 3, global_batch_size=300, seed=1, process_index=0, process_count=2,
+                          drop_remainder=False, multiple_of=1)
+
+
 def test_ids_and_noise_stable_across_shuffles(small):
   """Whatever the shuffle seed, an id always carries the same noisy label."""
   seen = {}

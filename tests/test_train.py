@@ -254,3 +254,11 @@ def test_corrupted_checkpoint_is_an_error_not_a_fresh_start(mnist_data_dir, tmp_
 def test_batch_sizes_must_divide_over_devices(mnist_data_dir, tmp_path, field):
   with pytest.raises(ValueError, match=f"config.{field}=100 must be divisible by the number of devices"):
     train.train_and_evaluate(_tiny_config(mnist_data_dir, **{field: 100}), str(tmp_path))
+
+
+@pytest.mark.parametrize("drop_remainder,steps", [(True, 7), (False, 8)])
+def test_last_partial_batch_is_trained_unless_dropped(mnist_data_dir, tmp_path, drop_remainder, steps):
+  """1,000 images, batch 128: 7 full steps, plus (authors' loaders) an 8th of 104 over the 8 devices."""
+  config = _tiny_config(mnist_data_dir, subset=1000, epochs=1, drop_remainder=drop_remainder)
+  history = train.train_and_evaluate(config, str(tmp_path))
+  assert [r["step"] for r in history] == [steps]

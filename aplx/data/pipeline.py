@@ -7,7 +7,7 @@
 Stable example id = index in the TFDS data source of the train split. Noisy labels are computed once
 over the whole train split (or over the `subset`, which is then the train split) and indexed by id.
 The train batch at global step s is a pure function of (seed, s): per-epoch permutation from
-(seed, epoch), drop_remainder, augmentation from (seed, epoch, id). See docs/data.md.
+(seed, epoch), drop_remainder (or a smaller last batch), augmentation from (seed, epoch, id). See docs/data.md.
 """
 
 from __future__ import annotations
@@ -238,15 +238,29 @@ def load_dataset(name: str, *, data_dir: str | None = None, noise: str = "none",
 # Batches
 # ---------------------------------------------------------------------------------------------------
 
-def steps_per_epoch(ds: Dataset, global_batch_size: int) -> int:
-  """Number of full global batches per epoch (drop_remainder)."""
+def steps_per_epoch(ds: Dataset, global_batch_size: int, *, drop_remainder: bool = True,
+                    multiple_of: int = 1) -> int:
+  """Number of global batches per epoch.
+
+  drop_remainder=True: full batches only (big_vision / TFDS). False: as PyTorch's DataLoader with
+  drop_last=False, one more, smaller batch holding the remaining examples, rounded down to a multiple of
+  `multiple_of` (the device count, so every device gets the same share; nothing extra when that
+  leaves it empty).
+  """
   if global_batch_size <= 0:
     raise ValueError(f"global_batch_size must be > 0, got {global_batch_size}.")
   steps = ds.num_train // global_batch_size
   if steps == 0:
     raise ValueError(
         f"global_batch_size={global_batch_size} exceeds the {ds.num_train} training examples.")
-  return steps
+  partial = not drop_remainder and _last_batch_size(ds.num_train, global_batch_size, multiple_of) > 0
+  return steps + int(partial)
+
+
+def _last_batch_size(n: int, global_batch_size: int, multiple_of: int) -> int:
+  """Size of the partial last batch when it is kept (0: none)."""
+  remainder = n % global_batch_size
+  return remainder - remainder % multiple_of
 
 
 def _check_process(global_batch_size: int, process_index: int, process_count: int) -> int:
@@ -264,25 +278,40 @@ def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), 0x5EED])).permutation(n)
 
 
-def train_indices(ds: Dataset, *, global_batch_size: int, seed: int, step: int) -> np.ndarray:
-  """Row indices (into `ds.train_*`) of the global batch at `step`: a pure function of (seed, step)."""
-  spe = steps_per_epoch(ds, global_batch_size)
+def train_indices(ds: Dataset, *, global_batch_size: int, seed: int, step: int,
+                  drop_remainder: bool = True, multiple_of: int = 1) -> np.ndarray:
+  """Row indices (into `ds.train_*`) of the global batch at `step`: a pure function of (seed, step).
+
+  With drop_remainder=False the last batch of each epoch is smaller (see `steps_per_epoch`).
+  """
+  spe = steps_per_epoch(ds, global_batch_size, drop_remainder=drop_remainder, multiple_of=multiple_of)
   epoch, pos = divmod(int(step), spe)
-  return _permutation(ds.num_train, int(seed), epoch)[pos * global_batch_size:
-                                                      (pos + 1) * global_batch_size]
+  start = pos * global_batch_size
+  size = (global_batch_size if start + global_batch_size <= ds.num_train
+          else _last_batch_size(ds.num_train, global_batch_size, multiple_of))
+  return _permutation(ds.num_train, int(seed), epoch)[start:start + size]
 
 
 def make_train_batch(ds: Dataset, step: int, *, global_batch_size: int, seed: int,
-                     process_index: int = 0, process_count: int = 1, augment: bool = True
-                     ) -> dict[str, np.ndarray]:
-  """This process's share of the global train batch at `step`."""
-  local = _check_process(global_batch_size, process_index, process_count)
-  rows = train_indices(ds, global_batch_size=global_batch_size, seed=seed, step=step)
+                     process_index: int = 0, process_count: int = 1, augment: bool = True,
+                     drop_remainder: bool = True, multiple_of: int = 1) -> dict[str, np.ndarray]:
+  """This process's share of the global train batch at `step`.
+
+  `multiple_of` must be a multiple of `process_count` when drop_remainder=False, so that a partial last
+  batch splits evenly over processes.
+  """
+  _check_process(global_batch_size, process_index, process_count)
+  if not drop_remainder and multiple_of % process_count:
+    raise ValueError(f"multiple_of={multiple_of} must be a multiple of process_count={process_count} "
+                     "(pass the global device count).")
+  layout = {"drop_remainder": drop_remainder, "multiple_of": multiple_of}
+  rows = train_indices(ds, global_batch_size=global_batch_size, seed=seed, step=step, **layout)
+  local = rows.size // process_count
   rows = rows[process_index * local:(process_index + 1) * local]
   ids = ds.train_ids[rows]
   images = ds.train_images[rows]
   if augment:
-    epoch = int(step) // steps_per_epoch(ds, global_batch_size)
+    epoch = int(step) // steps_per_epoch(ds, global_batch_size, **layout)
     images = preprocess.augment(images, ids, kind=ds.augment, seed=seed, epoch=epoch)
   return {"image": preprocess.normalize(images, ds.mean, ds.std),
           "label": ds.train_noisy_labels[rows],
@@ -292,22 +321,24 @@ def make_train_batch(ds: Dataset, step: int, *, global_batch_size: int, seed: in
 
 def train_batches(ds: Dataset, *, global_batch_size: int, seed: int, start_step: int = 0,
                   process_index: int = 0, process_count: int = 1, augment: bool = True,
-                  num_threads: int = 1, prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
+                  drop_remainder: bool = True, multiple_of: int = 1, num_threads: int = 1,
+                  prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator over this process's share of each global train batch from `start_step`.
 
   Each element: {"image": float32 [b, H, W, C] normalised, "label": int32 noisy,
-  "clean_label": int32, "id": int32}, b = global_batch_size / process_count.
+  "clean_label": int32, "id": int32}, b = global_batch_size / process_count (smaller for the last
+  batch of an epoch with drop_remainder=False).
   Built with grain: `MapDataset.range(start_step, ...)` mapped by `make_train_batch`
   (random access, so resuming at any step is exact), prefetched by `num_threads` threads.
   """
   import grain  # pylint: disable=import-outside-toplevel
   _check_process(global_batch_size, process_index, process_count)
-  steps_per_epoch(ds, global_batch_size)
+  steps_per_epoch(ds, global_batch_size, drop_remainder=drop_remainder, multiple_of=multiple_of)
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}.")
   fn = functools.partial(make_train_batch, ds, global_batch_size=global_batch_size, seed=seed,
                          process_index=process_index, process_count=process_count,
-                         augment=augment)
+                         augment=augment, drop_remainder=drop_remainder, multiple_of=multiple_of)
   dataset = grain.MapDataset.range(int(start_step), sys.maxsize).map(fn)
   options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
   return iter(dataset.to_iter_dataset(options))

@@ -66,6 +66,9 @@ def base_config(args: Mapping, *, dataset: str, model: str, epochs: int, batch_s
   c.optim = ml_collections.ConfigDict(dict(optim))
   c.epochs = args["epochs"] or epochs
   c.batch_size = batch_size
+  # The authors' PyTorch loaders keep the last partial batch of an epoch (drop_last=False); the paper
+  # does not say. aplx's default, big_vision's, drops it.
+  c.drop_remainder = args["fidelity"] == "paper"
   c.eval_batch_size = 1000
   c.augment = True
   c.log_every_steps = 100
