@@ -322,7 +322,7 @@ class NLNLTest(chex.TestCase):
     chex.assert_shape(many, (16,))
     z_big = jnp.zeros((2, 3)).at[:, 1].set(1e4)
     capped = L.nlnl(z_big, jnp.array([0, 0]), key=key, num_negatives=8, min_prob=1e-5)
-    self.assertTrue(bool(jnp.all(capped <= -math.log(1e-5) + 1e-4)))
+    self.assertTrue(bool(jnp.all(capped <= -8 * math.log(1e-5) + 1e-3)))  # 8 terms, each capped
 
   def test_get_and_apl_pass_the_key(self):
     fn = L.get("nce+nlnl", alpha=1.0, beta=0.5)
@@ -429,6 +429,47 @@ class RegistryTest(chex.TestCase):
       L.get("nce+rce", log_zero=0.0)
     with self.assertRaisesRegex(ValueError, r"`gamma` must be in \[0.0, inf\), got -1"):
       L.get("nfl+mae", gamma=-1)
+
+  def test_pair_and_scale_weights_are_checked(self):
+    cases = [
+        (lambda: L.get("nce+rce", beta=-1.0), r"apl: `beta` must be in \[0.0, inf\), got -1.0"),
+        (lambda: L.get("nce+mae", alpha=float("nan")), r"apl: `alpha` must be finite"),
+        (lambda: L.get("sce", alpha=-0.1), r"sce: `alpha` must be in \[0.0, inf\)"),
+        (lambda: L.get("anl-ce", beta=-5.0), r"anl_ce: `beta` must be in \[0.0, inf\)"),
+        (lambda: L.get("anl-fl", alpha=float("inf")), r"anl_fl: `alpha` must be finite"),
+        (lambda: L.get("nce", scale=-10.0), r"get\('nce'\): `scale` must be in \[0.0, inf\)"),
+        (lambda: L.apl(L.nce, L.rce, beta=-2.0), r"apl: `beta`"),
+    ]
+    for fn, msg in cases:
+      with self.assertRaisesRegex(ValueError, msg):
+        fn()
+    with self.assertRaisesRegex(TypeError, r"a pair takes `alpha` and `beta` as its weights"):
+      L.get("nce+rce", scale=2.0)
+
+  def test_scale_multiplies_a_single_loss(self):
+    z, y = _logits((6, 10)), _labels((6,), 10)
+    fn = L.get("ngce", scale=10.0, q=0.1)
+    _close(fn(z, y), 10.0 * L.ngce(z, y, q=0.1))
+    self.assertEqual(fn.params, {"scale": 10.0, "q": 0.1})
+    self.assertEqual(L.info("nce").params, {"scale": 1.0})
+
+  def test_checks_that_need_k_wait_for_the_real_k(self):
+    """`get` validates on a stand-in K = 2: K-dependent checks must neither fire there nor quote it."""
+    z, y = _logits((4, 10)), _labels((4,), 10)
+    w = jnp.arange(1.0, 11.0)
+    fn = L.get("nlnl", class_weight=w)  # raised "shape [K] = (2,)" before
+    key = jax.random.key(1)
+    _close(fn(z, y, key=key), w[y] * L.nlnl(z, y, key=key))
+    with self.assertRaisesRegex(ValueError, r"`class_weight` must have shape \[K\] = \(5,\)"):
+      fn(z[:, :5], y % 5, key=key)
+    with self.assertRaisesRegex(ValueError, r"`class_weight` must have shape \[K\], one weight"):
+      L.get("nlnl", class_weight=jnp.ones((2, 2)))  # wrong rank: caught without a K
+    fn = L.get("rce", min_prob=0.3)  # 0.3 * 2 < 1: would have passed; 0.3 * 10 must not
+    with self.assertRaisesRegex(ValueError, r"`min_prob` \* K must be < 1 \(got 0.3 \* 10\)"):
+      fn(z, y)
+    fn = L.get("nnce", min_prob=0.6)  # 0.6 * 2 >= 1: raised in get, quoting K = 2
+    with self.assertRaisesRegex(ValueError, r"\(got 0.6 \* 10\)"):
+      fn(z, y)
 
 
 class ErrorMessageTest(chex.TestCase):

@@ -117,6 +117,17 @@ def r_nnfl(z, y, gamma, mp):
   return 1 - (q * (a - fl)).sum(-1) / (a - fl).sum(-1)
 
 
+def r_nnfl_authors(z, y, gamma, mp, frozen):
+  """Official ANL `NormalizedNegativeFocalLoss`: log p clamped at log(mp); every focal factor
+  (1 - p)^gamma from `.data` (here: fixed logits `frozen`), in the numerator and the normalizer."""
+  logp, _, q = _parts(z, y)
+  lc = np.maximum(logp, np.log(mp))
+  lc0 = np.maximum(_parts(frozen, y)[0], np.log(mp))
+  fl = -(1 - np.exp(lc0)) ** gamma * lc
+  a = -(1 - mp) ** gamma * np.log(mp)
+  return 1 - (q * (a - fl)).sum(-1) / (a - fl).sum(-1)
+
+
 def _py(z, y):
   _, p, q = _parts(z, y)
   return (p * q).sum(-1)
@@ -214,6 +225,12 @@ CASES = {
                      lambda z, y, z0: r_ngce_closed(z, y, 0.7, 1e-7)),
     "nnce": (L.nnce, lambda z, y, z0: r_nnce(z, y, 1e-7)),
     "nnfl": (functools.partial(L.nnfl, gamma=0.5), lambda z, y, z0: r_nnfl(z, y, 0.5, 1e-7)),
+    "nnfl_authors": (functools.partial(L.nnfl, gamma=0.5, detach_focal_factor=True),
+                     lambda z, y, z0: r_nnfl_authors(z, y, 0.5, 1e-7, z0)),
+    "anl_fl_authors": (functools.partial(L.anl_fl, alpha=2.0, beta=3.0, gamma=0.5,
+                                         detach_focal_factor=True),
+                       lambda z, y, z0: (2 * r_nfl_authors(z, y, 0.5, z0)
+                                         + 3 * r_nnfl_authors(z, y, 0.5, 1e-7, z0))),
     "anl_ce": (functools.partial(L.anl_ce, alpha=5.0, beta=5.0),
                lambda z, y, z0: 5 * r_nce_closed(z, y) + 5 * r_nnce(z, y, 1e-7)),
     "anl_fl": (functools.partial(L.anl_fl, alpha=2.0, beta=3.0, gamma=0.5),
@@ -318,3 +335,20 @@ class NLNLReferenceTest(chex.TestCase):
                                    rtol=2e-5 * max(1, scale), atol=2e-5 * max(1, scale))
         want_g = _fd_grad(ref, z, y, h=1e-6 * max(1.0, scale))
         np.testing.assert_allclose(np.asarray(gfn(z, y)), want_g, rtol=1e-3, atol=2e-4 * max(1, scale))
+
+  @chex.variants(with_jit=True, without_jit=True)
+  def test_several_negatives_are_summed_as_the_official_code(self):
+    """Kim et al.'s code: loss_neg * (B * ln_neg) / B, i.e. per example the sum over its negatives,
+    each -w[y] log(clamp(1 - p_neg, 1e-5, 1))."""
+    key, n, k = jax.random.key(7), 4, 10
+    z, y = _inputs(k, 3.0)
+    w = np.linspace(0.5, 2.0, k).astype(np.float32)
+    shift = np.asarray(jax.random.randint(key, (BATCH, n), 1, k, dtype=jnp.int32))
+    neg = (y[:, None] + shift) % k
+    _, p, _ = _parts(z, y)
+    terms = -np.log(np.clip(1 - p[np.arange(BATCH)[:, None], neg], 1e-5, 1.0))  # [B, n]
+    want = w[y] * terms.sum(-1)
+    for reduce, expect in (("sum", want), ("mean", want / n)):
+      fn = self.variant(lambda z, y, reduce=reduce: L.nlnl(
+          z, y, key=key, num_negatives=n, reduce_negatives=reduce, class_weight=w, min_prob=1e-5))
+      np.testing.assert_allclose(np.asarray(fn(z, y)), expect, rtol=1e-5, atol=1e-6)

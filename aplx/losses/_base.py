@@ -6,6 +6,8 @@ builds the few log-space quantities every loss is written in.
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import dataclasses
 import math
 import numbers
@@ -106,12 +108,38 @@ def _check_range(name: str, arg: str, value, *, lo=None, hi=None, lo_open=False,
     raise ValueError(f"{name}: `{arg}` must be in {rng}, got {value}.{(' ' + fix) if fix else ''}")
 
 
+# True while `get` traces a loss once on a stand-in input to validate its hyperparameters: checks that
+# need the real number of classes K are skipped then (they run on the first real call).
+_PROBING = contextvars.ContextVar("aplx_losses_probing", default=False)
+
+
+@contextlib.contextmanager
+def _probing():
+  token = _PROBING.set(True)
+  try:
+    yield
+  finally:
+    _PROBING.reset(token)
+
+
+def _knows_k() -> bool:
+  """False while `get` probes with a stand-in K: skip checks that depend on K."""
+  return not _PROBING.get()
+
+
+def _check_weights(name: str, **weights) -> None:
+  """Term weights (alpha, beta, scale): finite and >= 0, else the loss could go negative or NaN."""
+  for arg, value in weights.items():
+    _check_range(name, arg, value, lo=0.0,
+                 fix="A term weight must be >= 0: a negative one makes the loss unbounded below.")
+
+
 def _check_min_prob(name: str, min_prob, num_classes: int, arg: str = "min_prob") -> None:
   if min_prob is None:
     return
   _check_range(name, arg, min_prob, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
                fix="It is a probability clamp such as 1e-7.")
-  if _is_static(min_prob) and float(min_prob) * num_classes >= 1.0:
+  if _knows_k() and _is_static(min_prob) and float(min_prob) * num_classes >= 1.0:
     raise ValueError(
         f"{name}: `{arg}` * K must be < 1 (got {min_prob} * {num_classes}); a clamp that large "
         f"makes every probability equal. Use a smaller {arg}, e.g. 1e-7.")

@@ -35,7 +35,7 @@ def _nnfl_core(s: _base._Stats, labels, gamma, min_prob, detach_focal_factor,
   a = -((1.0 - min_prob) ** gamma) * log_mp  # FL at p = min_prob
   lc = jnp.maximum(s.logp, log_mp)
   lc_y = jnp.maximum(s.logp_y, log_mp)
-  fl_all = -_base._focal_factor(lc, gamma, False) * lc
+  fl_all = -_base._focal_factor(lc, gamma, detach_focal_factor) * lc
   den = s.num_classes * a - jnp.sum(fl_all, axis=-1)
   if stop_gradient_normalizer:
     den = jax.lax.stop_gradient(den)
@@ -81,8 +81,12 @@ def nnfl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, gamma: f
     labels: [...] integer class ids.
     gamma: focusing parameter >= 0.
     min_prob: the clamp (ANL: 1e-7).
-    detach_focal_factor, stop_gradient_normalizer: as in `nfl`; the official ANL code detaches
-      both (set both True to reproduce it).
+    detach_focal_factor: no gradient through any focal factor (1 - p_k)^gamma, in the numerator
+      and in the normalizer; log p keeps its gradient everywhere. This is the official ANL code
+      (`(1 - pt.data.exp()) ** gamma` / `(1 - logpt.data.exp()) ** gamma`, clamped log p live); set it
+      to reproduce the published runs.
+    stop_gradient_normalizer: no gradient through the whole normalizer (an ablation; not the
+      official code). Both default to False = the paper's mathematics.
 
   Returns:
     [...] per-example loss in [0, 1].
@@ -102,11 +106,12 @@ def anl_ce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha:
   """ANL-CE = alpha NCE + beta NNCE.
 
   The ANL paper also adds an L1 penalty delta * ||theta||_1 on the weights; that belongs to the
-  training configuration, not to this per-example loss.
+  training configuration (`config.optim.l1`), not to this per-example loss.
 
   Reference: Ye et al., NeurIPS 2023 (ANL-CE; e.g. CIFAR-10 alpha = beta = 5).
   """
   z, labels, k = _base._validate("anl_ce", logits, labels)
+  _base._check_weights("anl_ce", alpha=alpha, beta=beta)
   _base._check_min_prob("anl_ce", min_prob, k)
   s = _base._stats(z, labels)
   return alpha * (s.logp_y / s.sum_logp()) + beta * _nnce_core(s, labels, min_prob)
@@ -118,9 +123,14 @@ def anl_fl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha:
            detach_focal_factor: bool = False, stop_gradient_normalizer: bool = False) -> jax.Array:
   """ANL-FL = alpha NFL + beta NNFL (same gamma and detach options for both terms).
 
-  Reference: Ye et al., NeurIPS 2023 (ANL-FL). The L1 weight penalty belongs to the training config.
+  `detach_focal_factor=True` is the official code in both terms: every focal factor detached, in
+  numerators and normalizers, log p live.
+
+  Reference: Ye et al., NeurIPS 2023 (ANL-FL). The L1 weight penalty belongs to the training config
+  (`config.optim.l1`).
   """
   _, _, k = _base._validate("anl_fl", logits, labels)
+  _base._check_weights("anl_fl", alpha=alpha, beta=beta)
   _base._check_min_prob("anl_fl", min_prob, k)
   active = _normalized.nfl(logits, labels, gamma=gamma, detach_focal_factor=detach_focal_factor,
                            stop_gradient_normalizer=stop_gradient_normalizer)
@@ -289,9 +299,10 @@ def ce_eps(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, m: flo
 
 @_base._annotate("passive", needs_key=True)
 def nlnl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, key: jax.Array,
-         num_negatives: int = 1, class_weight: jax.typing.ArrayLike | None = None,
+         num_negatives: int = 1, reduce_negatives: str = "sum",
+         class_weight: jax.typing.ArrayLike | None = None,
          min_prob: float | None = None) -> jax.Array:
-  """NLNL's negative-learning term, -log(1 - p_ybar) for a random complementary label ybar != y.
+  """NLNL's negative-learning term, -sum_n log(1 - p_ybar_n) over random complementary labels ybar_n != y.
 
   ybar is drawn uniformly from the K - 1 other classes with `key` (as (y + U{1..K-1}) mod K).
   log(1 - p_ybar) is a logsumexp over the logits without ybar minus logsumexp(z): exact and
@@ -302,7 +313,11 @@ def nlnl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, key: jax
     labels: [...] integer class ids.
     key: a PRNG key (required). In a train step pass `jax.random.fold_in(step_key, step)`;
       `aplx.losses.get('nlnl').needs_key` is True so a trainer knows to pass it.
-    num_negatives: complementary labels per example (official `ln_neg`); the loss averages them.
+    num_negatives: complementary labels per example (official `ln_neg`, drawn independently, with
+      repetition, as the official code does).
+    reduce_negatives: "sum" (default): one negative-learning term per complementary label, summed,
+      as Kim et al.'s code does (`loss_neg * (B * ln_neg) / B`); "mean" divides by `num_negatives`
+      (the loss scale then does not grow with it; not the official scale).
     class_weight: optional [K] weights, applied as class_weight[y] (the official code uses
       max-count / count per class of the noisy training labels).
     min_prob: if set, 1 - p_ybar is clamped to [min_prob, 1] (official code: 1e-5).
@@ -316,7 +331,16 @@ def nlnl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, key: jax
   z, labels, k = _base._validate("nlnl", logits, labels)
   if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
     raise ValueError(f"nlnl: `num_negatives` must be a Python int >= 1, got {num_negatives!r}.")
+  if reduce_negatives not in ("sum", "mean"):
+    raise ValueError(f"nlnl: `reduce_negatives` must be 'sum' (official) or 'mean', got "
+                     f"{reduce_negatives!r}.")
   _base._check_min_prob("nlnl", min_prob, k)
+  if class_weight is not None:
+    w = jnp.asarray(class_weight)
+    expected = f"[K] = ({k},)" if _base._knows_k() else "[K]"
+    if w.ndim != 1 or (_base._knows_k() and w.shape != (k,)):
+      raise ValueError(f"nlnl: `class_weight` must have shape {expected}, one weight per class, got "
+                       f"{w.shape}.")
   if key is None:
     raise ValueError("nlnl: needs a PRNG `key=` (e.g. jax.random.fold_in(rng, step)).")
   s = _base._stats(z, labels)
@@ -330,11 +354,8 @@ def nlnl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, key: jax
   log_1mp = log_rest - s.lse[..., None]  # log(1 - p_ybar), [..., n]
   if min_prob is not None:
     log_1mp = jnp.maximum(log_1mp, math.log(min_prob))
-  loss = -jnp.mean(log_1mp, axis=-1)
+  loss = -(jnp.sum if reduce_negatives == "sum" else jnp.mean)(log_1mp, axis=-1)
   if class_weight is not None:
-    w = jnp.asarray(class_weight, loss.dtype)
-    if w.shape != (k,):
-      raise ValueError(f"nlnl: `class_weight` must have shape [K] = ({k},), got {w.shape}.")
-    loss = loss * jnp.take(w, jnp.clip(labels, 0, k - 1))
+    loss = loss * jnp.take(jnp.asarray(class_weight, loss.dtype), jnp.clip(labels, 0, k - 1))
   valid = (labels >= 0) & (labels < k)
   return jnp.where(valid, loss, jnp.nan)

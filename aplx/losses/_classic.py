@@ -184,6 +184,7 @@ def sce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha: fl
   passive.
   """
   z, labels, k = _base._validate("sce", logits, labels)
+  _base._check_weights("sce", alpha=alpha, beta=beta)
   _base._check_log_zero("sce", log_zero)
   _base._check_min_prob("sce", min_prob, k)
   s = _base._stats(z, labels)

@@ -71,8 +71,9 @@ def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.
   Args:
     active: loss_fn(logits, labels) -> [...], the active term (e.g. `nce`).
     passive: loss_fn(logits, labels) -> [...], the passive term (e.g. `rce`).
-    alpha: weight of the active term (Python number or array).
-    beta: weight of the passive term.
+    alpha: weight of the active term, >= 0 (Python number or array; see the note on traced values
+      in `aplx.losses`).
+    beta: weight of the passive term, >= 0.
 
   Returns:
     loss_fn(logits, labels[, *, key]) -> [...], with `kind` = '<active kind>+<passive kind>'.
@@ -82,6 +83,7 @@ def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.
 
   Reference: Ma et al. 2020, Eq. (6).
   """
+  _base._check_weights("apl", alpha=alpha, beta=beta)
   need_a = getattr(active, "needs_key", False)
   need_p = getattr(passive, "needs_key", False)
 
@@ -167,7 +169,7 @@ class LossInfo:
   name: str
   kind: str  # 'active', 'passive', or '<kind>+<kind>' for a pair (APL = 'active+passive')
   needs_key: bool  # call as loss_fn(logits, labels, key=...) when True
-  params: dict[str, Any]  # accepted keyword parameters -> default
+  params: dict[str, Any]  # parameters `get` accepts -> default (single losses: also `scale`)
   reference: str
 
 
@@ -206,7 +208,7 @@ def info(name: str) -> LossInfo:
   canon = "+".join(parts)
   if len(parts) == 1:
     fn, ref = _BASE[canon]
-    return LossInfo(canon, fn.kind, fn.needs_key, _kw_params(fn), ref)
+    return LossInfo(canon, fn.kind, fn.needs_key, {**_kw_params(fn), "scale": 1.0}, ref)
   fns = [_BASE[p][0] for p in parts]
   params: dict[str, Any] = {"alpha": 1.0, "beta": 1.0}
   for fn in fns:
@@ -237,8 +239,9 @@ def _bind(fn: LossFn, params: dict[str, Any], label: str) -> LossFn:
 def get(name: str, **params: Any) -> LossFn:
   """Returns loss_fn(logits, labels) for a paper name, hyperparameters bound.
 
-  Single names take their own parameters (`get('gce', q=0.7)`, `get('rce', log_zero=-4.0)`).
-  Pairs 'a+b' compute alpha * a + beta * b; `alpha` and `beta` are the pair weights and every
+  Single names take their own parameters (`get('gce', q=0.7)`, `get('rce', log_zero=-4.0)`) and
+  `scale` (default 1), a constant factor, as the authors' single-loss classes have it
+  (`get('nce', scale=10.0)`). Pairs 'a+b' compute alpha * a + beta * b; `alpha` and `beta` are the pair weights and every
   other parameter goes to each component that accepts it (`get('nfl+rce', alpha=1, beta=1,
   gamma=0.5, log_zero=-4.0)`). Unknown names raise ValueError listing the valid ones; parameters
   that no component accepts raise TypeError; invalid values raise ValueError now, not at the first
@@ -256,8 +259,15 @@ def get(name: str, **params: Any) -> LossFn:
   canon = "+".join(parts)
   meta = info(canon)
   if len(parts) == 1:
+    scale = params.pop("scale", 1.0)
+    _base._check_weights(f"get({name!r})", scale=scale)
     fn = _bind(_BASE[canon][0], params, f"get({name!r})")
+    if not (_base._is_static(scale) and float(scale) == 1.0):
+      fn = _scaled(fn, scale)
+      params = {"scale": scale, **params}
   else:
+    if "scale" in params:
+      raise TypeError(f"get({name!r}): a pair takes `alpha` and `beta` as its weights, not `scale`.")
     alpha = params.pop("alpha", 1.0)
     beta = params.pop("beta", 1.0)
     comps = [_BASE[p][0] for p in parts]
@@ -285,9 +295,24 @@ def get(name: str, **params: Any) -> LossFn:
   return loss_fn
 
 
+def _scaled(fn: LossFn, scale) -> LossFn:
+  def scaled(logits, labels, **kw):
+    return scale * fn(logits, labels, **kw)
+
+  scaled.__name__ = fn.__name__
+  scaled.kind = fn.kind
+  scaled.needs_key = fn.needs_key
+  return scaled
+
+
 def _eager_check(fn: LossFn, meta: LossInfo) -> None:
-  """Traces once on a tiny abstract input so bad hyperparameters fail in `get`, not in training."""
+  """Traces once on a tiny abstract input so bad hyperparameters fail in `get`, not in training.
+
+  The stand-in input has K = 2 classes; checks that depend on the real K (a clamp times K, a
+  per-class weight vector's length) are skipped here and run on the first real call.
+  """
   z = jax.ShapeDtypeStruct((1, 2), jnp.float32)
   y = jax.ShapeDtypeStruct((1,), jnp.int32)
   kw = {"key": jax.random.key(0)} if meta.needs_key else {}
-  jax.eval_shape(lambda a, b: fn(a, b, **kw), z, y)
+  with _base._probing():
+    jax.eval_shape(lambda a, b: fn(a, b, **kw), z, y)
