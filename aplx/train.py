@@ -82,8 +82,16 @@ def make_optimizer(optim: ml_collections.ConfigDict, schedule: optax.Schedule
   Order of PyTorch's `clip_grad_norm_(5.0)` then `SGD(momentum, nesterov, weight_decay)`: clip the raw
   gradient by its global norm, add `weight_decay * param` to it (coupled L2, applied to every parameter
   like PyTorch), then heavy-ball or Nesterov momentum with dampening 0, then the learning rate.
+
+  `optim.l1` (ANL's delta, default 0): the gradient of `l1 * sum |theta|` over every parameter, sign(theta)
+  with sign(0) = 0 as torch's abs().backward(), added before clipping, as the ANL code adds the
+  penalty to the loss before `backward()`.
   """
   parts = []
+  if optim.get("l1"):
+    l1 = optim.l1
+    parts.append(optax.stateless(
+        lambda updates, params: jax.tree.map(lambda g, p: g + l1 * jnp.sign(p), updates, params)))
   if optim.grad_clip:
     parts.append(optax.clip_by_global_norm(optim.grad_clip))
   if optim.weight_decay:

@@ -27,12 +27,13 @@ def _optim(**kw):
 # ----- Optimiser: PyTorch semantics, written out by hand. -------------------------------------------
 
 
-def _torch_sgd_reference(params, grads_seq, lrs, *, momentum, nesterov, wd, clip):
-  """PyTorch: clip_grad_norm_(clip); SGD: d = g + wd p; b = m b + d; d = d + m b (nesterov) or b."""
+def _torch_sgd_reference(params, grads_seq, lrs, *, momentum, nesterov, wd, clip, l1=0.0):
+  """PyTorch: (loss + l1 sum|p|).backward(); clip_grad_norm_(clip); SGD: d = g + wd p; b = m b + d;
+  d = d + m b (nesterov) or b."""
   p = {k: np.asarray(v, np.float64) for k, v in params.items()}
   buf = None
   for g, lr in zip(grads_seq, lrs):
-    g = {k: np.asarray(v, np.float64) for k, v in g.items()}
+    g = {k: np.asarray(v, np.float64) + l1 * np.sign(p[k]) for k, v in g.items()}
     norm = np.sqrt(sum(np.sum(v ** 2) for v in g.values()))
     g = {k: v * min(1.0, clip / (norm + 1e-6)) for k, v in g.items()}
     d = {k: g[k] + wd * p[k] for k in p}
@@ -58,6 +59,26 @@ def test_optimizer_matches_pytorch_sgd(nesterov):
                              clip=5.0)
   # optax clips with g * clip / max(norm, clip); PyTorch with clip / (norm + 1e-6): 1e-6 relative.
   chex.assert_trees_all_close(p, ref, rtol=1e-5, atol=1e-6)
+
+
+def test_l1_penalty_is_added_before_clipping_as_anl():
+  """ANL's delta * sum |theta| (optim.l1): its gradient enters before the global-norm clip."""
+  rng = np.random.default_rng(1)
+  params = {"w": rng.normal(size=(3, 4)).astype(np.float32), "b": np.zeros(4, np.float32)}  # sign(0) = 0
+  grads_seq = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
+               for _ in range(4)]
+  optim = _optim(nesterov=False, weight_decay=0.0, schedule="constant", grad_clip=2.0, l1=0.5)
+  tx = train.make_optimizer(optim, train.make_schedule(optim, steps_per_epoch=2, epochs=3))
+  p, state = jax.tree.map(jnp.asarray, params), tx.init(params)
+  for g in grads_seq:
+    updates, state = tx.update(g, state, p)
+    p = optax.apply_updates(p, updates)
+  ref = _torch_sgd_reference(params, grads_seq, [0.1] * 4, momentum=0.9, nesterov=False, wd=0.0,
+                             clip=2.0, l1=0.5)
+  chex.assert_trees_all_close(p, ref, rtol=1e-5, atol=1e-6)
+  no_l1 = _torch_sgd_reference(params, grads_seq, [0.1] * 4, momentum=0.9, nesterov=False, wd=0.0,
+                               clip=2.0)
+  assert np.abs(ref["w"] - no_l1["w"]).max() > 1e-2  # The penalty matters at this size.
 
 
 def test_cosine_schedule_is_pytorch_cosine_annealing_per_epoch():

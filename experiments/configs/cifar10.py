@@ -25,12 +25,19 @@ LOSSES = {
     "nfl+rce": {"alpha": 1.0, "beta": 1.0, "gamma": 0.5},
     "ngce+mae": {"alpha": 1.0, "beta": 1.0, "q": 0.1},
     "ngce+rce": {"alpha": 1.0, "beta": 1.0, "q": 0.1},
+    # Single losses (Fig. 1/3 ablations): the authors' classes take a constant `scale`.
+    "mae": {"scale": 1.0},
+    "rce": {"scale": 1.0},
+    "nce": {"scale": 1.0},
+    "nfl": {"scale": 10.0, "gamma": 0.5},
+    "ngce": {"scale": 1.0, "q": 0.1},
 }
+ASYM = {"nfl": {"scale": 1.0}}  # cifar10/asym/nfl.yaml; sym/nfl.yaml has 10.0.
 
 
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg)
-  params = common.loss_params(LOSSES, args["loss"])
+  params = common.loss_params(LOSSES, args["loss"], args["noise"], ASYM)
   params.update(common.fidelity_loss_params(args["loss"], args["fidelity"]))
   config = common.base_config(
       args, dataset="cifar10", model="cifar10_cnn", epochs=120, batch_size=128, loss_params=params,
@@ -40,4 +47,6 @@ def get_config(arg: str | None = None):
     config.noise.options = common.authors_noise_options(args["noise"], "cifar10")
   if args["loss"] == "nlnl" and args["fidelity"] == "authors":
     config.epochs = args["epochs"] or 1000  # The authors train their single-stage NLNL this long.
+  if args["loss"] in common.ANL_LOSSES:
+    common.apply_anl(config, "cifar10")
   return config

@@ -25,14 +25,21 @@ LOSSES = {
     "nfl+rce": {"alpha": 10.0, "beta": 0.1, "gamma": 0.5},
     "ngce+mae": {"alpha": 10.0, "beta": 1.0, "q": 0.7},
     "ngce+rce": {"alpha": 10.0, "beta": 0.1, "q": 0.7},
+    # Single losses (Fig. 1/3 ablations): the authors' classes take a constant `scale`.
+    "mae": {"scale": 1.0},
+    "rce": {"scale": 1.0},
+    "nce": {"scale": 1.0},
+    "nfl": {"scale": 1.0, "gamma": 0.5},
+    "ngce": {"scale": 1.0, "q": 0.7},
 }
+ASYM = {}
 PAPER_APL = {"alpha": 10.0, "beta": 0.1}
 
 
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg)
   loss, paper = args["loss"], args["fidelity"] == "paper"
-  params = common.loss_params(LOSSES, loss)
+  params = common.loss_params(LOSSES, loss, args["noise"], ASYM)
   if paper and "+" in loss and loss != "sce":
     params.update(PAPER_APL)
   params.update(common.fidelity_loss_params(loss, args["fidelity"]))
@@ -45,4 +52,6 @@ def get_config(arg: str | None = None):
     config.noise.options = common.authors_noise_options(args["noise"], "cifar100")
   if args["loss"] == "nlnl" and args["fidelity"] == "authors":
     config.epochs = args["epochs"] or 2000  # The authors train their single-stage NLNL this long.
+  if args["loss"] in common.ANL_LOSSES:
+    common.apply_anl(config, "cifar100")
   return config

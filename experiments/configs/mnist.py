@@ -27,7 +27,14 @@ LOSSES = {
     "nfl+rce": {"alpha": 1.0, "beta": 10.0, "gamma": 0.5},
     "ngce+mae": {"alpha": 1.0, "beta": 10.0, "q": 0.1},
     "ngce+rce": {"alpha": 1.0, "beta": 10.0, "q": 0.1},
+    # Single losses (Fig. 1/3 ablations): the authors' classes take a constant `scale`.
+    "mae": {"scale": 1.0},
+    "rce": {"scale": 1.0},
+    "nce": {"scale": 10.0},
+    "nfl": {"scale": 1.0, "gamma": 0.5},
+    "ngce": {"scale": 10.0, "q": 0.1},
 }
+ASYM = {"ngce": {"scale": 1.0}}  # mnist/asym/ngce.yaml; sym/ngce.yaml has 10.0.
 # As the paper states them (Section 5.2): APL alpha=1, beta=100; weight decay 1e-3.
 PAPER_APL = {"alpha": 1.0, "beta": 100.0}
 
@@ -35,7 +42,7 @@ PAPER_APL = {"alpha": 1.0, "beta": 100.0}
 def get_config(arg: str | None = None):
   args = common.parse_arg(arg)
   loss, paper = args["loss"], args["fidelity"] == "paper"
-  params = common.loss_params(LOSSES, loss)
+  params = common.loss_params(LOSSES, loss, args["noise"], ASYM)
   if paper and "+" in loss:
     params.update(PAPER_APL)
   params.update(common.fidelity_loss_params(loss, args["fidelity"]))
@@ -51,4 +58,6 @@ def get_config(arg: str | None = None):
     # Authors' noise: symmetric flips K * int(int(rate * n) / K) labels exactly; asymmetric MNIST
     # flips each source class per example with probability `rate`.
     config.noise.options = common.authors_noise_options(args["noise"], "mnist")
+  if args["loss"] in common.ANL_LOSSES:
+    common.apply_anl(config, "mnist")
   return config

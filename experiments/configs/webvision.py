@@ -35,4 +35,6 @@ def get_config(arg: str | None = None):
       loss_params=params,
       optim={"lr": 0.4, "momentum": 0.9, "nesterov": True, "weight_decay": 3e-5, "grad_clip": 5.0,
              "schedule": "exponential", "eta_min": 0.0, "decay_rate": 0.97})
+  if args["loss"] in common.ANL_LOSSES:
+    common.apply_anl(config, "webvision")
   return config
