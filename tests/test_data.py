@@ -365,4 +365,5 @@ def test_idn_on_full_mnist(mnist_data_dir):
   ds = data.load_dataset("mnist", data_dir=mnist_data_dir, download=False, noise="idn", rate=0.4)
   assert ds.noise["realised_rate"] == pytest.approx(0.4, abs=0.02)
   T = noise.realised_transition_matrix(ds.train_clean_labels, ds.train_noisy_labels, 10)
-  np.testing.assert_allclose(T.sum(1), 1.0)
+  # Instance-dependent: flips spread over many targets, and every class keeps a majority of its labels.
+  assert (T - np.diag(np.diag(T)) > 0).sum() > 30 and np.diag(T).min() > 0.3

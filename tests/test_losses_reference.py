@@ -290,6 +290,23 @@ def _fd_grad(ref, z, y, h):
   return ((ref(zp, yy, z0) - ref(zm, yy, z0)) / (2 * h)).reshape(n, k)
 
 
+# Tolerances sized to float32 (worst case over all CASES, measured: value 1.9e-6 (aul) and gradient
+# 5.2e-7 (nrce_authors) relative to max(1, |reference|) per unit of logit scale; 2.5-4x headroom).
+VALUE_TOL = 5e-6
+GRAD_TOL = 2e-6
+
+
+def _compare(value, grad, ref, k, scale):
+  """float32 value and gradient vs. the float64 reference: (value, want, grad, want_grad, value tol,
+  grad atol)."""
+  z, y = _inputs(k, scale)
+  want = ref(z.astype(np.float64), y, z.astype(np.float64))
+  want_g = _fd_grad(ref, z, y, h=1e-6 * max(1.0, scale))
+  gscale = max(1.0, float(np.abs(want_g).max()))
+  return (np.asarray(value(z, y)), want, np.asarray(grad(z, y)), want_g, VALUE_TOL * max(1.0, scale),
+          GRAD_TOL * gscale * max(1.0, scale))
+
+
 class ReferenceTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
@@ -300,19 +317,40 @@ class ReferenceTest(chex.TestCase):
     grad = self.variant(jax.grad(lambda z, y: jnp.sum(fn(z, y))))
     for k in KS:
       for sname, scale in SCALES.items():
-        z, y = _inputs(k, scale)
-        want = ref(z.astype(np.float64), y, z.astype(np.float64))
-        got = np.asarray(value(z, y))
+        got, want, got_g, want_g, tol, gtol = _compare(value, grad, ref, k, scale)
         self.assertEqual(got.dtype, np.float32)
-        tol = 2e-5 * max(1.0, scale)
         np.testing.assert_allclose(got, want, rtol=tol, atol=tol,
                                    err_msg=f"{case} value, K={k}, scale={sname}")
-        want_g = _fd_grad(ref, z, y, h=1e-6 * max(1.0, scale))
-        got_g = np.asarray(grad(z, y))
         self.assertTrue(np.all(np.isfinite(got_g)), f"{case} grad not finite, K={k}, {sname}")
-        gscale = max(1.0, float(np.abs(want_g).max()))
-        np.testing.assert_allclose(got_g, want_g, rtol=1e-3, atol=2e-4 * gscale * max(1.0, scale),
+        np.testing.assert_allclose(got_g, want_g, rtol=1e-5, atol=gtol,
                                    err_msg=f"{case} grad, K={k}, scale={sname}")
+
+
+# Fidelity option -> the case it must differ from. At scale "large" (logits ~30) the probabilities
+# saturate and focal factors have no gradient, so detach options coincide there; everywhere else the
+# default must fail the option's reference (value or gradient) at the tolerances above.
+OPTION_VS_DEFAULT = {
+    "fl_detached": "fl_g0.5", "nfl_authors": "nfl", "nfl_frozen_den": "nfl_authors",
+    "nnfl_authors": "nnfl", "anl_fl_authors": "anl_fl", "mae_halved": "mae", "rce_authors": "rce",
+    "nrce_authors": "nrce", "nmae_halved": "nmae",
+}
+
+
+class FidelityOptionsAreDistinguishedTest(chex.TestCase):
+
+  @parameterized.named_parameters(*[(n, n) for n in OPTION_VS_DEFAULT])
+  def test_default_fails_the_options_reference(self, option):
+    _, ref = CASES[option]
+    fn = CASES[OPTION_VS_DEFAULT[option]][0]
+    value = jax.jit(lambda z, y: fn(z, y))
+    grad = jax.jit(jax.grad(lambda z, y: jnp.sum(fn(z, y))))
+    for k in KS:
+      for sname in ("small", "medium"):
+        got, want, got_g, want_g, tol, gtol = _compare(value, grad, ref, k, SCALES[sname])
+        value_off = np.any(np.abs(got - want) > tol + tol * np.abs(want))
+        grad_off = np.any(np.abs(got_g - want_g) > gtol + 1e-5 * np.abs(want_g))
+        self.assertTrue(value_off or grad_off, f"{option} indistinguishable from "
+                        f"{OPTION_VS_DEFAULT[option]} at K={k}, scale={sname}")
 
 
 class NLNLReferenceTest(chex.TestCase):
@@ -332,9 +370,10 @@ class NLNLReferenceTest(chex.TestCase):
         ref = lambda zz, yy, z0, neg=neg: r_nlnl(zz, np.asarray(yy), np.repeat(
             neg, len(yy) // len(neg)))
         np.testing.assert_allclose(np.asarray(fn(z, y)), ref(z, y, None),
-                                   rtol=2e-5 * max(1, scale), atol=2e-5 * max(1, scale))
+                                   rtol=VALUE_TOL * max(1, scale), atol=VALUE_TOL * max(1, scale))
         want_g = _fd_grad(ref, z, y, h=1e-6 * max(1.0, scale))
-        np.testing.assert_allclose(np.asarray(gfn(z, y)), want_g, rtol=1e-3, atol=2e-4 * max(1, scale))
+        gtol = GRAD_TOL * max(1.0, float(np.abs(want_g).max())) * max(1, scale)
+        np.testing.assert_allclose(np.asarray(gfn(z, y)), want_g, rtol=1e-5, atol=gtol)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_several_negatives_are_summed_as_the_official_code(self):
@@ -352,3 +391,59 @@ class NLNLReferenceTest(chex.TestCase):
       fn = self.variant(lambda z, y, reduce=reduce: L.nlnl(
           z, y, key=key, num_negatives=n, reduce_negatives=reduce, class_weight=w, min_prob=1e-5))
       np.testing.assert_allclose(np.asarray(fn(z, y)), expect, rtol=1e-5, atol=1e-6)
+
+
+# ----------------------------------------------------------------------------------------------------
+# The authors' clamps (fidelity=authors), on inputs where they act
+# ----------------------------------------------------------------------------------------------------
+
+
+def _clamp_inputs(k):
+  """Rows where probabilities fall far below 1e-7: confidently right (p_y -> 1, others ~e^-30), and
+  confidently wrong (p_y ~e^-30), plus one mild row."""
+  z = np.zeros((3, k), np.float32)
+  y = np.array([0, 1, 2], np.int32)
+  z[0, 0] = 30.0
+  z[1, 1] = -30.0
+  z[2] = np.linspace(-1.0, 1.0, k)
+  return z, y
+
+
+MP = 1e-7
+# name -> (aplx fn, reference with the clamp as the official code writes it, the same without it)
+CLAMP_CASES = {
+    "rce": (functools.partial(L.rce, log_zero=A_AUTH, min_prob=MP),
+            lambda z, y: r_rce(z, y, A_AUTH, MP), lambda z, y: r_rce(z, y, A_AUTH)),
+    "gce": (functools.partial(L.gce, q=0.1, min_prob=MP),
+            lambda z, y: r_gce(z, y, 0.1, MP), lambda z, y: r_gce(z, y, 0.1)),
+    "ngce": (functools.partial(L.ngce, q=0.1, min_prob=MP),
+             lambda z, y: r_ngce_closed(z, y, 0.1, MP), lambda z, y: r_ngce_closed(z, y, 0.1)),
+    "nrce": (functools.partial(L.nrce, log_zero=A_AUTH, min_prob=MP, authors_normalizer=True),
+             lambda z, y: r_rce(z, y, A_AUTH, MP) * (z.shape[-1] - 1) / 4,
+             lambda z, y: r_rce(z, y, A_AUTH) * (z.shape[-1] - 1) / 4),
+    "sce": (functools.partial(L.sce, alpha=0.1, beta=1.0, log_zero=A_AUTH, min_prob=MP),
+            lambda z, y: 0.1 * r_ce(z, y) + r_rce(z, y, A_AUTH, MP),
+            lambda z, y: 0.1 * r_ce(z, y) + r_rce(z, y, A_AUTH)),
+}
+
+
+class AuthorsClampTest(chex.TestCase):
+  """Each clamp changes the result here by far more than the tolerance, so removing it fails."""
+
+  @chex.variants(with_jit=True, without_jit=True)
+  @parameterized.named_parameters(*[(n, n) for n in CLAMP_CASES])
+  def test_clamp_acts_and_matches_the_official_formula(self, case):
+    fn, clamped, unclamped = CLAMP_CASES[case]
+    value = self.variant(lambda z, y: fn(z, y))
+    grad = self.variant(jax.grad(lambda z, y: jnp.sum(fn(z, y))))
+    for k in (10, 100):
+      z, y = _clamp_inputs(k)
+      want, other = clamped(z.astype(np.float64), y), unclamped(z.astype(np.float64), y)
+      got = np.asarray(value(z, y))
+      np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-7, err_msg=f"{case}, K={k}")
+      # The clamp moves a confident row's value by >> rtol: a clamp-less loss would fail above.
+      self.assertGreater(np.max(np.abs(want - other) / np.abs(want)), 1e-2, f"{case}, K={k}")
+      # Gradient: finite differences of the clamped reference (no entry sits at the clamp's kink).
+      want_g = _fd_grad(lambda zz, yy, z0: clamped(zz, yy), z, y, h=1e-5)
+      np.testing.assert_allclose(np.asarray(grad(z, y)), want_g, rtol=1e-4, atol=2e-6,
+                                 err_msg=f"{case} grad, K={k}")

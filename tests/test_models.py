@@ -208,51 +208,6 @@ def test_train_and_eval_modes(kernels):
 
 
 # ------------------------------------------------------------------------------------------------
-# The trainer's functional pattern.
-# ------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("name", ["mnist_cnn", "cifar10_cnn",
-                                  pytest.param("resnet18", marks=pytest.mark.slow)])
-def test_split_merge_pattern_under_jit_and_grad(name):
-  model = M.get(name, num_classes=10, rngs=nnx.Rngs(0))
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-  x = jax.random.normal(jax.random.key(0), (4, *SHAPES[name]))
-  y = jnp.arange(4) % 10
-
-  @jax.jit
-  def train_step(params, batch_stats, x, y):
-    def loss_fn(params):
-      # copy=True: with flax 0.12.8, Variables of a State passed into jax.grad must be copied before
-      # BatchNorm may write to them (or pass nnx.as_pure(state)).
-      m = nnx.merge(graphdef, params, batch_stats, copy=True)
-      logits = m(x)
-      loss = -jnp.take_along_axis(jax.nn.log_softmax(logits), y[:, None], axis=1).mean()
-      return loss, nnx.state(m, nnx.BatchStat)
-    (loss, new_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-    return loss, new_stats, grads
-
-  @jax.jit
-  def eval_step(params, batch_stats, x):
-    m = nnx.merge(graphdef, params, batch_stats)
-    m.eval()
-    return m(x), nnx.state(m, nnx.BatchStat)
-
-  loss, new_stats, grads = train_step(params, batch_stats, x, y)
-  assert jnp.isfinite(loss)
-  chex.assert_trees_all_equal_structs(new_stats, batch_stats)
-  chex.assert_trees_all_equal_structs(grads, params)
-  changed = jax.tree.map(lambda a, b: bool(jnp.any(a != b)), new_stats, batch_stats)
-  assert all(jax.tree.leaves(changed))
-  logits, stats_after_eval = eval_step(params, new_stats, x)
-  assert logits.shape == (4, 10)
-  chex.assert_trees_all_equal(stats_after_eval, new_stats)
-  # The pure-array form works as well.
-  loss2, _, _ = train_step(nnx.as_pure(params), nnx.as_pure(batch_stats), x, y)
-  np.testing.assert_allclose(loss, loss2, rtol=1e-6)
-
-
-# ------------------------------------------------------------------------------------------------
 # Fast kernels == reference kernels.
 # ------------------------------------------------------------------------------------------------
 

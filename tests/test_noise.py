@@ -178,7 +178,6 @@ def test_from_transition_matrix_converges():
   labels = _balanced(30000, 6)
   noisy = noise.from_transition_matrix(labels, T, seed=0)
   T_hat = noise.realised_transition_matrix(labels, noisy, 6)
-  np.testing.assert_allclose(T_hat.sum(axis=1), 1.0)
   np.testing.assert_allclose(T_hat, T, atol=0.012)
   np.testing.assert_array_equal(noisy, noise.from_transition_matrix(labels, T, seed=0))
 

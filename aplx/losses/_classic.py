@@ -19,8 +19,12 @@ def _rce_core(s: _base._Stats, labels, log_zero, min_prob) -> jax.Array:
   if min_prob is None:
     return -log_zero * _base._one_minus_exp(s.logp_y)
   # Authors' code: p clamped to [min_prob, 1] before the sum over k != y.
+  # The sum skips k = y (a mask, not sum - p_y: that cancels to ~1e-7 absolute error in float32,
+  # 20% of the loss of a confident example).
   p_c = jnp.exp(jnp.maximum(s.logp, jnp.log(min_prob)))
-  off = jnp.sum(p_c, axis=-1) - _base._gather(p_c, labels)
+  classes = jnp.arange(s.num_classes, dtype=labels.dtype).reshape((1,) * labels.ndim + (-1,))
+  is_y = classes == labels[..., None]
+  off = jnp.sum(jnp.where(is_y, 0.0, p_c), axis=-1)
   return -log_zero * off
 
 
