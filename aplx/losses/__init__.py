@@ -20,6 +20,11 @@ Out-of-range labels: under jit nothing can raise on data, so an out-of-range (or
 makes that example's loss NaN (never a silently wrong finite number). `check_labels` raises a
 clear error eagerly, or through `jax.experimental.checkify` inside jit.
 
+Hyperparameters are checked when they are Python or NumPy numbers (in `get`, or at trace time).
+Hyperparameters passed as traced arrays (jit arguments, e.g. a swept `q`) are not checked: nothing can
+raise on a traced value, so an out-of-range one (`gce` with q = -1) gives finite but meaningless
+losses. Validate such values before tracing, or wrap the step with `jax.experimental.checkify`.
+
 Differences between the paper and the authors' code are keyword options whose defaults are the
 paper's mathematics; see docs/fidelity.md.
 """
