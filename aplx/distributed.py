@@ -11,8 +11,13 @@ from absl import logging
 import jax
 
 
-def initialize(*, coordinator_address: str | None = None, num_processes: int | None = None,
-               process_id: int | None = None, cpu_devices: int | None = None) -> None:
+def initialize(
+  *,
+  coordinator_address: str | None = None,
+  num_processes: int | None = None,
+  process_id: int | None = None,
+  cpu_devices: int | None = None,
+) -> None:
   """Joins this process to the job. Unset arguments are auto-detected from the cluster environment.
 
   Args:
@@ -26,10 +31,17 @@ def initialize(*, coordinator_address: str | None = None, num_processes: int | N
     jax.config.update("jax_platforms", "cpu")
     jax.config.update("jax_num_cpu_devices", cpu_devices)
     jax.config.update("jax_cpu_collectives_implementation", "gloo")
-  jax.distributed.initialize(coordinator_address=coordinator_address, num_processes=num_processes,
-                             process_id=process_id)
-  logging.info("process %d of %d: %d local devices of %d (%s)", jax.process_index(), jax.process_count(),
-               jax.local_device_count(), jax.device_count(), jax.devices()[0].platform)
+  jax.distributed.initialize(
+    coordinator_address=coordinator_address, num_processes=num_processes, process_id=process_id
+  )
+  logging.info(
+    "process %d of %d: %d local devices of %d (%s)",
+    jax.process_index(),
+    jax.process_count(),
+    jax.local_device_count(),
+    jax.device_count(),
+    jax.devices()[0].platform,
+  )
 
 
 def requested() -> bool:

@@ -21,8 +21,8 @@ See docs/noise.md for which option is the paper's intent and which reproduces th
 
 from __future__ import annotations
 
-import warnings
 from typing import Callable
+import warnings
 
 import numpy as np
 
@@ -48,6 +48,7 @@ __all__ = [
 # Validation
 # ---------------------------------------------------------------------------------------------------
 
+
 def _check_rate(rate: float) -> float:
   rate = float(rate)
   if not 0.0 <= rate <= 1.0:  # also rejects NaN
@@ -69,7 +70,8 @@ def _check_labels(labels, num_classes: int) -> np.ndarray:
     if lo < 0 or hi >= num_classes:
       bad = lo if lo < 0 else hi
       raise ValueError(
-          f"labels must be in [0, {num_classes}) (num_classes={num_classes}), found label {bad}.")
+        f"labels must be in [0, {num_classes}) (num_classes={num_classes}), found label {bad}."
+      )
   return labels.astype(np.int64)
 
 
@@ -78,18 +80,19 @@ def _check_transition_matrix(T, num_classes: int | None = None, atol: float = 1e
   if T.ndim != 2 or T.shape[0] != T.shape[1]:
     raise ValueError(f"transition matrix must be square [K, K], got shape {T.shape}.")
   if num_classes is not None and T.shape[0] != num_classes:
-    raise ValueError(
-        f"transition matrix is {T.shape[0]}x{T.shape[1]} but num_classes={num_classes}.")
+    raise ValueError(f"transition matrix is {T.shape[0]}x{T.shape[1]} but num_classes={num_classes}.")
   if not np.all(np.isfinite(T)) or T.min() < 0.0:
     i, j = np.unravel_index(np.argmin(np.where(np.isfinite(T), T, -np.inf)), T.shape)
     raise ValueError(
-        f"transition matrix entries must be finite and in [0, 1], got T[{i}, {j}]={float(T[i, j])!r}.")
+      f"transition matrix entries must be finite and in [0, 1], got T[{i}, {j}]={float(T[i, j])!r}."
+    )
   sums = T.sum(axis=1)
   bad = np.flatnonzero(np.abs(sums - 1.0) > atol)
   if bad.size:
     raise ValueError(
-        f"transition matrix must be row-stochastic (each row sums to 1 within {atol}), "
-        f"row {bad[0]} sums to {float(sums[bad[0]])!r}.")
+      f"transition matrix must be row-stochastic (each row sums to 1 within {atol}), "
+      f"row {bad[0]} sums to {float(sums[bad[0]])!r}."
+    )
   return T
 
 
@@ -97,9 +100,12 @@ def _lemma1_warning(rate: float, num_classes: int) -> None:
   limit = (num_classes - 1) / num_classes
   if rate >= limit:
     warnings.warn(
-        f"symmetric noise rate={rate} >= (K-1)/K={limit:.4f} for K={num_classes}: the paper's "
-        "Lemma 1 (noise tolerance of normalized losses) needs rate < (K-1)/K; a noisy label is then "
-        "no more likely to be the true class than any other class.", UserWarning, stacklevel=3)
+      f"symmetric noise rate={rate} >= (K-1)/K={limit:.4f} for K={num_classes}: the paper's "
+      "Lemma 1 (noise tolerance of normalized losses) needs rate < (K-1)/K; a noisy label is then "
+      "no more likely to be the true class than any other class.",
+      UserWarning,
+      stacklevel=3,
+    )
 
 
 def _rng(seed: int, stream: int) -> np.random.Generator:
@@ -110,6 +116,7 @@ def _rng(seed: int, stream: int) -> np.random.Generator:
 # ---------------------------------------------------------------------------------------------------
 # Transition matrices and per-example sampling
 # ---------------------------------------------------------------------------------------------------
+
 
 def symmetric_matrix(rate: float, num_classes: int) -> np.ndarray:
   """`T = (1 - rate) I + rate / (K - 1) (1 - I)`: rate spread uniformly over the other classes."""
@@ -158,6 +165,7 @@ def from_transition_matrix(labels, T, *, seed: int) -> np.ndarray:
 # Symmetric noise
 # ---------------------------------------------------------------------------------------------------
 
+
 def _balanced_quota(counts: np.ndarray, total: int) -> np.ndarray:
   """Splits `total` flips over classes as evenly as possible without exceeding any class's size.
 
@@ -179,8 +187,9 @@ def _balanced_quota(counts: np.ndarray, total: int) -> np.ndarray:
   return quota
 
 
-def _exact_flips(labels: np.ndarray, num_classes: int, quota: np.ndarray,
-                 rng: np.random.Generator) -> np.ndarray:
+def _exact_flips(
+  labels: np.ndarray, num_classes: int, quota: np.ndarray, rng: np.random.Generator
+) -> np.ndarray:
   """Flips exactly `quota[c]` examples of each clean class c, each to a uniform different class."""
   noisy = labels.copy()
   for c in range(num_classes):
@@ -191,8 +200,9 @@ def _exact_flips(labels: np.ndarray, num_classes: int, quota: np.ndarray,
   return noisy
 
 
-def symmetric(labels, *, rate: float, num_classes: int, seed: int,
-              method: str = "exact", authors_quota: bool = False) -> np.ndarray:
+def symmetric(
+  labels, *, rate: float, num_classes: int, seed: int, method: str = "exact", authors_quota: bool = False
+) -> np.ndarray:
   """Symmetric (uniform) label noise.
 
   `method="exact"` (default, the authors' protocol, Ma et al. 2020 Sec. 5 / official `dataset.py`):
@@ -233,8 +243,9 @@ def symmetric(labels, *, rate: float, num_classes: int, seed: int,
   quota = _balanced_quota(counts, total)
   if authors_quota and np.any(quota != total // k):
     raise ValueError(
-        f"authors_quota=True needs {total // k} examples per class but the smallest class has "
-        f"{int(counts.min())}; lower the rate or use authors_quota=False.")
+      f"authors_quota=True needs {total // k} examples per class but the smallest class has "
+      f"{int(counts.min())}; lower the rate or use authors_quota=False."
+    )
   return _exact_flips(labels, k, quota, _rng(seed, 2)).astype(np.int32)
 
 
@@ -259,12 +270,12 @@ def _cifar100_pairs(group: str, coarse_labels, fine_labels) -> tuple[tuple[int, 
   elif group == "coarse":
     if coarse_labels is None:
       raise ValueError(
-          "asymmetric cifar100 noise with group='coarse' needs coarse_labels (TFDS `coarse_label`, "
-          "same length as labels); or pass group='consecutive' for the authors' grouping.")
+        "asymmetric cifar100 noise with group='coarse' needs coarse_labels (TFDS `coarse_label`, "
+        "same length as labels); or pass group='consecutive' for the authors' grouping."
+      )
     coarse = np.asarray(coarse_labels).astype(np.int64)
     if coarse.shape != fine_labels.shape:
-      raise ValueError(
-          f"coarse_labels shape {coarse.shape} must match labels shape {fine_labels.shape}.")
+      raise ValueError(f"coarse_labels shape {coarse.shape} must match labels shape {fine_labels.shape}.")
     groups = []
     for j in range(20):
       members = np.unique(fine_labels[coarse == j])
@@ -292,26 +303,36 @@ def _pairs_matrix(pairs, rate: float, k: int) -> np.ndarray:
   return T
 
 
-def asymmetric_matrix(dataset: str, rate: float, *, group: str = "coarse",
-                      coarse_labels=None, labels=None) -> np.ndarray:
+def asymmetric_matrix(
+  dataset: str, rate: float, *, group: str = "coarse", coarse_labels=None, labels=None
+) -> np.ndarray:
   """The transition matrix of `asymmetric(...)` for a dataset (identity outside the flipped classes)."""
   rate = _check_rate(rate)
-  pairs = _asymmetric_pairs(dataset, group, coarse_labels,
-                            None if labels is None else np.asarray(labels).astype(np.int64))
+  pairs = _asymmetric_pairs(
+    dataset, group, coarse_labels, None if labels is None else np.asarray(labels).astype(np.int64)
+  )
   return _pairs_matrix(pairs, rate, _NUM_CLASSES[dataset])
 
 
 def _asymmetric_pairs(dataset, group, coarse_labels, labels):
   if dataset not in _NUM_CLASSES:
-    raise ValueError(
-        f"no asymmetric noise mapping for dataset {dataset!r}; known: {sorted(_NUM_CLASSES)}.")
+    raise ValueError(f"no asymmetric noise mapping for dataset {dataset!r}; known: {sorted(_NUM_CLASSES)}.")
   if dataset == "cifar100":
     return _cifar100_pairs(group, coarse_labels, labels)
   return ASYMMETRIC_MAPS[dataset]
 
 
-def asymmetric(labels, *, rate: float, dataset: str, seed: int, method: str = "exact",
-               sequential: bool = False, group: str = "coarse", coarse_labels=None) -> np.ndarray:
+def asymmetric(
+  labels,
+  *,
+  rate: float,
+  dataset: str,
+  seed: int,
+  method: str = "exact",
+  sequential: bool = False,
+  group: str = "coarse",
+  coarse_labels=None,
+) -> np.ndarray:
   """Class-dependent ("asymmetric") noise that mimics real confusions (Ma et al. 2020, Sec. 5).
 
   mnist: 7 -> 1, 2 -> 7, 5 <-> 6, 3 -> 8. cifar10: truck -> automobile, bird -> airplane,
@@ -346,8 +367,7 @@ def asymmetric(labels, *, rate: float, dataset: str, seed: int, method: str = "e
   """
   rate = _check_rate(rate)
   if dataset not in _NUM_CLASSES:
-    raise ValueError(
-        f"no asymmetric noise mapping for dataset {dataset!r}; known: {sorted(_NUM_CLASSES)}.")
+    raise ValueError(f"no asymmetric noise mapping for dataset {dataset!r}; known: {sorted(_NUM_CLASSES)}.")
   k = _NUM_CLASSES[dataset]
   labels = _check_labels(labels, k)
   pairs = _asymmetric_pairs(dataset, group, coarse_labels, labels)
@@ -370,8 +390,8 @@ def asymmetric(labels, *, rate: float, dataset: str, seed: int, method: str = "e
 # Pair flipping, instance-dependent and human noise
 # ---------------------------------------------------------------------------------------------------
 
-def pairflip(labels, *, rate: float, num_classes: int, seed: int, method: str = "transition"
-             ) -> np.ndarray:
+
+def pairflip(labels, *, rate: float, num_classes: int, seed: int, method: str = "transition") -> np.ndarray:
   """Pair-flip noise (Han et al. 2018, Co-teaching): class i -> (i + 1) mod K.
 
   `method="transition"` (default, as in Co-teaching): each label flips with probability `rate`.
@@ -396,14 +416,16 @@ def pairflip(labels, *, rate: float, num_classes: int, seed: int, method: str = 
 def _truncated_normal(rng, mean: float, std: float, size: int, lo=0.0, hi=1.0) -> np.ndarray:
   """Samples N(mean, std) truncated to [lo, hi] by inverse CDF (scipy, a JAX dependency)."""
   from scipy import special
+
   a = special.ndtr((lo - mean) / std)
   b = special.ndtr((hi - mean) / std)
   u = a + (b - a) * rng.random(size)
   return np.clip(mean + std * special.ndtri(u), lo, hi)
 
 
-def instance_dependent(labels, features, *, rate: float, num_classes: int, seed: int,
-                       norm_std: float = 0.1, chunk: int = 4096) -> np.ndarray:
+def instance_dependent(
+  labels, features, *, rate: float, num_classes: int, seed: int, norm_std: float = 0.1, chunk: int = 4096
+) -> np.ndarray:
   """Instance-dependent ("part-dependent", IDN) noise of Xia et al., NeurIPS 2020.
 
   Each example i draws a flip rate `q_i ~ N(rate, norm_std^2)` truncated to [0, 1]; a seeded random
@@ -442,7 +464,7 @@ def instance_dependent(labels, features, *, rate: float, num_classes: int, seed:
     w = _rng(seed, 1000 + c).standard_normal((x.shape[1], k)).astype(np.float32)
     members = np.flatnonzero(labels == c)
     for start in range(0, members.size, chunk):
-      idx = members[start:start + chunk]
+      idx = members[start : start + chunk]
       s = (x[idx] @ w).astype(np.float64)
       s[:, c] = -np.inf
       s = np.exp(s - s.max(axis=1, keepdims=True))
@@ -464,6 +486,7 @@ def human(labels, human_labels, *, num_classes: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # Measuring noise
 # ---------------------------------------------------------------------------------------------------
+
 
 def realised_rate(clean, noisy) -> float:
   """Fraction of examples whose noisy label differs from the clean one."""
@@ -491,6 +514,7 @@ def realised_transition_matrix(clean, noisy, num_classes: int) -> np.ndarray:
 # Each entry: fn(clean, *, rate, seed, num_classes, dataset, features, extra, **options) -> noisy.
 # `features` are the normalised images (for idn); `extra` holds TFDS side fields (coarse_label,
 # human labels) keyed by feature name.
+
 
 def _none(clean, *, rate, seed, num_classes, dataset, features, extra, **options):
   del seed, dataset, features, extra
@@ -523,8 +547,7 @@ def _idn(clean, *, rate, seed, num_classes, dataset, features, extra, **options)
   del dataset, extra
   if features is None:
     raise ValueError("noise='idn' needs the images (features).")
-  return instance_dependent(clean, features, rate=rate, num_classes=num_classes, seed=seed,
-                            **options)
+  return instance_dependent(clean, features, rate=rate, num_classes=num_classes, seed=seed, **options)
 
 
 def _human(clean, *, rate, seed, num_classes, dataset, features, extra, field=None, **options):
@@ -536,8 +559,9 @@ def _human(clean, *, rate, seed, num_classes, dataset, features, extra, field=No
   fields = sorted(f for f in extra if f != "coarse_label")
   if field not in extra or field == "coarse_label":
     raise ValueError(
-        f"human noise field {field!r} is not available for dataset {dataset!r}; "
-        f"available: {fields} (use noise='human:<field>' with cifar10_n or cifar100_n).")
+      f"human noise field {field!r} is not available for dataset {dataset!r}; "
+      f"available: {fields} (use noise='human:<field>' with cifar10_n or cifar100_n)."
+    )
   return human(clean, extra[field], num_classes=num_classes)
 
 
@@ -551,8 +575,18 @@ NOISE_MODELS: dict[str, Callable[..., np.ndarray]] = {
 }
 
 
-def apply(noise: str, clean, *, rate: float = 0.0, seed: int = 0, num_classes: int,
-          dataset: str | None = None, features=None, extra=None, **options) -> np.ndarray:
+def apply(
+  noise: str,
+  clean,
+  *,
+  rate: float = 0.0,
+  seed: int = 0,
+  num_classes: int,
+  dataset: str | None = None,
+  features=None,
+  extra=None,
+  **options,
+) -> np.ndarray:
   """Applies a registered noise model by name: "none", "sym", "asym", "pairflip", "idn",
   or "human:<field>" (e.g. "human:worse_label").
 
@@ -560,12 +594,21 @@ def apply(noise: str, clean, *, rate: float = 0.0, seed: int = 0, num_classes: i
   """
   name, _, field = noise.partition(":")
   if name not in NOISE_MODELS:
-    raise ValueError(f"unknown noise model {noise!r}; known: {sorted(NOISE_MODELS)} "
-                     "(human noise as 'human:<field>').")
+    raise ValueError(
+      f"unknown noise model {noise!r}; known: {sorted(NOISE_MODELS)} (human noise as 'human:<field>')."
+    )
   if field and name != "human":
     raise ValueError(f"only human noise takes a ':<field>' suffix, got {noise!r}.")
   if name == "human":
     options["field"] = field or None
   _check_rate(rate)
-  return NOISE_MODELS[name](clean, rate=rate, seed=seed, num_classes=num_classes, dataset=dataset,
-                            features=features, extra=dict(extra or {}), **options)
+  return NOISE_MODELS[name](
+    clean,
+    rate=rate,
+    seed=seed,
+    num_classes=num_classes,
+    dataset=dataset,
+    features=features,
+    extra=dict(extra or {}),
+    **options,
+  )

@@ -22,8 +22,7 @@ import threading
 import time
 
 from absl import logging
-from flax import nnx
-from flax import struct
+from flax import nnx, struct
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -32,8 +31,7 @@ import optax
 import orbax.checkpoint as ocp
 
 from aplx import data as data_lib
-from aplx import losses
-from aplx import models
+from aplx import losses, models
 
 # Config fields that may change between a run and its resumption without invalidating the checkpoint.
 RESUMABLE_CHANGES = ("log_every_steps", "eval_batch_size", "data_dir", "max_steps")
@@ -42,6 +40,7 @@ RESUMABLE_CHANGES = ("log_every_steps", "eval_batch_size", "data_dir", "max_step
 @struct.dataclass
 class TrainState:
   """Everything that determines the rest of a run. Saved whole in every checkpoint."""
+
   step: jax.Array
   params: nnx.State
   batch_stats: nnx.State
@@ -70,13 +69,13 @@ def make_schedule(optim: ml_collections.ConfigDict, steps_per_epoch: int, epochs
   elif optim.schedule == "constant":
     per_epoch = optax.constant_schedule(optim.lr)
   else:
-    raise ValueError(f"config.optim.schedule={optim.schedule!r}: use 'cosine', 'exponential' or "
-                     "'constant'.")
+    raise ValueError(f"config.optim.schedule={optim.schedule!r}: use 'cosine', 'exponential' or 'constant'.")
   return lambda step: per_epoch(step // steps_per_epoch)
 
 
-def make_optimizer(optim: ml_collections.ConfigDict, schedule: optax.Schedule
-                   ) -> optax.GradientTransformation:
+def make_optimizer(
+  optim: ml_collections.ConfigDict, schedule: optax.Schedule
+) -> optax.GradientTransformation:
   """SGD as the authors ran it in PyTorch, from optax parts.
 
   Order of PyTorch's `clip_grad_norm_(5.0)` then `SGD(momentum, nesterov, weight_decay)`: clip the raw
@@ -90,8 +89,11 @@ def make_optimizer(optim: ml_collections.ConfigDict, schedule: optax.Schedule
   parts = []
   if optim.get("l1"):
     l1 = optim.l1
-    parts.append(optax.stateless(
-        lambda updates, params: jax.tree.map(lambda g, p: g + l1 * jnp.sign(p), updates, params)))
+    parts.append(
+      optax.stateless(
+        lambda updates, params: jax.tree.map(lambda g, p: g + l1 * jnp.sign(p), updates, params)
+      )
+    )
   if optim.grad_clip:
     parts.append(optax.clip_by_global_norm(optim.grad_clip))
   if optim.weight_decay:
@@ -106,12 +108,14 @@ def make_optimizer(optim: ml_collections.ConfigDict, schedule: optax.Schedule
 
 
 def create_model(config: ml_collections.ConfigDict, num_classes: int) -> nnx.Module:
-  return models.get(config.model.name, num_classes=num_classes, rngs=nnx.Rngs(config.seed),
-                    **config.model.get("kwargs", {}))
+  return models.get(
+    config.model.name, num_classes=num_classes, rngs=nnx.Rngs(config.seed), **config.model.get("kwargs", {})
+  )
 
 
-def create_train_state(config, model: nnx.Module, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh
-                       ) -> tuple[nnx.GraphDef, nnx.GraphDef, TrainState]:
+def create_train_state(
+  config, model: nnx.Module, tx: optax.GradientTransformation, mesh: jax.sharding.Mesh
+) -> tuple[nnx.GraphDef, nnx.GraphDef, TrainState]:
   """Returns (train graphdef, eval graphdef, state replicated over `mesh`)."""
   model.eval()
   eval_graphdef = nnx.graphdef(model)
@@ -119,8 +123,13 @@ def create_train_state(config, model: nnx.Module, tx: optax.GradientTransformati
   graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
 
   def init(params, batch_stats):
-    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                      opt_state=tx.init(params), rng=jax.random.PRNGKey(config.seed))
+    return TrainState(
+      step=jnp.zeros((), jnp.int32),
+      params=params,
+      batch_stats=batch_stats,
+      opt_state=tx.init(params),
+      rng=jax.random.PRNGKey(config.seed),
+    )
 
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   state = jax.jit(init, out_shardings=replicated)(params, batch_stats)
@@ -132,8 +141,9 @@ def create_train_state(config, model: nnx.Module, tx: optax.GradientTransformati
 # ---------------------------------------------------------------------------------------------------
 
 
-def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable[..., jax.Array],
-                    tx: optax.GradientTransformation) -> Callable[..., tuple[TrainState, dict]]:
+def make_train_step(
+  graphdef: nnx.GraphDef, loss_fn: Callable[..., jax.Array], tx: optax.GradientTransformation
+) -> Callable[..., tuple[TrainState, dict]]:
   """Returns `step(state, batch, sums) -> (state, sums)`, to be jitted by the caller.
 
   `sums` accumulates on device (no host sync per step): loss sum, correct against noisy and clean
@@ -148,8 +158,7 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable[..., jax.Array],
 
     def objective(model):
       logits = model(batch["image"])
-      per_example = loss_fn(logits, batch["label"], key=key) if needs_key else loss_fn(
-          logits, batch["label"])
+      per_example = loss_fn(logits, batch["label"], key=key) if needs_key else loss_fn(logits, batch["label"])
       return per_example.mean(), (per_example, logits)
 
     # nnx.grad differentiates w.r.t. the nnx.Param variables and carries the BatchNorm updates out.
@@ -161,15 +170,17 @@ def make_train_step(graphdef: nnx.GraphDef, loss_fn: Callable[..., jax.Array],
     pred = logits.argmax(-1)
     loss = per_example.mean()
     sums = {
-        "loss": sums["loss"] + per_example.sum(),
-        "correct_noisy": sums["correct_noisy"] + (pred == batch["label"]).sum(),
-        "correct_clean": sums["correct_clean"] + (pred == batch["clean_label"]).sum(),
-        "count": sums["count"] + per_example.size,
-        "first_bad_step": jnp.where(jnp.isfinite(loss), sums["first_bad_step"],
-                                    jnp.minimum(sums["first_bad_step"], state.step)),
+      "loss": sums["loss"] + per_example.sum(),
+      "correct_noisy": sums["correct_noisy"] + (pred == batch["label"]).sum(),
+      "correct_clean": sums["correct_clean"] + (pred == batch["clean_label"]).sum(),
+      "count": sums["count"] + per_example.size,
+      "first_bad_step": jnp.where(
+        jnp.isfinite(loss), sums["first_bad_step"], jnp.minimum(sums["first_bad_step"], state.step)
+      ),
     }
-    new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
-                              opt_state=opt_state)
+    new_state = state.replace(
+      step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
+    )
     return new_state, sums
 
   return step
@@ -181,15 +192,23 @@ def jit_train_step(step: Callable, mesh: jax.sharding.Mesh) -> Callable:
   its first call."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-  return jax.jit(step, in_shardings=(replicated, batch, replicated),
-                 out_shardings=(replicated, replicated), donate_argnums=(0, 2))
+  return jax.jit(
+    step,
+    in_shardings=(replicated, batch, replicated),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0, 2),
+  )
 
 
 def zero_sums() -> dict:
   """Fresh epoch accumulators for `make_train_step` (jit with a replicated out_sharding to place them)."""
-  return {"loss": jnp.zeros((), jnp.float32), "correct_noisy": jnp.zeros((), jnp.int32),
-          "correct_clean": jnp.zeros((), jnp.int32), "count": jnp.zeros((), jnp.int32),
-          "first_bad_step": jnp.array(np.iinfo(np.int32).max, jnp.int32)}
+  return {
+    "loss": jnp.zeros((), jnp.float32),
+    "correct_noisy": jnp.zeros((), jnp.int32),
+    "correct_clean": jnp.zeros((), jnp.int32),
+    "count": jnp.zeros((), jnp.int32),
+    "first_bad_step": jnp.array(np.iinfo(np.int32).max, jnp.int32),
+  }
 
 
 def make_eval_step(eval_graphdef: nnx.GraphDef) -> Callable[..., jax.Array]:
@@ -205,9 +224,12 @@ def make_eval_step(eval_graphdef: nnx.GraphDef) -> Callable[..., jax.Array]:
 
 def evaluate(eval_step, state: TrainState, ds, config, batch_sharding) -> float:
   totals = np.zeros(2, np.int64)
-  for batch in data_lib.eval_batches(ds, batch_size=config.eval_batch_size,
-                                     process_index=jax.process_index(),
-                                     process_count=jax.process_count()):
+  for batch in data_lib.eval_batches(
+    ds,
+    batch_size=config.eval_batch_size,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+  ):
     totals += np.asarray(eval_step(state, _global_batch(batch, batch_sharding)))
   return float(totals[0] / max(totals[1], 1))
 
@@ -215,8 +237,7 @@ def evaluate(eval_step, state: TrainState, ds, config, batch_sharding) -> float:
 def make_mesh() -> jax.sharding.Mesh:
   """A 1-D mesh over every device of every process, axis 'data', with compiler-chosen (Auto)
   shardings for intermediates: only the inputs' layout is fixed."""
-  return jax.make_mesh((jax.device_count(),), ("data",),
-                       axis_types=(jax.sharding.AxisType.Auto,))
+  return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
 def _global_batch(local: Mapping[str, np.ndarray], sharding: jax.sharding.NamedSharding) -> dict:
@@ -233,8 +254,9 @@ def _config_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def _restore_or_keep(manager: ocp.CheckpointManager, state: TrainState, sums: dict, config
-                     ) -> tuple[TrainState, dict, int]:
+def _restore_or_keep(
+  manager: ocp.CheckpointManager, state: TrainState, sums: dict, config
+) -> tuple[TrainState, dict, int]:
   """Restores (state, epoch sums, completed epochs) from the latest checkpoint, else returns the inputs.
 
   Never silently starts over: an unreadable or mismatched checkpoint raises.
@@ -247,26 +269,31 @@ def _restore_or_keep(manager: ocp.CheckpointManager, state: TrainState, sums: di
     meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   except Exception as e:  # noqa: BLE001 -- any failure here means an unreadable checkpoint.
     raise RuntimeError(
-        f"Cannot read the checkpoint metadata at {where}: {e!r}. The checkpoint is corrupted or was not "
-        "written by aplx. Refusing to start from scratch over it: move it away or use another "
-        "--workdir.") from e
+      f"Cannot read the checkpoint metadata at {where}: {e!r}. The checkpoint is corrupted or was not "
+      "written by aplx. Refusing to start from scratch over it: move it away or use another "
+      "--workdir."
+    ) from e
   saved, now = meta["config"], _config_json(config)
-  changed = sorted(k for k in set(saved) | set(now)
-                   if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k))
+  changed = sorted(
+    k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)
+  )
   if changed:
     diffs = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in changed)
     raise RuntimeError(
-        f"The checkpoint at {where} was written with a different config ({diffs}). Resume with the "
-        "original config, or use a new --workdir to start a different run.")
+      f"The checkpoint at {where} was written with a different config ({diffs}). Resume with the "
+      "original config, or use a new --workdir to start a different run."
+    )
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (state, sums))
   try:
     restored, sums = manager.restore(
-        latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+      latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    )["state"]
   except Exception as e:  # noqa: BLE001
     raise RuntimeError(
-        f"Cannot restore the training state from {where}: {e!r}. It does not match this model and "
-        "optimiser (or is corrupted). Refusing to start from scratch over it: move it away or use "
-        "another --workdir.") from e
+      f"Cannot restore the training state from {where}: {e!r}. It does not match this model and "
+      "optimiser (or is corrupted). Refusing to start from scratch over it: move it away or use "
+      "another --workdir."
+    ) from e
   logging.info("Resumed from %s (epoch %d, step %d).", where, meta["epoch"], latest)
   return restored, sums, meta["epoch"]
 
@@ -274,9 +301,13 @@ def _restore_or_keep(manager: ocp.CheckpointManager, state: TrainState, sums: di
 def _save(manager: ocp.CheckpointManager, state: TrainState, sums: dict, epoch: int, config) -> None:
   """Saves (state, running epoch sums) and `epoch`, the number of completed epochs."""
   step = int(state.step)
-  manager.save(step, args=ocp.args.Composite(
+  manager.save(
+    step,
+    args=ocp.args.Composite(
       state=ocp.args.StandardSave((state, sums)),
-      meta=ocp.args.JsonSave({"epoch": epoch, "step": step, "config": _config_json(config)})))
+      meta=ocp.args.JsonSave({"epoch": epoch, "step": step, "config": _config_json(config)}),
+    ),
+  )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -302,6 +333,7 @@ class MetricWriter:
     with open(self.path, "w") as f:
       f.writelines(json.dumps(r) + "\n" for r in self.history)
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
     self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
 
   def write(self, record: dict) -> None:
@@ -346,11 +378,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   # ----- Data: TFDS dataset with label noise injected from (noise seed, example id). ---------------
   for name in ("batch_size", "eval_batch_size"):  # Devices of every process, so processes too.
     if config[name] % jax.device_count():
-      raise ValueError(f"config.{name}={config[name]} must be divisible by the number of devices "
-                       f"({jax.device_count()}); pick a multiple of {jax.device_count()}.")
-  ds = data_lib.load_dataset(config.dataset, data_dir=config.get("data_dir"), subset=config.get("subset"),
-                             noise=config.noise.type, rate=config.noise.rate, noise_seed=config.noise.seed,
-                             **config.noise.get("options", {}))
+      raise ValueError(
+        f"config.{name}={config[name]} must be divisible by the number of devices "
+        f"({jax.device_count()}); pick a multiple of {jax.device_count()}."
+      )
+  ds = data_lib.load_dataset(
+    config.dataset,
+    data_dir=config.get("data_dir"),
+    subset=config.get("subset"),
+    noise=config.noise.type,
+    rate=config.noise.rate,
+    noise_seed=config.noise.seed,
+    **config.noise.get("options", {}),
+  )
   # drop_remainder=False (the authors' PyTorch loaders): a smaller last step per epoch, rounded down to
   # a multiple of the device count; it compiles the train step once more.
   layout = {"drop_remainder": config.get("drop_remainder", True), "multiple_of": jax.device_count()}
@@ -370,24 +410,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
 
   # ----- Resume. ----------------------------------------------------------------------------------
   manager = ocp.CheckpointManager(
-      os.path.join(workdir, "checkpoints"),
-      options=ocp.CheckpointManagerOptions(max_to_keep=config.get("keep_checkpoints", 2), create=True))
+    os.path.join(workdir, "checkpoints"),
+    options=ocp.CheckpointManagerOptions(max_to_keep=config.get("keep_checkpoints", 2), create=True),
+  )
   fresh_sums = jax.jit(zero_sums, out_shardings=state.step.sharding)
   state, sums, epoch = _restore_or_keep(manager, state, fresh_sums(), config)
   writer = MetricWriter(workdir, resume_epoch=epoch)
   if jax.process_index() == 0:
     with open(os.path.join(workdir, "config.json"), "w") as f:
       f.write(config.to_json_best_effort(indent=2))
-  logging.info("%s | %s noise %.2f | loss %s | model %s | %d train images, %d steps/epoch x %d epochs "
-               "| %d devices, %d processes | workdir %s", config.dataset, config.noise.type,
-               config.noise.rate, config.loss.name, config.model.name, ds.num_train, steps_per_epoch,
-               config.epochs, jax.device_count(), jax.process_count(), workdir)
+  logging.info(
+    "%s | %s noise %.2f | loss %s | model %s | %d train images, %d steps/epoch x %d epochs "
+    "| %d devices, %d processes | workdir %s",
+    config.dataset,
+    config.noise.type,
+    config.noise.rate,
+    config.loss.name,
+    config.model.name,
+    ds.num_train,
+    steps_per_epoch,
+    config.epochs,
+    jax.device_count(),
+    jax.process_count(),
+    workdir,
+  )
 
   # ----- Train. -----------------------------------------------------------------------------------
   batches = data_lib.train_batches(
-      ds, global_batch_size=config.batch_size, seed=config.seed, start_step=int(state.step),
-      process_index=jax.process_index(), process_count=jax.process_count(),
-      augment=config.get("augment", True), **layout)
+    ds,
+    global_batch_size=config.batch_size,
+    seed=config.seed,
+    start_step=int(state.step),
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    augment=config.get("augment", True),
+    **layout,
+  )
   max_steps = min(config.get("max_steps") or total_steps, total_steps)  # Tests: stop as if killed.
   run_start, run_start_step = time.time(), int(state.step)
   epoch_start = run_start
@@ -398,29 +456,43 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
       step += 1
       if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
         _check_finite(sums)
-        logging.info("epoch %d/%d  step %d/%d  loss %.4f", epoch + 1, config.epochs,
-                     step - epoch * steps_per_epoch, steps_per_epoch,
-                     float(sums["loss"]) / max(int(sums["count"]), 1))
+        logging.info(
+          "epoch %d/%d  step %d/%d  loss %.4f",
+          epoch + 1,
+          config.epochs,
+          step - epoch * steps_per_epoch,
+          steps_per_epoch,
+          float(sums["loss"]) / max(int(sums["count"]), 1),
+        )
       if step % steps_per_epoch == 0:  # End of an epoch: evaluate, log, checkpoint.
         record = {
-            "epoch": epoch + 1,
-            "step": step,
-            "lr": float(schedule(step - 1)),
-            "train_loss": float(sums["loss"]) / int(sums["count"]),
-            "train_acc_noisy": int(sums["correct_noisy"]) / int(sums["count"]),
-            "train_acc_clean": int(sums["correct_clean"]) / int(sums["count"]),
-            "test_acc": evaluate(eval_step, state, ds, config, batch_sharding),
-            "images_per_sec": int(sums["count"]) / (time.time() - epoch_start),
+          "epoch": epoch + 1,
+          "step": step,
+          "lr": float(schedule(step - 1)),
+          "train_loss": float(sums["loss"]) / int(sums["count"]),
+          "train_acc_noisy": int(sums["correct_noisy"]) / int(sums["count"]),
+          "train_acc_clean": int(sums["correct_clean"]) / int(sums["count"]),
+          "test_acc": evaluate(eval_step, state, ds, config, batch_sharding),
+          "images_per_sec": int(sums["count"]) / (time.time() - epoch_start),
         }
         epoch += 1
         sums = fresh_sums()
         writer.write(record)
         _save(manager, state, sums, epoch, config)
         eta = (time.time() - run_start) / (step - run_start_step) * (total_steps - step)
-        logging.info("epoch %d/%d  loss %.4f  train acc noisy %.2f%% clean %.2f%%  test acc %.2f%%  "
-                     "lr %.5f  %.0f img/s  ETA %s", epoch, config.epochs, record["train_loss"],
-                     100 * record["train_acc_noisy"], 100 * record["train_acc_clean"],
-                     100 * record["test_acc"], record["lr"], record["images_per_sec"], _hms(eta))
+        logging.info(
+          "epoch %d/%d  loss %.4f  train acc noisy %.2f%% clean %.2f%%  test acc %.2f%%  "
+          "lr %.5f  %.0f img/s  ETA %s",
+          epoch,
+          config.epochs,
+          record["train_loss"],
+          100 * record["train_acc_noisy"],
+          100 * record["train_acc_clean"],
+          100 * record["test_acc"],
+          record["lr"],
+          record["images_per_sec"],
+          _hms(eta),
+        )
         epoch_start = time.time()
       elif preempted(manager, step):
         logging.warning("Preempted at step %d: saving a mid-epoch checkpoint and stopping.", step)
@@ -460,9 +532,10 @@ def _check_finite(sums: dict) -> None:
   bad = int(sums["first_bad_step"])
   if bad != np.iinfo(np.int32).max:
     raise NonFiniteLossError(
-        f"The training loss became NaN or inf at step {bad}. Stopping; the last good checkpoint is kept. "
-        "Lower the learning rate, check the loss hyperparameters, or enable gradient clipping "
-        "(config.optim.grad_clip).")
+      f"The training loss became NaN or inf at step {bad}. Stopping; the last good checkpoint is kept. "
+      "Lower the learning rate, check the loss hyperparameters, or enable gradient clipping "
+      "(config.optim.grad_clip)."
+    )
 
 
 def _hms(seconds: float) -> str:

@@ -41,14 +41,23 @@ def _rate(make_iter, batch: int, steps: int, warmup: int = 3) -> float:
 
 def _per_example_grain(ds, batch: int, seed: int):
   import grain
+
   mean, std = ds.mean, ds.std
 
   def one(i):
-    return {"image": preprocess.normalize(ds.train_images[i][None], mean, std)[0],
-            "label": ds.train_noisy_labels[i], "id": ds.train_ids[i]}
+    return {
+      "image": preprocess.normalize(ds.train_images[i][None], mean, std)[0],
+      "label": ds.train_noisy_labels[i],
+      "id": ds.train_ids[i],
+    }
 
-  d = (grain.MapDataset.range(ds.num_train).shuffle(seed=seed).repeat().map(one)
-       .batch(batch, drop_remainder=True))
+  d = (
+    grain.MapDataset.range(ds.num_train)
+    .shuffle(seed=seed)
+    .repeat()
+    .map(one)
+    .batch(batch, drop_remainder=True)
+  )
   return iter(d.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
 
 
@@ -57,11 +66,20 @@ def _cifar_like(augment: str, n: int = 50000) -> pipeline.Dataset:
   labels = rng.integers(0, 10, n).astype(np.int32)
   mean, std = preprocess.NORMALIZATION["cifar10"]
   return pipeline.Dataset(
-      name=f"cifar-sized/{augment}", num_classes=10, image_shape=(32, 32, 3),
-      train_images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-      train_ids=np.arange(n, dtype=np.int32), train_clean_labels=labels, train_noisy_labels=labels,
-      test_images=np.zeros((0, 32, 32, 3), np.uint8), test_labels=np.zeros(0, np.int32),
-      mean=mean, std=std, augment=augment, noise={"kind": "none"})
+    name=f"cifar-sized/{augment}",
+    num_classes=10,
+    image_shape=(32, 32, 3),
+    train_images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
+    train_ids=np.arange(n, dtype=np.int32),
+    train_clean_labels=labels,
+    train_noisy_labels=labels,
+    test_images=np.zeros((0, 32, 32, 3), np.uint8),
+    test_labels=np.zeros(0, np.int32),
+    mean=mean,
+    std=std,
+    augment=augment,
+    noise={"kind": "none"},
+  )
 
 
 def main() -> None:
@@ -70,8 +88,12 @@ def main() -> None:
   p.add_argument("--steps", type=int, default=200)
   p.add_argument("--data_dir", default=None)
   p.add_argument("--threads", type=int, default=1, help="grain prefetch threads for train_batches")
-  p.add_argument("--train_step_rate", type=float, default=None,
-                 help="images/s of the train step on this machine (filled in by the lead)")
+  p.add_argument(
+    "--train_step_rate",
+    type=float,
+    default=None,
+    help="images/s of the train step on this machine (filled in by the lead)",
+  )
   args = p.parse_args()
   B, S = args.batch, args.steps
 
@@ -80,25 +102,41 @@ def main() -> None:
   load_s = time.perf_counter() - t
 
   rows = [
-    ("mnist", "train_batches", _rate(lambda: data.train_batches(
-        mnist, global_batch_size=B, seed=0, num_threads=args.threads), B, S)),
-    ("mnist", "make_train_batch loop", _rate(lambda: (
-        data.make_train_batch(mnist, s, global_batch_size=B, seed=0) for s in itertools.count()),
-        B, S)),
+    (
+      "mnist",
+      "train_batches",
+      _rate(lambda: data.train_batches(mnist, global_batch_size=B, seed=0, num_threads=args.threads), B, S),
+    ),
+    (
+      "mnist",
+      "make_train_batch loop",
+      _rate(
+        lambda: (data.make_train_batch(mnist, s, global_batch_size=B, seed=0) for s in itertools.count()),
+        B,
+        S,
+      ),
+    ),
     ("mnist", "grain per-example", _rate(lambda: _per_example_grain(mnist, B, 0), B, S // 4)),
   ]
   for aug in ("crop_flip", "crop_flip_rotate"):
     ds = _cifar_like(aug)
-    rows.append((f"cifar-sized {aug}", "train_batches", _rate(lambda: data.train_batches(
-        ds, global_batch_size=B, seed=0, num_threads=args.threads), B, S)))
+    rows.append(
+      (
+        f"cifar-sized {aug}",
+        "train_batches",
+        _rate(lambda: data.train_batches(ds, global_batch_size=B, seed=0, num_threads=args.threads), B, S),
+      )
+    )
 
   head = f"| data | pipeline | images/s (batch {B}) |"
   sep = "|---|---|---:|"
   if args.train_step_rate:
     head += " x train step |"
     sep += "---:|"
-  print(f"load_dataset('mnist', noise='sym', rate=0.8): {load_s:.1f} s "
-        "(first run decodes PNGs and writes the .npz cache; later runs read the cache)\n")
+  print(
+    f"load_dataset('mnist', noise='sym', rate=0.8): {load_s:.1f} s "
+    "(first run decodes PNGs and writes the .npz cache; later runs read the cache)\n"
+  )
   print(head)
   print(sep)
   for name, kind, r in rows:

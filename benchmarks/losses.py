@@ -67,8 +67,10 @@ def main():
       ratios[n].append(t / t_base)
     base_ms.append(t_base * 1e3)
 
-  print(f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.device_count()}, "
-        f"batch {args.batch}, min of {args.repeats}x{args.number} calls")
+  print(
+    f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.device_count()}, "
+    f"batch {args.batch}, min of {args.repeats}x{args.number} calls"
+  )
   header = "| loss | kind | " + " | ".join(f"K={k}" for k in ks) + " |"
   print(header)
   print("|" + "---|" * (len(ks) + 2))

@@ -3,6 +3,7 @@
 Written from the architecture in docs/models.md (same layers, init and optimiser as aplx's
 "mnist_cnn" step); needs the optional ``[bench]`` extra (``pip install torch==2.13.0``).
 """
+
 from __future__ import annotations
 
 import time
@@ -20,8 +21,9 @@ class ToyModelMNIST(nn.Module):
     def conv_bn_relu(cin, cout):
       return nn.Sequential(nn.Conv2d(cin, cout, 3, padding=1), nn.BatchNorm2d(cout), nn.ReLU())
 
-    self.features = nn.Sequential(conv_bn_relu(1, 32), nn.MaxPool2d(2, 2), conv_bn_relu(32, 64),
-                                  nn.MaxPool2d(2, 2))
+    self.features = nn.Sequential(
+      conv_bn_relu(1, 32), nn.MaxPool2d(2, 2), conv_bn_relu(32, 64), nn.MaxPool2d(2, 2)
+    )
     self.fc1 = nn.Sequential(nn.Linear(64 * 7 * 7, 128), nn.BatchNorm1d(128), nn.ReLU())
     self.fc2 = nn.Linear(128, num_classes)
     for m in self.modules():
@@ -35,8 +37,9 @@ class ToyModelMNIST(nn.Module):
     return self.fc2(self.fc1(x))
 
 
-def images_per_second(batch_size: int = 128, steps: int = 20, repeats: int = 3, threads: int | None = None,
-                      seed: int = 0) -> float:
+def images_per_second(
+  batch_size: int = 128, steps: int = 20, repeats: int = 3, threads: int | None = None, seed: int = 0
+) -> float:
   """Best-of-`repeats` throughput of forward + CE loss + backward + SGD(nesterov) step, eager mode."""
   if threads:
     torch.set_num_threads(threads)
@@ -67,5 +70,7 @@ def images_per_second(batch_size: int = 128, steps: int = 20, repeats: int = 3, 
 
 
 if __name__ == "__main__":
-  print(f"torch {torch.__version__}, {torch.get_num_threads()} threads: "
-        f"{images_per_second():,.0f} img/s (MNIST ToyModel, batch 128)")
+  print(
+    f"torch {torch.__version__}, {torch.get_num_threads()} threads: "
+    f"{images_per_second():,.0f} img/s (MNIST ToyModel, batch 128)"
+  )

@@ -20,26 +20,34 @@ Columns:
               step costs about 3x this).
   GFLOP/s     3 x forward FLOPs x img/s: achieved model arithmetic rate.
 """
+
 from __future__ import annotations
 
 import argparse
 import functools
 import time
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import optax
-from flax import nnx
 
 import aplx.models
 
-INPUT_SHAPES = {"mnist_cnn": (28, 28, 1), "cifar10_cnn": (32, 32, 3), "resnet18": (32, 32, 3),
-                "resnet34": (32, 32, 3), "resnet50": (32, 32, 3), "resnet50_imagenet": (224, 224, 3)}
+INPUT_SHAPES = {
+  "mnist_cnn": (28, 28, 1),
+  "cifar10_cnn": (32, 32, 3),
+  "resnet18": (32, 32, 3),
+  "resnet34": (32, 32, 3),
+  "resnet50": (32, 32, 3),
+  "resnet50_imagenet": (224, 224, 3),
+}
 
 
 def make_loss():
   try:
     import aplx.losses
+
     fn = aplx.losses.get("nce+rce", alpha=1.0, beta=1.0)
     return "nce+rce", fn
   except Exception:  # losses not available yet: plain cross-entropy
@@ -104,8 +112,9 @@ class TorchCase:
   label = "mnist_cnn  PyTorch 2 CPU eager"
 
   def __init__(self, batch):
+    from benchmarks_torch_mnist import ToyModelMNIST  # noqa: I001 (see _import_torch_bench)
     import torch
-    from benchmarks_torch_mnist import ToyModelMNIST  # noqa: see _import_torch_bench
+
     self.torch = torch
     torch.manual_seed(0)
     self.model = ToyModelMNIST().train()
@@ -129,6 +138,7 @@ def _import_torch_bench():
   import importlib.util
   import pathlib
   import sys
+
   path = pathlib.Path(__file__).with_name("torch_mnist.py")
   spec = importlib.util.spec_from_file_location("benchmarks_torch_mnist", path)
   module = importlib.util.module_from_spec(spec)
@@ -138,8 +148,9 @@ def _import_torch_bench():
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument("--models", default="mnist_cnn,cifar10_cnn",
-                  help=f"comma-separated, from {sorted(INPUT_SHAPES)}")
+  ap.add_argument(
+    "--models", default="mnist_cnn,cifar10_cnn", help=f"comma-separated, from {sorted(INPUT_SHAPES)}"
+  )
   ap.add_argument("--steps", type=int, default=10, help="steps per timed block")
   ap.add_argument("--repeats", type=int, default=3, help="timed blocks per case (best is kept)")
   ap.add_argument("--batch", type=int, default=128)
@@ -152,8 +163,11 @@ def main():
   for name in args.models.split(","):
     if name not in INPUT_SHAPES:
       raise SystemExit(f"unknown model {name!r}; choose from {sorted(INPUT_SHAPES)}")
-    variants = [("fast", {"kernels": "fast"}), ("reference", {"kernels": "reference"})] \
-        if name in ("mnist_cnn", "cifar10_cnn") else [("", {})]
+    variants = (
+      [("fast", {"kernels": "fast"}), ("reference", {"kernels": "reference"})]
+      if name in ("mnist_cnn", "cifar10_cnn")
+      else [("", {})]
+    )
     if name == "cifar10_cnn":
       variants = variants[:1]
     for tag, kw in variants:
@@ -178,8 +192,10 @@ def main():
       best[id(c)] = min(best[id(c)], (time.perf_counter() - t0) / c.steps)
     print(f"  round {rep + 1}/{args.repeats} done", flush=True)
 
-  print(f"\nbatch {args.batch}, loss {loss_name} (PyTorch: cross-entropy), jax {jax.__version__}, "
-        f"{jax.devices()[0].platform} x{jax.device_count()}")
+  print(
+    f"\nbatch {args.batch}, loss {loss_name} (PyTorch: cross-entropy), jax {jax.__version__}, "
+    f"{jax.devices()[0].platform} x{jax.device_count()}"
+  )
   print(f"{'case':36s} {'img/s':>8s} {'ms/step':>8s} {'loss %':>7s} {'MFLOP/img':>10s} {'GFLOP/s':>8s}")
   torch_ips = None
   for c in cases:
@@ -191,8 +207,10 @@ def main():
       continue
     loss_share = min(c.time_loss(20) for _ in range(3)) / t
     mflop = c.flops_per_image / 1e6
-    print(f"{c.label:36s} {ips:8,.0f} {t * 1e3:8.1f} {100 * loss_share:6.2f}% {mflop:10.1f} "
-          f"{3 * c.flops_per_image * ips / 1e9:8.1f}")
+    print(
+      f"{c.label:36s} {ips:8,.0f} {t * 1e3:8.1f} {100 * loss_share:6.2f}% {mflop:10.1f} "
+      f"{3 * c.flops_per_image * ips / 1e9:8.1f}"
+    )
   if torch_ips:
     for c in cases:
       if not isinstance(c, TorchCase) and c.label.startswith("mnist_cnn"):

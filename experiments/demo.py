@@ -20,9 +20,11 @@ def run(workdir: str) -> dict[str, list[dict]]:
   history = {}
   for loss in LOSSES:
     config = mnist.get_config(f"loss={loss},{ARG}")
-    print(f"\n=== {loss}: {config.dataset}, {config.noise.type} noise {config.noise.rate}, "
-          f"{config.subset} train images, {config.epochs} epochs -> {os.path.join(workdir, loss)}",
-          flush=True)
+    print(
+      f"\n=== {loss}: {config.dataset}, {config.noise.type} noise {config.noise.rate}, "
+      f"{config.subset} train images, {config.epochs} epochs -> {os.path.join(workdir, loss)}",
+      flush=True,
+    )
     history[loss] = train.train_and_evaluate(config, os.path.join(workdir, loss))
   print(comparison_table(history), flush=True)
   return history
@@ -31,8 +33,13 @@ def run(workdir: str) -> dict[str, list[dict]]:
 def comparison_table(history: dict[str, list[dict]]) -> str:
   """Markdown table: clean test accuracy per epoch for each loss, then best and last."""
   names = list(history)
-  lines = ["", "Clean test accuracy (%), MNIST 10k subset, 0.8 symmetric noise:", "",
-           "| epoch | " + " | ".join(names) + " |", "|---|" + "---|" * len(names)]
+  lines = [
+    "",
+    "Clean test accuracy (%), MNIST 10k subset, 0.8 symmetric noise:",
+    "",
+    "| epoch | " + " | ".join(names) + " |",
+    "|---|" + "---|" * len(names),
+  ]
   epochs = max(len(h) for h in history.values())
   for e in range(epochs):
     cells = [f"{100 * history[n][e]['test_acc']:.2f}" if e < len(history[n]) else "" for n in names]
@@ -41,5 +48,5 @@ def comparison_table(history: dict[str, list[dict]]) -> str:
     cells = [f"{100 * pick([r['test_acc'] for r in history[n]]):.2f}" if history[n] else "" for n in names]
     lines.append(f"| **{label}** | " + " | ".join(cells) + " |")
   noisy = [f"{100 * history[n][-1]['train_acc_noisy']:.1f}" if history[n] else "" for n in names]
-  lines.append(f"| train acc on noisy labels, last | " + " | ".join(noisy) + " |")
+  lines.append("| train acc on noisy labels, last | " + " | ".join(noisy) + " |")
   return "\n".join(lines)

@@ -13,6 +13,7 @@ _COLORS = {}
 
 def _color(loss: str):
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   if loss not in _COLORS:
     _COLORS[loss] = matplotlib.colormaps["tab10"](len(_COLORS) % 10)
   return _COLORS[loss]
@@ -20,8 +21,10 @@ def _color(loss: str):
 
 def _pyplot():
   import matplotlib  # pylint: disable=g-import-not-at-top
+
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+
   return plt
 
 
@@ -29,8 +32,11 @@ def curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray
   """(epochs, mean, std) of `key` over seeds, at each epoch that at least one seed reached."""
   epochs = sorted({r["epoch"] for h in histories for r in h})
   per_epoch = [[r[key] for h in histories for r in h if r["epoch"] == e] for e in epochs]
-  return (np.array(epochs), np.array([np.mean(v) for v in per_epoch]),
-          np.array([np.std(v) for v in per_epoch]))
+  return (
+    np.array(epochs),
+    np.array([np.mean(v) for v in per_epoch]),
+    np.array([np.std(v) for v in per_epoch]),
+  )
 
 
 def _band(ax, histories, key, label, color, linestyle="-"):

@@ -13,14 +13,13 @@ test accuracy per epoch for every loss and train accuracy on noisy vs clean labe
 """
 
 import collections
+from collections.abc import Iterable, Sequence
 import csv
 import itertools
 import os
-from collections.abc import Iterable, Sequence
 from typing import NamedTuple
 
-from absl import app
-from absl import flags
+from absl import app, flags
 import numpy as np
 
 from experiments import sweep
@@ -28,23 +27,28 @@ from experiments import sweep
 PAPER_TABLES = os.path.join(os.path.dirname(__file__), "configs", "paper_tables.csv")
 PAPER_ORDER = ("ce", "fl", "gce", "nlnl", "sce", "nfl+mae", "nfl+rce", "nce+mae", "nce+rce")
 # The paper's protocol per dataset: training images, epochs (Section 5.1).
-PAPER_PROTOCOL = {"mnist": (60000, 50), "cifar10": (50000, 120), "cifar100": (50000, 200),
-                  "webvision": (None, 250)}
+PAPER_PROTOCOL = {
+  "mnist": (60000, 50),
+  "cifar10": (50000, 120),
+  "cifar100": (50000, 200),
+  "webvision": (None, 250),
+}
 NOISE_ORDER = ("clean", "sym", "asym", "real")
 
 
 class RunInfo(NamedTuple):
   """One workdir: its setting (from config.json, else from its path) and its per-epoch metrics."""
+
   workdir: str
   dataset: str | None
   subset: int | None
   epochs: int | None
-  noise: str            # 'clean' for noise=none, as in the paper's tables.
+  noise: str  # 'clean' for noise=none, as in the paper's tables.
   rate: float
   loss: str
   seed: int
   metrics: list
-  status: str           # sweep.FINISHED / PARTIAL / MISSING
+  status: str  # sweep.FINISHED / PARTIAL / MISSING
   detail: str
 
   @property
@@ -76,7 +80,7 @@ def _parse_path(root: str, workdir: str) -> tuple[str, float, str, int] | None:
     return None
   head = parts[0].rstrip("0123456789.")
   try:
-    rate = float(parts[0][len(head):])
+    rate = float(parts[0][len(head) :])
   except ValueError:
     return None
   return _paper_noise(head), rate, parts[1], int(parts[2][4:])
@@ -92,9 +96,19 @@ def read_run(root: str, workdir: str) -> RunInfo | None:
       return None
     noise, rate, loss, seed = parsed
     return RunInfo(workdir, None, None, None, noise, rate, loss, seed, [], status, detail)
-  return RunInfo(workdir, config["dataset"], config.get("subset") or None, config["epochs"],
-                 _paper_noise(config["noise"]["type"]), float(config["noise"]["rate"]),
-                 config["loss"]["name"], int(config["seed"]), sweep.read_metrics(workdir), status, detail)
+  return RunInfo(
+    workdir,
+    config["dataset"],
+    config.get("subset") or None,
+    config["epochs"],
+    _paper_noise(config["noise"]["type"]),
+    float(config["noise"]["rate"]),
+    config["loss"]["name"],
+    int(config["seed"]),
+    sweep.read_metrics(workdir),
+    status,
+    detail,
+  )
 
 
 def collect(root: str) -> list[RunInfo]:
@@ -121,8 +135,9 @@ def expected_missing(runs: Sequence[RunInfo], root: str, grid: str = "") -> list
     losses = sorted({r.loss for r in group})
     seeds = sorted({r.seed for r in group})
     for (noise, rate), loss, seed in itertools.product(settings, losses, seeds):
-      workdir = sweep.workdir_for(root, {"noise": "none" if noise == "clean" else noise, "rate": rate,
-                                         "loss": loss, "seed": seed})
+      workdir = sweep.workdir_for(
+        root, {"noise": "none" if noise == "clean" else noise, "rate": rate, "loss": loss, "seed": seed}
+      )
       if os.path.normpath(workdir) not in have:
         missing.append(workdir)
   return sorted(set(missing))
@@ -149,8 +164,10 @@ def load_paper(path: str = PAPER_TABLES) -> dict[tuple[str, str, float | None, s
     for row in csv.DictReader(f):
       rate = float(row["rate"]) if row["rate"] else None
       out[(row["dataset"], row["noise"], rate, row["loss"])] = {
-          "table": row["table"], "mean": float(row["mean"]),
-          "std": float(row["std"]) if row["std"] else None}
+        "table": row["table"],
+        "mean": float(row["mean"]),
+        "std": float(row["std"]) if row["std"] else None,
+      }
   return out
 
 
@@ -195,8 +212,9 @@ def aggregate(runs: Iterable[RunInfo]) -> dict[tuple[str, tuple[str, float]], di
   for r in runs:
     if r.status == sweep.FINISHED:
       accs[(r.loss, r.setting)].append(r.last_test_acc)
-  return {k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v), "accs": v}
-          for k, v in accs.items()}
+  return {
+    k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v), "accs": v} for k, v in accs.items()
+  }
 
 
 def top2(values: dict[str, float]) -> set[str]:
@@ -214,12 +232,21 @@ def protocol_note(dataset: str, subset: int | None, epochs: int) -> str | None:
   paper_n, paper_epochs = PAPER_PROTOCOL.get(dataset, (None, None))
   if not subset and (paper_epochs is None or epochs == paper_epochs):
     return None
-  ours = [f"{subset // 1000}k-image subset" if subset and subset % 1000 == 0 else
-          f"{subset}-image subset" if subset else "full training set", f"{epochs} epochs"]
-  paper = ("" if paper_n is None else f"{paper_n // 1000}k/") + (f"{paper_epochs} epochs" if paper_epochs
-                                                                 else "the paper's epochs")
-  return (f"**Not the paper's protocol: {', '.join(ours)} — not the paper's {paper}.** "
-          "Compare with the paper's numbers only with that in mind.")
+  ours = [
+    f"{subset // 1000}k-image subset"
+    if subset and subset % 1000 == 0
+    else f"{subset}-image subset"
+    if subset
+    else "full training set",
+    f"{epochs} epochs",
+  ]
+  paper = ("" if paper_n is None else f"{paper_n // 1000}k/") + (
+    f"{paper_epochs} epochs" if paper_epochs else "the paper's epochs"
+  )
+  return (
+    f"**Not the paper's protocol: {', '.join(ours)} — not the paper's {paper}.** "
+    "Compare with the paper's numbers only with that in mind."
+  )
 
 
 def render_table(runs: Sequence[RunInfo], paper: dict) -> str:
@@ -228,8 +255,7 @@ def render_table(runs: Sequence[RunInfo], paper: dict) -> str:
   stats = aggregate(runs)
   settings = setting_order(r.setting for r in runs)
   losses = loss_order(r.loss for r in runs)
-  tables = sorted({p["table"] for s in settings for l in losses
-                   if (p := paper_cell(paper, dataset, *s, l))})
+  tables = sorted({p["table"] for s in settings for l in losses if (p := paper_cell(paper, dataset, *s, l))})
   lines = [f"## {dataset}: last-epoch clean test accuracy (%)", ""]
   note = protocol_note(dataset, subset, epochs)
   lines += [f"> {note}" if note else f"Protocol: the paper's (full training set, {epochs} epochs).", ""]
@@ -246,17 +272,21 @@ def render_table(runs: Sequence[RunInfo], paper: dict) -> str:
       else:
         value = f"{st['mean']:.2f}" + (f" ± {st['std']:.2f}" if st["n"] > 1 else "")
         cells.append((f"**{value}**" if loss in bold[s] else value) + f" ({st['n']})")
-      cells.append("" if p is None else f"{p['mean']:.2f}" + (f" ± {p['std']:.2f}" if p["std"] is not None
-                                                             else ""))
+      cells.append(
+        "" if p is None else f"{p['mean']:.2f}" + (f" ± {p['std']:.2f}" if p["std"] is not None else "")
+      )
       if st is None or p is None:
         cells.append("")
       else:
         diff = st["mean"] - p["mean"]
         cells.append(f"{diff:+.2f}" + (" †" if p["std"] is not None and abs(diff) > p["std"] else ""))
     lines.append("| " + " | ".join(cells) + " |")
-  lines += ["", f"ours: mean ± std (population, ddof=0) over (n) finished seeds, top 2 of each setting in "
-            f"bold. paper: Ma et al. 2020, Table{'s' * (len(tables) > 1)} {', '.join(tables) or '—'} "
-            "(mean ± std of 3 runs). Δ = ours − paper; † marks |Δ| larger than the paper's std."]
+  lines += [
+    "",
+    f"ours: mean ± std (population, ddof=0) over (n) finished seeds, top 2 of each setting in "
+    f"bold. paper: Ma et al. 2020, Table{'s' * (len(tables) > 1)} {', '.join(tables) or '—'} "
+    "(mean ± std of 3 runs). Δ = ours − paper; † marks |Δ| larger than the paper's std.",
+  ]
   return "\n".join(lines)
 
 
@@ -268,8 +298,10 @@ def render_unfinished(runs: Sequence[RunInfo], missing: Sequence[str]) -> str:
   lines += [f"- missing: `{w}` — no workdir" for w in missing]
   if not lines:
     return "All expected runs finished; none left out." if runs else "No runs found."
-  return "\n".join([f"**Left out of the means: {len(lines)} run{'s' * (len(lines) != 1)} unfinished or "
-                    "missing.**", ""] + lines)
+  return "\n".join(
+    [f"**Left out of the means: {len(lines)} run{'s' * (len(lines) != 1)} unfinished or missing.**", ""]
+    + lines
+  )
 
 
 def render(runs: Sequence[RunInfo], missing: Sequence[str], paper: dict) -> str:
@@ -286,10 +318,12 @@ def render(runs: Sequence[RunInfo], missing: Sequence[str], paper: dict) -> str:
 # ---------------------------------------------------------------------------------------------------
 
 
-def write_plots(runs: Sequence[RunInfo], out_dir: str,
-                memorisation_losses: Sequence[str] = ("ce", "nce+rce")) -> list[str]:
+def write_plots(
+  runs: Sequence[RunInfo], out_dir: str, memorisation_losses: Sequence[str] = ("ce", "nce+rce")
+) -> list[str]:
   """Per protocol and noise setting: test accuracy per epoch (all losses) and memorisation."""
   from experiments import plots  # pylint: disable=g-import-not-at-top
+
   os.makedirs(out_dir, exist_ok=True)
   paths = []
   for (dataset, subset, epochs), group in _groups(runs).items():
@@ -297,31 +331,46 @@ def write_plots(runs: Sequence[RunInfo], out_dir: str,
     prefix = dataset + ("" if paper else f"_{'n%d_' % subset if subset else ''}e{epochs}")
     protocol = "paper protocol" if paper else (f"{subset} images, " if subset else "") + f"{epochs} epochs"
     for s in setting_order(r.setting for r in group):
-      by_loss = {l: [r.metrics for r in group if r.loss == l and r.setting == s and r.metrics]
-                 for l in loss_order(r.loss for r in group)}
+      by_loss = {
+        l: [r.metrics for r in group if r.loss == l and r.setting == s and r.metrics]
+        for l in loss_order(r.loss for r in group)
+      }
       by_loss = {l: h for l, h in by_loss.items() if h}
       if not by_loss:
         continue
       title = f"{dataset} {setting_label(s)} ({protocol})"
-      paths.append(plots.test_accuracy(
-          by_loss, os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_test_acc.png"), title))
+      paths.append(
+        plots.test_accuracy(by_loss, os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_test_acc.png"), title)
+      )
       chosen = {l: by_loss[l] for l in memorisation_losses if l in by_loss}
       if chosen:
-        paths.append(plots.memorisation(
-            chosen, os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_memorisation.png"), title))
+        paths.append(
+          plots.memorisation(
+            chosen, os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_memorisation.png"), title
+          )
+        )
   return paths
 
 
-def report(root: str, out: str | None = None, plots_dir: str | None = None, grid: str = "",
-           memorisation_losses: Sequence[str] = ("ce", "nce+rce"), paper_csv: str = PAPER_TABLES) -> str:
+def report(
+  root: str,
+  out: str | None = None,
+  plots_dir: str | None = None,
+  grid: str = "",
+  memorisation_losses: Sequence[str] = ("ce", "nce+rce"),
+  paper_csv: str = PAPER_TABLES,
+) -> str:
   """Reads `root`, writes the markdown to `out` (and figures to `plots_dir`); returns the markdown."""
   runs = collect(root)
   text = render(runs, expected_missing(runs, root, grid), load_paper(paper_csv))
   if plots_dir:
     paths = write_plots(runs, plots_dir, memorisation_losses)
     base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
-    text += "\n## Figures\n\n" + "\n".join(
-        f"![{os.path.basename(p)}]({os.path.relpath(os.path.abspath(p), base)})" for p in paths) + "\n"
+    text += (
+      "\n## Figures\n\n"
+      + "\n".join(f"![{os.path.basename(p)}]({os.path.relpath(os.path.abspath(p), base)})" for p in paths)
+      + "\n"
+    )
   if out:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
@@ -339,13 +388,19 @@ def main(argv):
 
 if __name__ == "__main__":
   # Flags only for the command line: experiments.report and the tests import this module.
-  _ROOT = flags.DEFINE_string("root", None, "Root of a sweep's workdirs "
-                              "(<root>/<noise><rate>/<loss>/seed<n>).")
+  _ROOT = flags.DEFINE_string(
+    "root", None, "Root of a sweep's workdirs (<root>/<noise><rate>/<loss>/seed<n>)."
+  )
   _OUT = flags.DEFINE_string("out", None, "Markdown file to write (the table is printed either way).")
   _PLOTS = flags.DEFINE_string("plots", None, "Directory for the PNG figures (none when unset).")
-  _GRID = flags.DEFINE_string("grid", "", "The sweep's --grid: every grid point without a finished run is "
-                              "listed as missing. Without it, the expected runs are every combination of "
-                              "the losses, settings and seeds found under --root.")
-  _MEMORISATION = flags.DEFINE_list("memorisation_losses", ["ce", "nce+rce"],
-                                    "Losses in the noisy-vs-clean train accuracy figures.")
+  _GRID = flags.DEFINE_string(
+    "grid",
+    "",
+    "The sweep's --grid: every grid point without a finished run is "
+    "listed as missing. Without it, the expected runs are every combination of "
+    "the losses, settings and seeds found under --root.",
+  )
+  _MEMORISATION = flags.DEFINE_list(
+    "memorisation_losses", ["ce", "nce+rce"], "Losses in the noisy-vs-clean train accuracy figures."
+  )
   app.run(main)

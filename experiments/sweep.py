@@ -14,6 +14,7 @@ touched: resuming it would mix two settings. Exits non-zero if any run failed.
 `python -m experiments.report --root <root>` turns the workdirs into the paper's tables and figures.
 """
 
+from collections.abc import Callable, Sequence
 import concurrent.futures
 import fcntl
 import importlib.util
@@ -25,11 +26,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
-from absl import app
-from absl import flags
+from absl import app, flags
 
 from experiments.configs import common
 
@@ -38,8 +37,9 @@ FINISHED, PARTIAL, MISSING, CONFLICT = "finished", "partial", "missing", "confli
 
 class Run(NamedTuple):
   """One grid point: its config argument and where it trains."""
-  arg: str        # 'loss=ce,noise=sym,rate=0.8,seed=0,subset=10000,epochs=20'
-  workdir: str    # <root>/sym0.8/ce/seed0
+
+  arg: str  # 'loss=ce,noise=sym,rate=0.8,seed=0,subset=10000,epochs=20'
+  workdir: str  # <root>/sym0.8/ce/seed0
 
   @property
   def log(self) -> str:
@@ -58,8 +58,10 @@ def parse_grid(grid: str) -> dict[str, list[str]]:
     key, sep, values = item.partition("=")
     key = key.strip()
     if not sep or key not in common.ARG_DEFAULTS or not values.strip():
-      raise ValueError(f"Bad grid axis {item!r} in {grid!r}: expected 'key=v1,v2' with keys "
-                       f"{sorted(common.ARG_DEFAULTS)}, axes separated by ';'.")
+      raise ValueError(
+        f"Bad grid axis {item!r} in {grid!r}: expected 'key=v1,v2' with keys "
+        f"{sorted(common.ARG_DEFAULTS)}, axes separated by ';'."
+      )
     if key in axes:
       raise ValueError(f"Grid axis {key!r} given twice in {grid!r}.")
     axes[key] = [v.strip() for v in values.split(",") if v.strip()]
@@ -99,8 +101,10 @@ def expand(grid: str, fixed: str, root: str) -> list[Run]:
     common.parse_arg(",".join(f"{k}={v}" for k, v in args.items()))  # Validate before launching anything.
     run = Run(",".join(f"{k}={v}" for k, v in args.items()), workdir_for(root, args))
     if run.workdir in seen:
-      raise ValueError(f"Two grid points share the workdir {run.workdir}: the layout "
-                       "<noise><rate>/<loss>/seed<seed> needs a separate --root for other varied keys.")
+      raise ValueError(
+        f"Two grid points share the workdir {run.workdir}: the layout "
+        "<noise><rate>/<loss>/seed<seed> needs a separate --root for other varied keys."
+      )
     seen.add(run.workdir)
     runs.append(run)
   return runs
@@ -147,8 +151,11 @@ def _flatten(d: dict, prefix: str = "") -> dict:
 def config_diff(saved: dict, expected: dict) -> list[str]:
   """Fields where a workdir's config.json differs from the expected config, as 'key: saved -> expected'."""
   a, b = _flatten(saved), _flatten(expected)
-  return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in sorted(set(a) | set(b))
-          if k != "data_dir" and a.get(k) != b.get(k)]
+  return [
+    f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+    for k in sorted(set(a) | set(b))
+    if k != "data_dir" and a.get(k) != b.get(k)
+  ]
 
 
 def run_status(workdir: str, expected: dict | None = None) -> tuple[str, str]:
@@ -194,12 +201,13 @@ def command(run: Run, config_file: str, python: str = "python") -> list[str]:
 def shell_command(run: Run, config_file: str, python: str = "python") -> str:
   """One line for a scheduler: train (or resume) the run, logging beside its workdir."""
   parent = os.path.dirname(run.workdir) or "."
-  return (f"mkdir -p {shlex.quote(parent)} && {shlex.join(command(run, config_file, python))} "
-          f">> {shlex.quote(run.log)} 2>&1")
+  return (
+    f"mkdir -p {shlex.quote(parent)} && {shlex.join(command(run, config_file, python))} "
+    f">> {shlex.quote(run.log)} 2>&1"
+  )
 
 
-def subprocess_runner(config_file: str, python: str | None = None,
-                      parallel: int = 1) -> Callable[[Run], int]:
+def subprocess_runner(config_file: str, python: str | None = None, parallel: int = 1) -> Callable[[Run], int]:
   """Runs `experiments.main` for a run, appending its output to the run's log; returns the exit code.
 
   The log is locked while the run trains, so a second sweep over the same root skips it (exit code -1).
@@ -221,27 +229,35 @@ def subprocess_runner(config_file: str, python: str | None = None,
       log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
       log.flush()
       return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+
   return launch
 
 
 def prepare_data(config) -> None:
   """Prepares the sweep's dataset once, so that parallel runs do not all race to build it."""
   from aplx.data import prepare  # pylint: disable=g-import-not-at-top
+
   try:
     prepare.ensure_prepared(config.dataset, config.get("data_dir"))
   except Exception as e:  # pylint: disable=broad-except
     print(f"Could not prepare {config.dataset!r} before the runs ({e}); each run will try.", flush=True)
 
 
-def run_sweep(runs: Sequence[Run], launch: Callable[[Run], int], *, parallel: int = 1,
-              expected: Callable[[Run], dict | None] = lambda run: None,
-              out=sys.stdout) -> dict[str, list[tuple[Run, str]]]:
+def run_sweep(
+  runs: Sequence[Run],
+  launch: Callable[[Run], int],
+  *,
+  parallel: int = 1,
+  expected: Callable[[Run], dict | None] = lambda run: None,
+  out=sys.stdout,
+) -> dict[str, list[tuple[Run, str]]]:
   """Launches every unfinished run (up to `parallel` at once) and reports progress to `out`.
 
   Returns {'finished': [...], 'failed': [...], 'skipped': [...], 'busy': [...]} of (run, detail); a
   run is failed when its process exits non-zero, leaves it unfinished, or its workdir is a conflict;
   busy when another sweep is training it (its log is locked): not a failure, rerun later.
   """
+
   def say(msg):
     print(msg, file=out, flush=True)
 
@@ -256,8 +272,10 @@ def run_sweep(runs: Sequence[Run], launch: Callable[[Run], int], *, parallel: in
       result["failed"].append((run, detail))
     else:
       todo.append((run, status, detail))
-  say(f"{len(runs)} runs: {len(result['skipped'])} finished already, {len(result['failed'])} conflicts, "
-      f"{len(todo)} to run ({sum(s == PARTIAL for _, s, _ in todo)} resumed), {parallel} at a time.")
+  say(
+    f"{len(runs)} runs: {len(result['skipped'])} finished already, {len(result['failed'])} conflicts, "
+    f"{len(todo)} to run ({sum(s == PARTIAL for _, s, _ in todo)} resumed), {parallel} at a time."
+  )
   for run, detail in result["failed"]:
     say(f"  CONFLICT {run.workdir}: {detail}")
 
@@ -278,22 +296,31 @@ def run_sweep(runs: Sequence[Run], launch: Callable[[Run], int], *, parallel: in
     with lock:
       result[kind].append((run, detail))
       label = {"finished": "finished", "busy": "busy    ", "failed": "FAILED  "}[kind]
-      say(f"[{len(result['finished'])}/{total} done, {len(result['failed'])} failed] "
-          f"{label} {run.workdir} in {time.time() - start:.0f}s"
-          + ("" if ok else f": {detail}; log {run.log}"))
+      say(
+        f"[{len(result['finished'])}/{total} done, {len(result['failed'])} failed] "
+        f"{label} {run.workdir} in {time.time() - start:.0f}s" + ("" if ok else f": {detail}; log {run.log}")
+      )
 
   with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
     list(pool.map(one, todo))
 
-  say(f"Done: {len(result['finished'])}/{total} finished, {len(result['failed'])} failed"
-      + (f", {len(result['busy'])} being trained by another sweep." if result["busy"] else "."))
+  say(
+    f"Done: {len(result['finished'])}/{total} finished, {len(result['failed'])} failed"
+    + (f", {len(result['busy'])} being trained by another sweep." if result["busy"] else ".")
+  )
   for run, detail in result["failed"]:
     say(f"  FAILED {run.workdir}: {detail}; log {run.log}")
   return result
 
 
-def print_commands(runs: Sequence[Run], config_file: str, *, python: str = "python",
-                   expected: Callable[[Run], dict | None] = lambda run: None, out=sys.stdout) -> int:
+def print_commands(
+  runs: Sequence[Run],
+  config_file: str,
+  *,
+  python: str = "python",
+  expected: Callable[[Run], dict | None] = lambda run: None,
+  out=sys.stdout,
+) -> int:
   """Prints a command for each run that is not finished; returns how many conflicts were found."""
   conflicts = 0
   for run in runs:
@@ -315,26 +342,44 @@ def main(argv):
   module = load_config_file(_CONFIG_FILE.value)
   expected = lambda run: expected_config(module, run.arg)  # noqa: E731
   if _PRINT_COMMANDS.value:
-    return 1 if print_commands(runs, _CONFIG_FILE.value, python=_PYTHON.value or "python",
-                               expected=expected) else 0
+    return (
+      1
+      if print_commands(runs, _CONFIG_FILE.value, python=_PYTHON.value or "python", expected=expected)
+      else 0
+    )
   if _PARALLEL.value > 1 and runs:
     prepare_data(module.get_config(runs[0].arg))
-  result = run_sweep(runs, subprocess_runner(_CONFIG_FILE.value, _PYTHON.value, _PARALLEL.value),
-                     parallel=_PARALLEL.value, expected=expected)
+  result = run_sweep(
+    runs,
+    subprocess_runner(_CONFIG_FILE.value, _PYTHON.value, _PARALLEL.value),
+    parallel=_PARALLEL.value,
+    expected=expected,
+  )
   return 1 if result["failed"] else 0
 
 
 if __name__ == "__main__":
   # Flags only for the command line: experiments.report and the tests import this module.
   _CONFIG_FILE = flags.DEFINE_string("config_file", None, "Config file, e.g. experiments/configs/mnist.py.")
-  _GRID = flags.DEFINE_string("grid", "", "Axes of the grid: 'key=v1,v2;key=v1,...' over the config argument "
-                              "keys (loss, noise, rate, seed, ...); the runs are their product.")
-  _FIXED = flags.DEFINE_string("fixed", "", "Config argument shared by every run, e.g. "
-                               "'subset=10000,epochs=20'.")
+  _GRID = flags.DEFINE_string(
+    "grid",
+    "",
+    "Axes of the grid: 'key=v1,v2;key=v1,...' over the config argument "
+    "keys (loss, noise, rate, seed, ...); the runs are their product.",
+  )
+  _FIXED = flags.DEFINE_string(
+    "fixed", "", "Config argument shared by every run, e.g. 'subset=10000,epochs=20'."
+  )
   _ROOT = flags.DEFINE_string("root", None, "Root of the workdirs: <root>/<noise><rate>/<loss>/seed<seed>.")
   _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs trained at once on this machine.")
-  _PRINT_COMMANDS = flags.DEFINE_bool("print_commands", False, "Print one shell command per unfinished run "
-                                      "(to hand to a cluster scheduler) and run nothing.")
-  _PYTHON = flags.DEFINE_string("python", None, "Interpreter in the commands (default: this one when "
-                                "running, 'python' with --print_commands).")
+  _PRINT_COMMANDS = flags.DEFINE_bool(
+    "print_commands",
+    False,
+    "Print one shell command per unfinished run (to hand to a cluster scheduler) and run nothing.",
+  )
+  _PYTHON = flags.DEFINE_string(
+    "python",
+    None,
+    "Interpreter in the commands (default: this one when running, 'python' with --print_commands).",
+  )
   app.run(main)

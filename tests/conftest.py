@@ -2,6 +2,7 @@
 
 These must be set before JAX initialises its backends, hence here and not in the tests.
 """
+
 import os
 
 os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
@@ -20,6 +21,7 @@ import pytest  # noqa: E402
 def mnist_data_dir(tmp_path_factory):
   """Real MNIST built offline (from APLX_MNIST_DIR / ../shared/data/mnist) into a temp TFDS dir, once."""
   from aplx.data import prepare
+
   raw = prepare.default_mnist_dir()
   if raw is None:
     pytest.skip("no local MNIST IDX files: set APLX_MNIST_DIR (see docs/data.md)")
@@ -32,4 +34,5 @@ def mnist_data_dir(tmp_path_factory):
 def mnist_clean(mnist_data_dir):
   """The clean MNIST dataset in RAM (decoded once per session)."""
   from aplx import data
+
   return data.load_dataset("mnist", data_dir=mnist_data_dir, download=False)

@@ -10,7 +10,7 @@ import pytest
 import tensorflow_datasets as tfds
 
 from aplx import data, noise
-from aplx.data import pipeline, prepare, preprocess
+from aplx.data import prepare, preprocess
 
 MNIST_TRAIN_COUNTS = [5923, 6742, 5958, 6131, 5842, 5421, 5918, 6265, 5851, 5949]
 MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
@@ -19,6 +19,7 @@ MNIST_TEST_COUNTS = [980, 1135, 1032, 1010, 982, 892, 958, 1028, 974, 1009]
 # ---------------------------------------------------------------------------------------------------
 # Offline MNIST
 # ---------------------------------------------------------------------------------------------------
+
 
 def test_mnist_prepared_offline_is_a_standard_tfds_dataset(mnist_data_dir):
   builder = tfds.builder("mnist", data_dir=mnist_data_dir)
@@ -42,13 +43,14 @@ def test_mnist_counts_and_ram_arrays(mnist_clean):
 
 
 def test_mnist_noise_through_load_dataset(mnist_data_dir, mnist_clean):
-  ds = data.load_dataset("mnist", data_dir=mnist_data_dir, download=False, noise="sym", rate=0.8,
-                         noise_seed=5)
+  ds = data.load_dataset(
+    "mnist", data_dir=mnist_data_dir, download=False, noise="sym", rate=0.8, noise_seed=5
+  )
   assert ds.noise["realised_rate"] == 0.8
   assert (ds.train_noisy_labels != ds.train_clean_labels).sum() == 48000
   np.testing.assert_array_equal(  # pure function of (seed, id): same as calling aplx.noise directly
-      ds.train_noisy_labels,
-      noise.symmetric(mnist_clean.train_clean_labels, rate=0.8, num_classes=10, seed=5))
+    ds.train_noisy_labels, noise.symmetric(mnist_clean.train_clean_labels, rate=0.8, num_classes=10, seed=5)
+  )
   asym = data.load_dataset("mnist", data_dir=mnist_data_dir, download=False, noise="asym", rate=0.4)
   moved = asym.train_noisy_labels != asym.train_clean_labels
   pairs = set(zip(asym.train_clean_labels[moved].tolist(), asym.train_noisy_labels[moved].tolist()))
@@ -56,8 +58,11 @@ def test_mnist_noise_through_load_dataset(mnist_data_dir, mnist_clean):
 
 
 def test_missing_data_dir_says_how_to_prepare(tmp_path, monkeypatch):
-  with pytest.raises(FileNotFoundError, match=r"python -m aplx\.data\.prepare cifar10 --raw_dir "
-                                              r".*cifar-10-python\.tar\.gz --data_dir " + str(tmp_path)):
+  with pytest.raises(
+    FileNotFoundError,
+    match=r"python -m aplx\.data\.prepare cifar10 --raw_dir "
+    r".*cifar-10-python\.tar\.gz --data_dir " + str(tmp_path),
+  ):
     data.load_dataset("cifar10", data_dir=str(tmp_path), download=False)
   monkeypatch.setattr(prepare, "default_mnist_dir", lambda: None)
   with pytest.raises(FileNotFoundError, match=r"python -m aplx\.data\.prepare mnist --raw_dir"):
@@ -65,18 +70,19 @@ def test_missing_data_dir_says_how_to_prepare(tmp_path, monkeypatch):
 
 
 def test_subset_is_class_balanced_and_seed_independent(mnist_data_dir):
-  a = data.load_dataset("mnist", data_dir=mnist_data_dir, download=False, subset=1000,
-                        noise="sym", rate=0.4, noise_seed=0)
-  b = data.load_dataset("mnist", data_dir=mnist_data_dir, download=False, subset=1000,
-                        noise="sym", rate=0.4, noise_seed=1)
+  a = data.load_dataset(
+    "mnist", data_dir=mnist_data_dir, download=False, subset=1000, noise="sym", rate=0.4, noise_seed=0
+  )
+  b = data.load_dataset(
+    "mnist", data_dir=mnist_data_dir, download=False, subset=1000, noise="sym", rate=0.4, noise_seed=1
+  )
   np.testing.assert_array_equal(a.train_ids, b.train_ids)
   assert np.bincount(a.train_clean_labels).tolist() == [100] * 10
   assert np.all(np.diff(a.train_ids) > 0)
   # first-by-id: the 100 lowest ids of every class
   full = data.load_dataset("mnist", data_dir=mnist_data_dir, download=False).train_clean_labels
   for c in range(10):
-    np.testing.assert_array_equal(a.train_ids[a.train_clean_labels == c],
-                                  np.flatnonzero(full == c)[:100])
+    np.testing.assert_array_equal(a.train_ids[a.train_clean_labels == c], np.flatnonzero(full == c)[:100])
   assert (a.train_noisy_labels != a.train_clean_labels).sum() == 400
   with pytest.raises(ValueError, match=r"subset must be in \[1, 60000\]"):
     data.load_dataset("mnist", data_dir=mnist_data_dir, download=False, subset=0)
@@ -86,10 +92,12 @@ def test_subset_is_class_balanced_and_seed_independent(mnist_data_dir):
 # Train batches: determinism, resume, shards, stable ids
 # ---------------------------------------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def small(mnist_data_dir):
-  return data.load_dataset("mnist", data_dir=mnist_data_dir, download=False, subset=1000,
-                           noise="sym", rate=0.6, noise_seed=3)
+  return data.load_dataset(
+    "mnist", data_dir=mnist_data_dir, download=False, subset=1000, noise="sym", rate=0.6, noise_seed=3
+  )
 
 
 def _take(it, n):
@@ -131,22 +139,35 @@ def test_partial_last_batch_as_pytorch_drop_last_false(small, multiple_of, last)
   assert spe == 3 + (last > 0)
   batches = _take(data.train_batches(small, global_batch_size=300, seed=1, **layout), 2 * spe)
   assert [b["id"].size for b in batches] == [300, 300, 300] + [last] * (last > 0) + [300] * 3 + [last] * (
-      last > 0)
+    last > 0
+  )
   full = _take(data.train_batches(small, global_batch_size=300, seed=1), 3)
   for x, y in zip(batches, full):  # The full batches are those of drop_remainder=True.
     np.testing.assert_array_equal(x["id"], y["id"])
   ids = np.concatenate([b["id"] for b in batches[:spe]])
   assert len(set(ids.tolist())) == 900 + last
   # Two processes: each gets half of the last batch, disjoint, and together the global batch.
-  halves = [data.make_train_batch(small, spe - 1, global_batch_size=300, seed=1, process_index=p,
-                                  process_count=2, augment=False, **layout)["id"] for p in range(2)]
+  halves = [
+    data.make_train_batch(
+      small, spe - 1, global_batch_size=300, seed=1, process_index=p, process_count=2, augment=False, **layout
+    )["id"]
+    for p in range(2)
+  ]
   np.testing.assert_array_equal(np.concatenate(halves), batches[spe - 1]["id"])
 
 
 def test_partial_last_batch_needs_a_process_multiple(small):
   with pytest.raises(ValueError, match="multiple of process_count"):
-    data.make_train_batch(small, 3, global_batch_size=300, seed=1, process_index=0, process_count=2,
-                          drop_remainder=False, multiple_of=1)
+    data.make_train_batch(
+      small,
+      3,
+      global_batch_size=300,
+      seed=1,
+      process_index=0,
+      process_count=2,
+      drop_remainder=False,
+      multiple_of=1,
+    )
 
 
 def test_ids_and_noise_stable_across_shuffles(small):
@@ -162,8 +183,7 @@ def test_ids_and_noise_stable_across_shuffles(small):
 @pytest.mark.parametrize("start", [0, 2, 3, 7])  # step 3 = start of epoch 2, 7 = mid epoch 3
 def test_resume_from_start_step_equals_continuing(small, start):
   full = _take(data.train_batches(small, global_batch_size=300, seed=4), 9)
-  resumed = _take(data.train_batches(small, global_batch_size=300, seed=4, start_step=start),
-                  9 - start)
+  resumed = _take(data.train_batches(small, global_batch_size=300, seed=4, start_step=start), 9 - start)
   for x, y in zip(full[start:], resumed):
     for k in x:
       np.testing.assert_array_equal(x[k], y[k])
@@ -172,12 +192,13 @@ def test_resume_from_start_step_equals_continuing(small, start):
 @pytest.mark.parametrize("count", [2, 4])
 def test_process_shards_partition_the_global_batch(small, count):
   ref = _take(data.train_batches(small, global_batch_size=200, seed=0), 6)
-  shards = [_take(data.train_batches(small, global_batch_size=200, seed=0, process_index=p,
-                                     process_count=count), 6) for p in range(count)]
+  shards = [
+    _take(data.train_batches(small, global_batch_size=200, seed=0, process_index=p, process_count=count), 6)
+    for p in range(count)
+  ]
   for step in range(6):
     for k in ref[step]:
-      np.testing.assert_array_equal(
-          np.concatenate([shards[p][step][k] for p in range(count)]), ref[step][k])
+      np.testing.assert_array_equal(np.concatenate([shards[p][step][k] for p in range(count)]), ref[step][k])
 
 
 def test_eval_batches_pad_and_mask(small):
@@ -189,8 +210,9 @@ def test_eval_batches_pad_and_mask(small):
   labels = np.concatenate([b["label"][b["mask"] > 0] for b in batches])
   np.testing.assert_array_equal(labels, small.test_labels)
   # two processes: each global batch split in halves, together the same rows
-  halves = [list(data.eval_batches(small, batch_size=3000, process_index=p, process_count=2))
-            for p in range(2)]
+  halves = [
+    list(data.eval_batches(small, batch_size=3000, process_index=p, process_count=2)) for p in range(2)
+  ]
   for s in range(4):
     both = np.concatenate([halves[0][s]["label"], halves[1][s]["label"]])
     np.testing.assert_array_equal(both, batches[s]["label"])
@@ -203,8 +225,7 @@ def test_batch_bad_inputs(small):
   with pytest.raises(ValueError, match="must be divisible by process_count=3"):
     next(data.train_batches(small, global_batch_size=100, seed=0, process_count=3))
   with pytest.raises(ValueError, match=r"process_index must be in \[0, 2\), got 2"):
-    next(data.train_batches(small, global_batch_size=100, seed=0, process_index=2,
-                            process_count=2))
+    next(data.train_batches(small, global_batch_size=100, seed=0, process_index=2, process_count=2))
   with pytest.raises(ValueError, match="exceeds the 1000 training examples"):
     data.steps_per_epoch(small, 1024)
   with pytest.raises(ValueError, match="start_step must be >= 0"):
@@ -219,11 +240,12 @@ def test_batch_bad_inputs(small):
 # Augmentation against a loop reference
 # ---------------------------------------------------------------------------------------------------
 
+
 def _reference_augment(img, u_oy, u_ox, u_flip, u_rot, max_degrees):
   """Pad 4 -> crop -> flip -> rotate (nearest, zero fill), one image, explicit loops."""
   h, w, _ = img.shape
   oy, ox = int(np.floor(u_oy * 9)), int(np.floor(u_ox * 9))
-  out = np.pad(img, ((4, 4), (4, 4), (0, 0)))[oy:oy + h, ox:ox + w]
+  out = np.pad(img, ((4, 4), (4, 4), (0, 0)))[oy : oy + h, ox : ox + w]
   if u_flip < 0.5:
     out = out[:, ::-1]
   if not max_degrees:
@@ -263,10 +285,16 @@ def test_augmentation_matches_reference(kind, degrees):
 # CIFAR through tfds.testing.mock_data
 # ---------------------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("name,k,aug", [("cifar10", 10, "crop_flip"),
-                                        ("cifar100", 100, "crop_flip_rotate"),
-                                        ("cifar10_n", 10, "crop_flip"),
-                                        ("cifar100_n", 100, "crop_flip_rotate")])
+
+@pytest.mark.parametrize(
+  "name,k,aug",
+  [
+    ("cifar10", 10, "crop_flip"),
+    ("cifar100", 100, "crop_flip_rotate"),
+    ("cifar10_n", 10, "crop_flip"),
+    ("cifar100_n", 100, "crop_flip_rotate"),
+  ],
+)
 def test_cifar_pipelines_on_mock_data(tmp_path, name, k, aug):
   with tfds.testing.mock_data(num_examples=256):
     ds = data.load_dataset(name, data_dir=str(tmp_path), noise="sym", rate=0.4, noise_seed=0)
@@ -298,8 +326,7 @@ def test_human_noise_and_cifar100_asym_on_mock(tmp_path):
       data.load_dataset("cifar10_n", data_dir=str(tmp_path), noise="human:noise_label")
     with pytest.raises(ValueError, match="human noise field 'worse_label' is not available"):
       data.load_dataset("cifar10", data_dir=str(tmp_path), noise="human:worse_label")
-    a = data.load_dataset("cifar100", data_dir=str(tmp_path), noise="asym", rate=0.4,
-                          group="consecutive")
+    a = data.load_dataset("cifar100", data_dir=str(tmp_path), noise="asym", rate=0.4, group="consecutive")
     moved = a.train_noisy_labels != a.train_clean_labels
     np.testing.assert_array_equal(a.train_noisy_labels[moved] // 5, a.train_clean_labels[moved] // 5)
     idn = data.load_dataset("cifar10", data_dir=str(tmp_path), noise="idn", rate=0.3)
@@ -309,6 +336,7 @@ def test_human_noise_and_cifar100_asym_on_mock(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # CIFAR from (tiny, synthetic) official python tarballs
 # ---------------------------------------------------------------------------------------------------
+
 
 def _pickled(d):
   return pickle.dumps({k.encode(): v for k, v in d.items()})
@@ -327,13 +355,26 @@ def test_prepare_cifar100_from_python_tarball(tmp_path):
   fine_tr, fine_te = rng.integers(0, 100, 30), rng.integers(0, 100, 10)
   tarball = tmp_path / "cifar-100-python.tar.gz"
   with tarfile.open(tarball, "w:gz") as tar:
-    _add(tar, "cifar-100-python/train", _pickled(
-        {"data": train, "fine_labels": fine_tr.tolist(), "coarse_labels": (fine_tr // 5).tolist()}))
-    _add(tar, "cifar-100-python/test", _pickled(
-        {"data": test, "fine_labels": fine_te.tolist(), "coarse_labels": (fine_te // 5).tolist()}))
-    _add(tar, "cifar-100-python/meta", _pickled(
-        {"fine_label_names": [f"f{i}".encode() for i in range(100)],
-         "coarse_label_names": [f"c{i}".encode() for i in range(20)]}))
+    _add(
+      tar,
+      "cifar-100-python/train",
+      _pickled({"data": train, "fine_labels": fine_tr.tolist(), "coarse_labels": (fine_tr // 5).tolist()}),
+    )
+    _add(
+      tar,
+      "cifar-100-python/test",
+      _pickled({"data": test, "fine_labels": fine_te.tolist(), "coarse_labels": (fine_te // 5).tolist()}),
+    )
+    _add(
+      tar,
+      "cifar-100-python/meta",
+      _pickled(
+        {
+          "fine_label_names": [f"f{i}".encode() for i in range(100)],
+          "coarse_label_names": [f"c{i}".encode() for i in range(20)],
+        }
+      ),
+    )
   out = tmp_path / "tfds"
   prepare.main(["cifar100", "--raw_dir", str(tarball), "--data_dir", str(out)])
   src = tfds.data_source("cifar100", split="train", data_dir=str(out), download=False)
@@ -359,6 +400,7 @@ def test_prepare_rejects_unknown_and_missing(tmp_path):
 # ---------------------------------------------------------------------------------------------------
 # Slow
 # ---------------------------------------------------------------------------------------------------
+
 
 @pytest.mark.slow
 def test_idn_on_full_mnist(mnist_data_dir):

@@ -11,11 +11,7 @@ import numpy as np
 import pytest
 
 from aplx import losses
-from experiments.configs import common
-from experiments.configs import cifar10
-from experiments.configs import cifar100
-from experiments.configs import mnist
-from experiments.configs import webvision
+from experiments.configs import cifar10, cifar100, common, mnist, webvision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIGS = {"mnist": mnist, "cifar10": cifar10, "cifar100": cifar100, "webvision": webvision}
@@ -31,18 +27,28 @@ def _authors_rows():
 
 def test_argument_parsing():
   args = common.parse_arg("loss=nfl+rce,noise=asym,rate=0.4,seed=2,subset=100,epochs=3")
-  assert args == {"loss": "nfl+rce", "noise": "asym", "rate": 0.4, "seed": 2, "subset": 100,
-                  "epochs": 3, "fidelity": "authors"}
+  assert args == {
+    "loss": "nfl+rce",
+    "noise": "asym",
+    "rate": 0.4,
+    "seed": 2,
+    "subset": 100,
+    "epochs": 3,
+    "fidelity": "authors",
+  }
 
 
-@pytest.mark.parametrize("arg, message", [
+@pytest.mark.parametrize(
+  "arg, message",
+  [
     ("lr=0.1", "Bad config argument 'lr=0.1'.*keys"),
     ("loss", "Bad config argument 'loss'"),
     ("rate=high", "rate='high' must be a float"),
     ("rate=1.5", "rate=1.5: a noise rate must be in \\[0, 1\\]"),
     ("noise=gaussian", "noise='gaussian': use one of"),
     ("fidelity=exact", "fidelity='exact': use 'authors'"),
-])
+  ],
+)
 def test_bad_arguments_are_clear_errors(arg, message):
   with pytest.raises(ValueError, match=message):
     mnist.get_config(arg)
@@ -72,8 +78,11 @@ def test_every_configured_loss_builds(dataset, fidelity):
 # The authors' file stems that name another aplx loss, and the rows where the file builds a class other
 # than its name says (aplx builds what the name says; docs/fidelity.md).
 _STEM_TO_LOSS = {"focal": "fl"}
-_MISNAMED = {("cifar10", "asym", "ngce+rce"), ("cifar100", "sym", "ngce+rce"),
-             ("cifar100", "asym", "ngce+rce")}
+_MISNAMED = {
+  ("cifar10", "asym", "ngce+rce"),
+  ("cifar100", "sym", "ngce+rce"),
+  ("cifar100", "asym", "ngce+rce"),
+}
 
 
 def test_configs_carry_the_authors_hyperparameters():
@@ -112,22 +121,33 @@ def test_configs_carry_the_anl_hyperparameters():
   """Cross-checks anl-ce / anl-fl against the official ANL configs (anl_hparams.csv)."""
   with open(os.path.join(REPO, "experiments", "configs", "anl_hparams.csv")) as f:
     rows = list(csv.DictReader(f))
-  models = {"toymodel4l": "mnist_cnn", "toymodel8l": "cifar10_cnn", "resnet34": "resnet34",
-            "resnet50": "resnet50_imagenet"}
+  models = {
+    "toymodel4l": "mnist_cnn",
+    "toymodel8l": "cifar10_cnn",
+    "resnet34": "resnet34",
+    "resnet50": "resnet50_imagenet",
+  }
   for row in rows:
     loss = row["loss"].replace("_", "-")
     c = CONFIGS[row["dataset"]].get_config(f"loss={loss},noise=sym,rate=0.4")
     where = (row["dataset"], loss)
     p = c.loss.params
-    assert (p.alpha, p.beta, p.min_prob) == (float(row["alpha"]), float(row["beta"]),
-                                             float(row["min_prob"])), where
+    assert (p.alpha, p.beta, p.min_prob) == (
+      float(row["alpha"]),
+      float(row["beta"]),
+      float(row["min_prob"]),
+    ), where
     assert p.get("gamma") == (float(row["gamma"]) if row["gamma"] else None), where
     assert c.optim.l1 == float(row["delta"]), where
     assert (c.optim.lr, c.optim.momentum, c.optim.weight_decay) == (
-        float(row["lr"]), float(row["momentum"]), float(row["weight_decay"])), where
+      float(row["lr"]),
+      float(row["momentum"]),
+      float(row["weight_decay"]),
+    ), where
     assert c.optim.nesterov == (row["nesterov"] == "true"), where
-    assert (c.epochs, c.batch_size, c.optim.grad_clip) == (int(row["epochs"]), int(row["batch_size"]),
-                                                          5.0), where
+    assert (c.epochs, c.batch_size, c.optim.grad_clip) == (int(row["epochs"]), int(row["batch_size"]), 5.0), (
+      where
+    )
     if row["eta_min"]:
       assert c.optim.eta_min == float(row["eta_min"]), where
     assert c.optim.schedule == ("cosine" if row["schedule"].startswith("cosine") else "exponential")
@@ -140,8 +160,7 @@ def test_authors_fidelity_options_reach_the_losses():
   assert p["halved"] is True and p["detach_focal_factor"] is True
   p = cifar10.get_config("loss=nce+rce").loss.params
   assert p["log_zero"] == pytest.approx(losses.AUTHORS_LOG_ZERO) and p["min_prob"] == 1e-7
-  assert mnist.get_config("loss=ce,noise=asym,rate=0.4").noise.options.to_dict() == {
-      "method": "transition"}
+  assert mnist.get_config("loss=ce,noise=asym,rate=0.4").noise.options.to_dict() == {"method": "transition"}
   assert cifar10.get_config("loss=ce,noise=asym,rate=0.4").noise.options.sequential is True
 
 
@@ -160,15 +179,26 @@ def test_paper_fidelity_uses_the_paper_numbers():
 def _main(*args, timeout=600):
   env = dict(os.environ)
   env.pop("XLA_FLAGS", None)  # One CPU device, as on a laptop.
-  return subprocess.run([sys.executable, "-m", "experiments.main", *args], cwd=REPO, env=env,
-                        capture_output=True, text=True, timeout=timeout)
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.main", *args],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=timeout,
+  )
 
 
 def test_script_trains_with_overrides(mnist_data_dir, tmp_path):
   workdir = tmp_path / "run"
-  r = _main("--config", "experiments/configs/mnist.py:loss=nce+rce,noise=sym,rate=0.2,subset=1024,epochs=2",
-            f"--config.data_dir={mnist_data_dir}", "--config.optim.lr=0.02", "--config.batch_size=64",
-            f"--workdir={workdir}")
+  r = _main(
+    "--config",
+    "experiments/configs/mnist.py:loss=nce+rce,noise=sym,rate=0.2,subset=1024,epochs=2",
+    f"--config.data_dir={mnist_data_dir}",
+    "--config.optim.lr=0.02",
+    "--config.batch_size=64",
+    f"--workdir={workdir}",
+  )
   assert r.returncode == 0, r.stderr[-3000:]
   with open(workdir / "config.json") as f:
     saved = json.load(f)
@@ -181,13 +211,16 @@ def test_script_trains_with_overrides(mnist_data_dir, tmp_path):
   assert "orbax" not in r.stderr  # Library INFO chatter is filtered.
 
 
-@pytest.mark.parametrize("args, message", [
+@pytest.mark.parametrize(
+  "args, message",
+  [
     (["--config", "experiments/configs/mnist.py:loss=ce"], "--workdir is required"),
     (["--config", "experiments/configs/mnist.py:rate=2", "--workdir=/tmp/x"], "rate=2.0: a noise rate"),
     (["--config", "experiments/configs/mnist.py", "--config.optim.lrr=1", "--workdir=/tmp/x"], "lrr"),
     (["--no_such_flag"], "no_such_flag"),
     (["stray"], "Unexpected arguments"),
-])
+  ],
+)
 def test_bad_command_lines_fail_clearly(args, message):
   r = _main(*args, timeout=120)
   assert r.returncode != 0

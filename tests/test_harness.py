@@ -10,26 +10,45 @@ import sys
 import numpy as np
 import pytest
 
-from experiments import report
-from experiments import sweep
+from experiments import report, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
-def make_run(root, loss, seed, acc, *, noise="sym", rate=0.8, epochs=3, done=None, subset=10000,
-             dataset="mnist"):
+def make_run(
+  root, loss, seed, acc, *, noise="sym", rate=0.8, epochs=3, done=None, subset=10000, dataset="mnist"
+):
   """A fake workdir at the sweep's layout; `done` epochs written (all by default), last test_acc = acc."""
   workdir = sweep.workdir_for(str(root), {"loss": loss, "noise": noise, "rate": rate, "seed": seed})
   os.makedirs(workdir)
-  config = {"dataset": dataset, "data_dir": None, "subset": subset, "seed": seed, "epochs": epochs,
-            "noise": {"type": noise, "rate": rate, "seed": seed}, "loss": {"name": loss, "params": {}}}
+  config = {
+    "dataset": dataset,
+    "data_dir": None,
+    "subset": subset,
+    "seed": seed,
+    "epochs": epochs,
+    "noise": {"type": noise, "rate": rate, "seed": seed},
+    "loss": {"name": loss, "params": {}},
+  }
   with open(os.path.join(workdir, "config.json"), "w") as f:
     json.dump(config, f)
   with open(os.path.join(workdir, "metrics.jsonl"), "w") as f:
     for e in range(1, (epochs if done is None else done) + 1):
-      f.write(json.dumps({"epoch": e, "step": 10 * e, "lr": 0.01, "train_loss": 1.0 / e,
-                          "train_acc_noisy": 0.1 * e, "train_acc_clean": 0.5 - 0.05 * e,
-                          "test_acc": acc if e == epochs else acc / 2, "images_per_sec": 1.0}) + "\n")
+      f.write(
+        json.dumps(
+          {
+            "epoch": e,
+            "step": 10 * e,
+            "lr": 0.01,
+            "train_loss": 1.0 / e,
+            "train_acc_noisy": 0.1 * e,
+            "train_acc_clean": 0.5 - 0.05 * e,
+            "test_acc": acc if e == epochs else acc / 2,
+            "images_per_sec": 1.0,
+          }
+        )
+        + "\n"
+      )
   return workdir
 
 
@@ -47,8 +66,9 @@ def table_rows(text):
 
 
 def test_expand_grid_and_workdir_layout(tmp_path):
-  runs = sweep.expand("loss=ce,nce+rce;noise=sym;rate=0.2,0.8;seed=0,1,2", "subset=10000,epochs=20",
-                      str(tmp_path))
+  runs = sweep.expand(
+    "loss=ce,nce+rce;noise=sym;rate=0.2,0.8;seed=0,1,2", "subset=10000,epochs=20", str(tmp_path)
+  )
   assert len(runs) == 12
   assert runs[0].arg == "loss=ce,noise=sym,rate=0.2,seed=0,subset=10000,epochs=20"
   assert runs[0].workdir == os.path.join(tmp_path, "sym0.2", "ce", "seed0")
@@ -59,9 +79,16 @@ def test_expand_grid_and_workdir_layout(tmp_path):
   assert sweep.expand("loss=ce", "", "r")[0].workdir == os.path.join("r", "sym0", "ce", "seed0")
 
 
-@pytest.mark.parametrize("grid,fixed", [("loss=ce;bogus=1", ""), ("loss=ce;rate=2", ""),
-                                        ("loss=ce;loss=gce", ""), ("loss=ce", "loss=gce"),
-                                        ("loss=ce;subset=10,20", "")])
+@pytest.mark.parametrize(
+  "grid,fixed",
+  [
+    ("loss=ce;bogus=1", ""),
+    ("loss=ce;rate=2", ""),
+    ("loss=ce;loss=gce", ""),
+    ("loss=ce", "loss=gce"),
+    ("loss=ce;subset=10,20", ""),
+  ],
+)
 def test_bad_grids_raise(grid, fixed):
   with pytest.raises(ValueError):
     sweep.expand(grid, fixed, "r")
@@ -88,8 +115,8 @@ def test_run_status(tmp_path):
 
 def test_sweep_skips_finished_resumes_partial_reports_failures(tmp_path):
   runs = sweep.expand("loss=ce,gce;rate=0.8;seed=0,1", "epochs=3", str(tmp_path))
-  make_run(tmp_path, "ce", 0, 0.5, epochs=3)            # finished: skipped
-  make_run(tmp_path, "ce", 1, 0.5, epochs=3, done=1)    # partial: resumed
+  make_run(tmp_path, "ce", 0, 0.5, epochs=3)  # finished: skipped
+  make_run(tmp_path, "ce", 1, 0.5, epochs=3, done=1)  # partial: resumed
   launched = []
 
   def fake_launch(run):  # Trains by writing metrics; gce seed 1 crashes after one epoch.
@@ -106,10 +133,11 @@ def test_sweep_skips_finished_resumes_partial_reports_failures(tmp_path):
   out = io.StringIO()
   result = sweep.run_sweep(runs, fake_launch, parallel=2, out=out)
   root = str(tmp_path)
-  assert sorted(launched) == sorted(os.path.join(root, "sym0.8", l, s)
-                                    for l, s in (("ce", "seed1"), ("gce", "seed0"), ("gce", "seed1")))
+  assert sorted(launched) == sorted(
+    os.path.join(root, "sym0.8", l, s) for l, s in (("ce", "seed1"), ("gce", "seed0"), ("gce", "seed1"))
+  )
   assert len(result["finished"]) == 3 and len(result["skipped"]) == 1
-  (failed, detail), = result["failed"]
+  ((failed, detail),) = result["failed"]
   assert failed.workdir.endswith(os.path.join("gce", "seed1")) and "exit code 1" in detail
   text = out.getvalue()
   assert "1 finished already" in text and "1 resumed" in text
@@ -137,17 +165,35 @@ def test_print_commands_cli(tmp_path):
   make_run(tmp_path, "ce", 0, 0.5, epochs=20)  # Not a real config: its config.json is a conflict.
   env = dict(os.environ, JAX_PLATFORMS="cpu")
   proc = subprocess.run(
-      [sys.executable, "-m", "experiments.sweep", "--config_file", "experiments/configs/mnist.py",
-       "--grid", "loss=ce,nce+rce;noise=sym;rate=0.8;seed=0,1", "--fixed", "subset=10000,epochs=20",
-       "--root", str(tmp_path), "--print_commands"], cwd=REPO, env=env, capture_output=True, text=True,
-      timeout=60)
+    [
+      sys.executable,
+      "-m",
+      "experiments.sweep",
+      "--config_file",
+      "experiments/configs/mnist.py",
+      "--grid",
+      "loss=ce,nce+rce;noise=sym;rate=0.8;seed=0,1",
+      "--fixed",
+      "subset=10000,epochs=20",
+      "--root",
+      str(tmp_path),
+      "--print_commands",
+    ],
+    cwd=REPO,
+    env=env,
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
   lines = proc.stdout.splitlines()
   assert len(lines) == 3, proc.stderr  # ce/seed0 exists with another config: reported, not printed.
   assert proc.returncode == 1 and "CONFLICT" in proc.stderr and "ce/seed0" in proc.stderr
   workdir = os.path.join(tmp_path, "sym0.8", "nce+rce", "seed1")
-  assert lines[-1] == (f"mkdir -p {os.path.dirname(workdir)} && python -m experiments.main --config "
-                       "experiments/configs/mnist.py:loss=nce+rce,noise=sym,rate=0.8,seed=1,subset=10000,"
-                       f"epochs=20 --workdir {workdir} >> {workdir}.log 2>&1")
+  assert lines[-1] == (
+    f"mkdir -p {os.path.dirname(workdir)} && python -m experiments.main --config "
+    "experiments/configs/mnist.py:loss=nce+rce,noise=sym,rate=0.8,seed=1,subset=10000,"
+    f"epochs=20 --workdir {workdir} >> {workdir}.log 2>&1"
+  )
   assert not os.path.exists(workdir)  # Nothing ran.
 
 
@@ -161,13 +207,13 @@ def sweep_root(tmp_path):
     make_run(root, "ce", seed, acc)
   for seed, acc in enumerate((0.70, 0.74)):
     make_run(root, "nce+rce", seed, acc)
-  make_run(root, "nce+rce", 2, 0.99, done=1)   # unfinished: not in the mean
+  make_run(root, "nce+rce", 2, 0.99, done=1)  # unfinished: not in the mean
   make_run(root, "gce", 0, 0.65)
   make_run(root, "gce", 1, 0.65)
   make_run(root, "gce", 2, 0.65)
-  make_run(root, "fl", 0, 0.30)                # fl seeds 1, 2 missing
+  make_run(root, "fl", 0, 0.30)  # fl seeds 1, 2 missing
   make_run(root, "ce", 0, 0.90, noise="asym", rate=0.4)
-  make_run(root, "mine", 0, 0.99)              # not a paper loss: last row, no paper cell
+  make_run(root, "mine", 0, 0.99)  # not a paper loss: last row, no paper cell
   os.makedirs(root / "sym0.8" / "sce" / "seed0")  # crashed before writing config.json
   return root
 
@@ -196,8 +242,12 @@ def test_report_lists_unfinished_and_missing(sweep_root):
   assert f"partial: `{unfinished}` — epoch 1/3" in text
   crashed = os.path.join(sweep_root, "sym0.8", "sce", "seed0")
   assert f"partial: `{crashed}` — started, no config.json" in text
-  for workdir in (("sym0.8", "fl", "seed1"), ("sym0.8", "fl", "seed2"), ("asym0.4", "gce", "seed0"),
-                  ("asym0.4", "ce", "seed1")):
+  for workdir in (
+    ("sym0.8", "fl", "seed1"),
+    ("sym0.8", "fl", "seed2"),
+    ("asym0.4", "gce", "seed0"),
+    ("asym0.4", "ce", "seed1"),
+  ):
     assert f"missing: `{os.path.join(sweep_root, *workdir)}` — no workdir" in text
   assert "Left out of the means" in text
   # With the sweep's grid, only its points are expected.
@@ -242,9 +292,13 @@ def test_plots_written(sweep_root, tmp_path):
   out = tmp_path / "results"
   text = report.report(str(sweep_root), out=str(out / "table.md"), plots_dir=str(out))
   names = sorted(os.listdir(out))
-  assert names == ["mnist_n10000_e3_asym0.4_memorisation.png", "mnist_n10000_e3_asym0.4_test_acc.png",
-                   "mnist_n10000_e3_sym0.8_memorisation.png", "mnist_n10000_e3_sym0.8_test_acc.png",
-                   "table.md"]
+  assert names == [
+    "mnist_n10000_e3_asym0.4_memorisation.png",
+    "mnist_n10000_e3_asym0.4_test_acc.png",
+    "mnist_n10000_e3_sym0.8_memorisation.png",
+    "mnist_n10000_e3_sym0.8_test_acc.png",
+    "table.md",
+  ]
   for name in names[:-1]:
     with open(out / name, "rb") as f:
       head = f.read()

@@ -4,15 +4,15 @@ every error message."""
 import functools
 import math
 
+from absl.testing import parameterized
 import chex
 import jax
-import jax.numpy as jnp
-import numpy as np
-import pytest
-from absl.testing import parameterized
 from jax.experimental import checkify
+import jax.numpy as jnp
 from jax.sharding import NamedSharding
 from jax.sharding import PartitionSpec as P
+import numpy as np
+import pytest
 
 import aplx.losses as L
 
@@ -39,20 +39,19 @@ def _close(a, b, tol=1e-5):
 # ----------------------------------------------------------------------------------------------------
 
 NORMALIZED = {
-    "nce": L.nce,
-    "nfl": functools.partial(L.nfl, gamma=0.5),
-    "nfl_g2": functools.partial(L.nfl, gamma=2.0),
-    "nmae": L.nmae,
-    "nrce": L.nrce,
-    "ngce": functools.partial(L.ngce, q=0.7),
-    "ngce_q0.1": functools.partial(L.ngce, q=0.1),
-    "normalize(poly1)": L.normalize(L.poly1),
-    "normalize(agce)": L.normalize(L.agce),
+  "nce": L.nce,
+  "nfl": functools.partial(L.nfl, gamma=0.5),
+  "nfl_g2": functools.partial(L.nfl, gamma=2.0),
+  "nmae": L.nmae,
+  "nrce": L.nrce,
+  "ngce": functools.partial(L.ngce, q=0.7),
+  "ngce_q0.1": functools.partial(L.ngce, q=0.1),
+  "normalize(poly1)": L.normalize(L.poly1),
+  "normalize(agce)": L.normalize(L.agce),
 }
 
 
 class PropertiesTest(chex.TestCase):
-
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(*[(n, n) for n in NORMALIZED])
   def test_normalized_in_unit_interval_and_sums_to_one(self, name):
@@ -74,11 +73,11 @@ class PropertiesTest(chex.TestCase):
 
   @chex.variants(with_jit=True, without_jit=True)
   @parameterized.named_parameters(
-      ("ce", L.cross_entropy, L.nce),
-      ("fl", functools.partial(L.focal_loss, gamma=0.5), functools.partial(L.nfl, gamma=0.5)),
-      ("gce", functools.partial(L.gce, q=0.7), functools.partial(L.ngce, q=0.7)),
-      ("mae", L.mae, L.nmae),
-      ("rce", L.rce, L.nrce),
+    ("ce", L.cross_entropy, L.nce),
+    ("fl", functools.partial(L.focal_loss, gamma=0.5), functools.partial(L.nfl, gamma=0.5)),
+    ("gce", functools.partial(L.gce, q=0.7), functools.partial(L.ngce, q=0.7)),
+    ("mae", L.mae, L.nmae),
+    ("rce", L.rce, L.nrce),
   )
   def test_normalize_equals_closed_form(self, base, closed):
     norm = self.variant(L.normalize(base))
@@ -133,8 +132,18 @@ class PropertiesTest(chex.TestCase):
       self.assertEqual(L.info(name).kind, "active", name)
     for name in ("mae", "nmae", "rce", "nrce", "nlnl", "nnce", "nnfl"):
       self.assertEqual(L.get(name).kind, "passive", name)
-    for name in ("nce+rce", "nce+mae", "nfl+rce", "nfl+mae", "ngce+rce", "ngce+mae", "sce",
-                 "anl-ce", "anl-fl", "ce-eps+mae"):
+    for name in (
+      "nce+rce",
+      "nce+mae",
+      "nfl+rce",
+      "nfl+mae",
+      "ngce+rce",
+      "ngce+mae",
+      "sce",
+      "anl-ce",
+      "anl-fl",
+      "ce-eps+mae",
+    ):
       self.assertEqual(L.get(name).kind, "active+passive", name)
     self.assertEqual(L.get("nfl+nce").kind, "active+active")
     self.assertEqual(L.get("mae+rce").kind, "passive+passive")
@@ -154,14 +163,14 @@ class PropertiesTest(chex.TestCase):
 
 def _extreme_logits(k, dtype):
   rows = [
-      jnp.zeros((k,)),  # uniform
-      jnp.full((k,), 1e4),  # all huge
-      jnp.zeros((k,)).at[0].set(1e4),  # label class wins by 1e4
-      jnp.zeros((k,)).at[1].set(1e4),  # another class wins by 1e4
-      jnp.zeros((k,)).at[0].set(-1e4),  # label class loses by 1e4
-      jnp.linspace(-1e4, 1e4, k),
-      jax.random.uniform(jax.random.key(k), (k,), minval=-1e4, maxval=1e4),
-      jnp.full((k,), -1e4).at[1].set(1e4),
+    jnp.zeros((k,)),  # uniform
+    jnp.full((k,), 1e4),  # all huge
+    jnp.zeros((k,)).at[0].set(1e4),  # label class wins by 1e4
+    jnp.zeros((k,)).at[1].set(1e4),  # another class wins by 1e4
+    jnp.zeros((k,)).at[0].set(-1e4),  # label class loses by 1e4
+    jnp.linspace(-1e4, 1e4, k),
+    jax.random.uniform(jax.random.key(k), (k,), minval=-1e4, maxval=1e4),
+    jnp.full((k,), -1e4).at[1].set(1e4),
   ]
   return jnp.stack(rows).astype(dtype), jnp.zeros((len(rows),), jnp.int32)
 
@@ -179,12 +188,12 @@ def _assert_finite_everywhere(test, fn, k, dtype, name):
   test.assertEqual(v.dtype, jnp.float32, name)
   test.assertEqual(g.dtype, dtype, name)
   test.assertTrue(bool(jnp.all(jnp.isfinite(v))), f"{name} K={k} {dtype}: value {v}")
-  test.assertTrue(bool(jnp.all(jnp.isfinite(g.astype(jnp.float32)))),
-                  f"{name} K={k} {dtype}: gradient not finite")
+  test.assertTrue(
+    bool(jnp.all(jnp.isfinite(g.astype(jnp.float32)))), f"{name} K={k} {dtype}: gradient not finite"
+  )
 
 
 class NumericsTest(chex.TestCase):
-
   @parameterized.named_parameters(*[(n, n) for n in L.names()])
   def test_no_nan_or_inf_for_extreme_logits(self, name):
     fn = L.get(name)
@@ -236,7 +245,6 @@ class SlowNumericsTest(chex.TestCase):
 
 
 class ShapesAndTransformsTest(chex.TestCase):
-
   @parameterized.named_parameters(*[(n, n) for n in L.names()])
   def test_batch_shapes_b_and_bt(self, name):
     fn = L.get(name)
@@ -251,8 +259,9 @@ class ShapesAndTransformsTest(chex.TestCase):
       chex.assert_shape(fn(z[0, 0], y[0, 0]), ())  # a single example, labels of shape []
 
   @chex.variants(with_jit=True, without_jit=True)
-  @parameterized.named_parameters(("nce+rce", "nce+rce"), ("nfl+mae", "nfl+mae"),
-                                  ("ngce+rce", "ngce+rce"), ("anl-ce", "anl-ce"))
+  @parameterized.named_parameters(
+    ("nce+rce", "nce+rce"), ("nfl+mae", "nfl+mae"), ("ngce+rce", "ngce+rce"), ("anl-ce", "anl-ce")
+  )
   def test_vmap_and_grad(self, name):
     fn = L.get(name)
     z, y = _logits((5, 4, 10)), _labels((5, 4), 10)
@@ -293,7 +302,6 @@ class ShapesAndTransformsTest(chex.TestCase):
 
 
 class NLNLTest(chex.TestCase):
-
   def test_complementary_labels_are_uniform_over_other_classes(self):
     k, n = 5, 20000
     z = jnp.zeros((n, k)).at[:, 0].set(3.0)  # p_0 large: loss reveals which class was drawn
@@ -339,7 +347,6 @@ class NLNLTest(chex.TestCase):
 
 
 class LabelCheckTest(chex.TestCase):
-
   @parameterized.named_parameters(*[(n, n) for n in L.names()])
   def test_out_of_range_labels_give_nan_under_jit(self, name):
     fn = L.get(name)
@@ -374,17 +381,48 @@ class LabelCheckTest(chex.TestCase):
 # Registry and error messages
 # ----------------------------------------------------------------------------------------------------
 
-PAPER_NAMES = ["ce", "fl", "mae", "rce", "gce", "sce", "nce", "nfl", "nmae", "nrce", "ngce",
-               "nce+rce", "nce+mae", "nfl+rce", "nfl+mae", "ngce+rce", "ngce+mae", "nfl+nce",
-               "mae+rce"]
+PAPER_NAMES = [
+  "ce",
+  "fl",
+  "mae",
+  "rce",
+  "gce",
+  "sce",
+  "nce",
+  "nfl",
+  "nmae",
+  "nrce",
+  "ngce",
+  "nce+rce",
+  "nce+mae",
+  "nfl+rce",
+  "nfl+mae",
+  "ngce+rce",
+  "ngce+mae",
+  "nfl+nce",
+  "mae+rce",
+]
 
 
 class RegistryTest(chex.TestCase):
-
   def test_all_paper_and_beyond_names_registered(self):
-    for name in PAPER_NAMES + ["nnce", "nnfl", "anl-ce", "anl-fl", "agce", "aul", "ael", "nce+agce",
-                               "nce+aul", "nce+ael", "poly1", "taylor-ce", "ce-eps", "ce-eps+mae",
-                               "nlnl"]:
+    for name in PAPER_NAMES + [
+      "nnce",
+      "nnfl",
+      "anl-ce",
+      "anl-fl",
+      "agce",
+      "aul",
+      "ael",
+      "nce+agce",
+      "nce+aul",
+      "nce+ael",
+      "poly1",
+      "taylor-ce",
+      "ce-eps",
+      "ce-eps+mae",
+      "nlnl",
+    ]:
       self.assertIn(name, L.names())
       self.assertIsInstance(L.info(name), L.LossInfo)
 
@@ -414,8 +452,11 @@ class RegistryTest(chex.TestCase):
       L.get(3)
 
   def test_unknown_params(self):
-    with self.assertRaisesRegex(TypeError, r"get\('nce'\): unknown parameter\(s\) \['gamma'\]; "
-                                r"accepted: none"):
+    with self.assertRaisesRegex(
+      TypeError,
+      r"get\('nce'\): unknown parameter\(s\) \['gamma'\]; "
+      r"accepted: none",
+    ):
       L.get("nce", gamma=0.5)
     with self.assertRaisesRegex(TypeError, r"\['q'\] are not accepted by 'nce' or 'rce'"):
       L.get("nce+rce", q=0.7)
@@ -432,13 +473,13 @@ class RegistryTest(chex.TestCase):
 
   def test_pair_and_scale_weights_are_checked(self):
     cases = [
-        (lambda: L.get("nce+rce", beta=-1.0), r"apl: `beta` must be in \[0.0, inf\), got -1.0"),
-        (lambda: L.get("nce+mae", alpha=float("nan")), r"apl: `alpha` must be finite"),
-        (lambda: L.get("sce", alpha=-0.1), r"sce: `alpha` must be in \[0.0, inf\)"),
-        (lambda: L.get("anl-ce", beta=-5.0), r"anl_ce: `beta` must be in \[0.0, inf\)"),
-        (lambda: L.get("anl-fl", alpha=float("inf")), r"anl_fl: `alpha` must be finite"),
-        (lambda: L.get("nce", scale=-10.0), r"get\('nce'\): `scale` must be in \[0.0, inf\)"),
-        (lambda: L.apl(L.nce, L.rce, beta=-2.0), r"apl: `beta`"),
+      (lambda: L.get("nce+rce", beta=-1.0), r"apl: `beta` must be in \[0.0, inf\), got -1.0"),
+      (lambda: L.get("nce+mae", alpha=float("nan")), r"apl: `alpha` must be finite"),
+      (lambda: L.get("sce", alpha=-0.1), r"sce: `alpha` must be in \[0.0, inf\)"),
+      (lambda: L.get("anl-ce", beta=-5.0), r"anl_ce: `beta` must be in \[0.0, inf\)"),
+      (lambda: L.get("anl-fl", alpha=float("inf")), r"anl_fl: `alpha` must be finite"),
+      (lambda: L.get("nce", scale=-10.0), r"get\('nce'\): `scale` must be in \[0.0, inf\)"),
+      (lambda: L.apl(L.nce, L.rce, beta=-2.0), r"apl: `beta`"),
     ]
     for fn, msg in cases:
       with self.assertRaisesRegex(ValueError, msg):
@@ -473,7 +514,6 @@ class RegistryTest(chex.TestCase):
 
 
 class ErrorMessageTest(chex.TestCase):
-
   def test_input_validation_messages(self):
     z, y = _logits((4, 10)), _labels((4,), 10)
     with self.assertRaisesRegex(ValueError, r"nce: `logits` must have shape \[\.\.\., num_classes\]"):
@@ -482,8 +522,11 @@ class ErrorMessageTest(chex.TestCase):
       L.ngce(jnp.ones((4, 10), jnp.int32), y)
     with self.assertRaisesRegex(TypeError, r"nce: `labels` must be integer class ids .* float32"):
       L.nce(z, y.astype(jnp.float32))
-    with self.assertRaisesRegex(ValueError, r"must have shape logits.shape\[:-1\] = \(4,\).*"
-                                r"got \(4, 10\)\. It looks one-hot: pass labels.argmax\(-1\)"):
+    with self.assertRaisesRegex(
+      ValueError,
+      r"must have shape logits.shape\[:-1\] = \(4,\).*"
+      r"got \(4, 10\)\. It looks one-hot: pass labels.argmax\(-1\)",
+    ):
       L.nce(z, jax.nn.one_hot(y, 10).astype(jnp.int32))
     with self.assertRaisesRegex(ValueError, r"rce: `labels` must have shape .* got \(3,\)"):
       L.rce(z, y[:3])
@@ -495,28 +538,30 @@ class ErrorMessageTest(chex.TestCase):
   def test_hyperparameter_messages(self):
     z, y = _logits((4, 10)), _labels((4,), 10)
     cases = [
-        (lambda: L.gce(z, y, q=0.0), r"gce: `q` must be in \(0.0, 1.0\], got 0.0\. GCE needs"),
-        (lambda: L.ngce(z, y, q=2.0), r"ngce: `q` must be in \(0.0, 1.0\]"),
-        (lambda: L.focal_loss(z, y, gamma=-0.5), r"focal_loss: `gamma` must be in \[0.0, inf\)"),
-        (lambda: L.nfl(z, y, gamma=float("nan")), r"nfl: `gamma` must be finite"),
-        (lambda: L.rce(z, y, log_zero=1.0), r"rce: `log_zero` must be in \(-inf, 0.0\).*AUTHORS"),
-        (lambda: L.nrce(z, y, log_zero=0.0), r"nrce: `log_zero`"),
-        (lambda: L.sce(z, y, log_zero=0.5), r"sce: `log_zero`"),
-        (lambda: L.nnce(z, y, min_prob=0.2), r"nnce: `min_prob` \* K must be < 1"),
-        (lambda: L.rce(z, y, min_prob=0.0), r"rce: `min_prob` must be in \(0.0, 1.0\)"),
-        (lambda: L.agce(z, y, a=0.0), r"agce: `a` must be in \(0.0, inf\)"),
-        (lambda: L.agce(z, y, q=-1.0), r"agce: `q` must be in \(0.0, inf\)"),
-        (lambda: L.aul(z, y, a=1.0), r"aul: `a` must be in \(1.0, inf\), got 1.0. AUL needs a > 1"),
-        (lambda: L.ael(z, y, a=-2.0), r"ael: `a` must be in \(0.0, inf\)"),
-        (lambda: L.poly1(z, y, epsilon=-2.0), r"poly1: `epsilon` must be in \[-1.0, inf\)"),
-        (lambda: L.taylor_ce(z, y, order=0), r"taylor_ce: `order` must be a Python int >= 1"),
-        (lambda: L.taylor_ce(z, y, order=2.0), r"taylor_ce: `order` must be a Python int"),
-        (lambda: L.ce_eps(z, y, m=-1.0), r"ce_eps: `m` must be in \[0.0, inf\)"),
-        (lambda: L.nlnl(z, y, key=None), r"nlnl: needs a PRNG `key=`"),
-        (lambda: L.nlnl(z, y, key=jax.random.key(0), num_negatives=0), r"`num_negatives`"),
-        (lambda: L.nlnl(z, y, key=jax.random.key(0), class_weight=jnp.ones(3)),
-         r"`class_weight` must have shape \[K\] = \(10,\)"),
-        (lambda: L.gce(z, y, q=True), r"gce: `q` must be a number, got the bool"),
+      (lambda: L.gce(z, y, q=0.0), r"gce: `q` must be in \(0.0, 1.0\], got 0.0\. GCE needs"),
+      (lambda: L.ngce(z, y, q=2.0), r"ngce: `q` must be in \(0.0, 1.0\]"),
+      (lambda: L.focal_loss(z, y, gamma=-0.5), r"focal_loss: `gamma` must be in \[0.0, inf\)"),
+      (lambda: L.nfl(z, y, gamma=float("nan")), r"nfl: `gamma` must be finite"),
+      (lambda: L.rce(z, y, log_zero=1.0), r"rce: `log_zero` must be in \(-inf, 0.0\).*AUTHORS"),
+      (lambda: L.nrce(z, y, log_zero=0.0), r"nrce: `log_zero`"),
+      (lambda: L.sce(z, y, log_zero=0.5), r"sce: `log_zero`"),
+      (lambda: L.nnce(z, y, min_prob=0.2), r"nnce: `min_prob` \* K must be < 1"),
+      (lambda: L.rce(z, y, min_prob=0.0), r"rce: `min_prob` must be in \(0.0, 1.0\)"),
+      (lambda: L.agce(z, y, a=0.0), r"agce: `a` must be in \(0.0, inf\)"),
+      (lambda: L.agce(z, y, q=-1.0), r"agce: `q` must be in \(0.0, inf\)"),
+      (lambda: L.aul(z, y, a=1.0), r"aul: `a` must be in \(1.0, inf\), got 1.0. AUL needs a > 1"),
+      (lambda: L.ael(z, y, a=-2.0), r"ael: `a` must be in \(0.0, inf\)"),
+      (lambda: L.poly1(z, y, epsilon=-2.0), r"poly1: `epsilon` must be in \[-1.0, inf\)"),
+      (lambda: L.taylor_ce(z, y, order=0), r"taylor_ce: `order` must be a Python int >= 1"),
+      (lambda: L.taylor_ce(z, y, order=2.0), r"taylor_ce: `order` must be a Python int"),
+      (lambda: L.ce_eps(z, y, m=-1.0), r"ce_eps: `m` must be in \[0.0, inf\)"),
+      (lambda: L.nlnl(z, y, key=None), r"nlnl: needs a PRNG `key=`"),
+      (lambda: L.nlnl(z, y, key=jax.random.key(0), num_negatives=0), r"`num_negatives`"),
+      (
+        lambda: L.nlnl(z, y, key=jax.random.key(0), class_weight=jnp.ones(3)),
+        r"`class_weight` must have shape \[K\] = \(10,\)",
+      ),
+      (lambda: L.gce(z, y, q=True), r"gce: `q` must be a number, got the bool"),
     ]
     for fn, msg in cases:
       with self.assertRaisesRegex((ValueError, TypeError), msg):

@@ -1,18 +1,25 @@
 """aplx.models: shapes, exact parameter counts, init, BatchNorm semantics, fast == reference kernels,
 the trainer's split/merge pattern, and input validation."""
+
 import math
 
 import chex
+from flax import nnx
 import jax
 import jax.numpy as jnp
 import numpy as np
 import pytest
-from flax import nnx
 
 import aplx.models as M
 
-SHAPES = {"mnist_cnn": (28, 28, 1), "cifar10_cnn": (32, 32, 3), "resnet18": (32, 32, 3),
-          "resnet34": (32, 32, 3), "resnet50": (32, 32, 3), "resnet50_imagenet": (224, 224, 3)}
+SHAPES = {
+  "mnist_cnn": (28, 28, 1),
+  "cifar10_cnn": (32, 32, 3),
+  "resnet18": (32, 32, 3),
+  "resnet34": (32, 32, 3),
+  "resnet50": (32, 32, 3),
+  "resnet50_imagenet": (224, 224, 3),
+}
 
 
 def n_params(model):
@@ -54,16 +61,24 @@ def resnet_count(block, stages, k, stem):
   total = conv_p(3, 64, 7 if stem == "imagenet" else 3, False) + bn_p(64)
   cin = 64
   for i, n in enumerate(stages):
-    planes = 64 * 2 ** i
+    planes = 64 * 2**i
     for j in range(n):
       stride = 2 if i > 0 and j == 0 else 1
       if block == "basic":
         out = planes
-        total += conv_p(cin, planes, 3, False) + bn_p(planes) + conv_p(planes, planes, 3, False) + bn_p(planes)
+        total += (
+          conv_p(cin, planes, 3, False) + bn_p(planes) + conv_p(planes, planes, 3, False) + bn_p(planes)
+        )
       else:
         out = 4 * planes
-        total += (conv_p(cin, planes, 1, False) + bn_p(planes) + conv_p(planes, planes, 3, False)
-                  + bn_p(planes) + conv_p(planes, out, 1, False) + bn_p(out))
+        total += (
+          conv_p(cin, planes, 1, False)
+          + bn_p(planes)
+          + conv_p(planes, planes, 3, False)
+          + bn_p(planes)
+          + conv_p(planes, out, 1, False)
+          + bn_p(out)
+        )
       if stride != 1 or cin != out:
         total += conv_p(cin, out, 1, False) + bn_p(out)
       cin = out
@@ -71,21 +86,29 @@ def resnet_count(block, stages, k, stem):
 
 
 EXPECTED = [
-    ("mnist_cnn", 10, toy_count(1, (32, 64), 64 * 7 * 7, 128, 10)),
-    ("cifar10_cnn", 10, toy_count(3, (64, 64, 128, 128, 196, 196), 196 * 4 * 4, 256, 10)),
-    ("resnet18", 10, resnet_count("basic", (2, 2, 2, 2), 10, "cifar")),
-    ("resnet34", 10, resnet_count("basic", (3, 4, 6, 3), 10, "cifar")),
-    ("resnet50", 10, resnet_count("bottleneck", (3, 4, 6, 3), 10, "cifar")),
-    ("resnet50", 100, resnet_count("bottleneck", (3, 4, 6, 3), 100, "cifar")),
-    ("resnet50_imagenet", 50, resnet_count("bottleneck", (3, 4, 6, 3), 50, "imagenet")),
-    ("resnet50_imagenet", 1000, resnet_count("bottleneck", (3, 4, 6, 3), 1000, "imagenet")),
+  ("mnist_cnn", 10, toy_count(1, (32, 64), 64 * 7 * 7, 128, 10)),
+  ("cifar10_cnn", 10, toy_count(3, (64, 64, 128, 128, 196, 196), 196 * 4 * 4, 256, 10)),
+  ("resnet18", 10, resnet_count("basic", (2, 2, 2, 2), 10, "cifar")),
+  ("resnet34", 10, resnet_count("basic", (3, 4, 6, 3), 10, "cifar")),
+  ("resnet50", 10, resnet_count("bottleneck", (3, 4, 6, 3), 10, "cifar")),
+  ("resnet50", 100, resnet_count("bottleneck", (3, 4, 6, 3), 100, "cifar")),
+  ("resnet50_imagenet", 50, resnet_count("bottleneck", (3, 4, 6, 3), 50, "imagenet")),
+  ("resnet50_imagenet", 1000, resnet_count("bottleneck", (3, 4, 6, 3), 1000, "imagenet")),
 ]
 
 
 def test_hand_counts_match_pytorch_reference_numbers():
   # PyTorch's sum(p.numel()) for the authors' models / torchvision (checked with torch 2.13 here).
-  assert [c for *_, c in EXPECTED] == [422_090, 1_639_794, 11_173_962, 21_282_122, 23_520_842,
-                                       23_705_252, 23_610_482, 25_557_032]
+  assert [c for *_, c in EXPECTED] == [
+    422_090,
+    1_639_794,
+    11_173_962,
+    21_282_122,
+    23_520_842,
+    23_705_252,
+    23_610_482,
+    25_557_032,
+  ]
 
 
 @pytest.mark.parametrize("name,k,expected", EXPECTED)
@@ -108,8 +131,9 @@ def test_output_shapes(name):
     assert out.shape == (3, 7) and out.dtype == jnp.float32
 
 
-@pytest.mark.parametrize("name", ["mnist_cnn", "cifar10_cnn",
-                                  pytest.param("resnet18", marks=pytest.mark.slow)])
+@pytest.mark.parametrize(
+  "name", ["mnist_cnn", "cifar10_cnn", pytest.param("resnet18", marks=pytest.mark.slow)]
+)
 def test_forward_runs_and_is_finite(name):
   model = M.get(name, num_classes=10, rngs=nnx.Rngs(0))
   x = jax.random.normal(jax.random.key(0), (4, *SHAPES[name]))
@@ -119,8 +143,9 @@ def test_forward_runs_and_is_finite(name):
 
 
 def test_registry():
-  assert M.names() == sorted(["mnist_cnn", "cifar10_cnn", "resnet18", "resnet34", "resnet50",
-                              "resnet50_imagenet"])
+  assert M.names() == sorted(
+    ["mnist_cnn", "cifar10_cnn", "resnet18", "resnet34", "resnet50", "resnet50_imagenet"]
+  )
   with pytest.raises(ValueError, match="unknown model 'vgg'.*mnist_cnn.*resnet50_imagenet"):
     M.get("vgg", num_classes=10, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="num_classes"):
@@ -223,8 +248,9 @@ def test_max_pool_fast_equals_reference_bitwise_with_ties():
     np.testing.assert_array_equal(vjp_fast(g)[0], vjp_ref(g)[0])
   # The first maximum in row-major window order takes the whole gradient (as in PyTorch).
   x = jnp.ones((1, 2, 2, 1))
-  np.testing.assert_array_equal(jax.grad(lambda x: M.max_pool_2x2_fast(x).sum())(x)[0, :, :, 0],
-                                [[1, 0], [0, 0]])
+  np.testing.assert_array_equal(
+    jax.grad(lambda x: M.max_pool_2x2_fast(x).sum())(x)[0, :, :, 0], [[1, 0], [0, 0]]
+  )
 
 
 def mnist_like_batch(n=16):
@@ -233,16 +259,16 @@ def mnist_like_batch(n=16):
   img = np.zeros((n, 28, 28, 1), np.float32)
   for i in range(n):
     r, c = rng.integers(4, 18, 2)
-    img[i, r:r + 8, c:c + 3] = 1.0
-    img[i, r + 3, c:c + 8] = rng.uniform(0.5, 1.0)
+    img[i, r : r + 8, c : c + 3] = 1.0
+    img[i, r + 3, c : c + 8] = rng.uniform(0.5, 1.0)
   return jnp.asarray((img - 0.1307) / 0.3081)
 
 
-@pytest.mark.parametrize("name,data", [("mnist_cnn", "normal"), ("mnist_cnn", "ties"),
-                                       ("cifar10_cnn", "normal")])
+@pytest.mark.parametrize(
+  "name,data", [("mnist_cnn", "normal"), ("mnist_cnn", "ties"), ("cifar10_cnn", "normal")]
+)
 def test_fast_kernels_equal_reference(name, data):
-  x = (jax.random.normal(jax.random.key(1), (16, *SHAPES[name])) if data == "normal"
-       else mnist_like_batch())
+  x = jax.random.normal(jax.random.key(1), (16, *SHAPES[name])) if data == "normal" else mnist_like_batch()
   y = jnp.arange(16) % 10
   out = {}
   for kernels in ("fast", "reference"):
@@ -256,7 +282,8 @@ def test_fast_kernels_equal_reference(name, data):
       return loss, (logits, nnx.state(m, nnx.BatchStat))
 
     (loss, (logits, new_stats)), (gp, gx) = jax.jit(
-        jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True))(params, x)
+      jax.value_and_grad(loss_fn, argnums=(0, 1), has_aux=True)
+    )(params, x)
     m = nnx.merge(graphdef, params, new_stats)
     m.eval()
     out[kernels] = dict(logits=logits, stats=new_stats, gp=gp, gx=gx, eval=m(x))
@@ -277,8 +304,9 @@ def test_fast_kernels_equal_reference(name, data):
     if "conv" in keys and keys[-1] == "bias":
       assert float(jnp.abs(a).max()) == 0.0 and float(jnp.abs(b).max()) < 1e-5 * gmax, keys
     else:
-      np.testing.assert_allclose(a, b, atol=1e-4 * float(jnp.abs(b).max()) + 1e-7, rtol=1e-4,
-                                 err_msg=str(keys))
+      np.testing.assert_allclose(
+        a, b, atol=1e-4 * float(jnp.abs(b).max()) + 1e-7, rtol=1e-4, err_msg=str(keys)
+      )
 
   jax.tree_util.tree_map_with_path(check, f["gp"], r["gp"])
 
@@ -322,13 +350,15 @@ def test_mnist_cnn_matches_pytorch_toymodel():
   torch = pytest.importorskip("torch")
   import importlib.util
   import pathlib
+
   path = pathlib.Path(__file__).parents[1] / "benchmarks" / "torch_mnist.py"
   spec = importlib.util.spec_from_file_location("torch_mnist", path)
   tm = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(tm)
   tmodel = tm.ToyModelMNIST().train()
   assert sum(p.numel() for p in tmodel.parameters()) == n_params(
-      M.get("mnist_cnn", num_classes=10, rngs=nnx.Rngs(0)))
+    M.get("mnist_cnn", num_classes=10, rngs=nnx.Rngs(0))
+  )
   model = M.get("mnist_cnn", num_classes=10, rngs=nnx.Rngs(0))
   # Port our weights into the torch model (HWIO -> OIHW, [in, out] -> [out, in]).
   t = lambda a: torch.from_numpy(np.array(a))
@@ -349,6 +379,9 @@ def test_mnist_cnn_matches_pytorch_toymodel():
   np.testing.assert_allclose(np.asarray(model.bn1.var[...]), tmodel.fc1[1].running_var.numpy(), rtol=1e-4)
   model.eval()
   tmodel.eval()
-  np.testing.assert_allclose(np.asarray(model(jnp.asarray(x))),
-                             tmodel(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy(),
-                             atol=1e-4, rtol=1e-4)
+  np.testing.assert_allclose(
+    np.asarray(model(jnp.asarray(x))),
+    tmodel(torch.from_numpy(x).permute(0, 3, 1, 2)).detach().numpy(),
+    atol=1e-4,
+    rtol=1e-4,
+  )

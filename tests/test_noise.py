@@ -22,6 +22,7 @@ def mnist_labels(mnist_clean):
 # Symmetric
 # ---------------------------------------------------------------------------------------------------
 
+
 def test_mnist_class_counts(mnist_labels):
   assert np.bincount(mnist_labels).tolist() == MNIST_TRAIN_COUNTS
 
@@ -133,8 +134,9 @@ def test_asymmetric_cifar100_real_superclasses():
 
 def test_asymmetric_cifar100_consecutive_and_transition():
   labels = _balanced(2000, 100)
-  noisy = noise.asymmetric(labels, rate=0.3, dataset="cifar100", seed=0, group="consecutive",
-                           method="transition")
+  noisy = noise.asymmetric(
+    labels, rate=0.3, dataset="cifar100", seed=0, group="consecutive", method="transition"
+  )
   T_hat = noise.realised_transition_matrix(labels, noisy, 100)
   T = noise.asymmetric_matrix("cifar100", 0.3, group="consecutive")
   np.testing.assert_allclose(T_hat, T, atol=0.05)  # 5 sigma at n = 2000 per class
@@ -152,20 +154,28 @@ def test_asymmetric_mnist_transition_converges():
 # Pair flip, transition matrices, IDN, human
 # ---------------------------------------------------------------------------------------------------
 
+
 def test_pairflip():
   labels = _balanced(20000, 10)
   noisy = noise.pairflip(labels, rate=0.45, num_classes=10, seed=0)
-  np.testing.assert_allclose(noise.realised_transition_matrix(labels, noisy, 10),
-                             noise.pairflip_matrix(0.45, 10), atol=0.015)
+  np.testing.assert_allclose(
+    noise.realised_transition_matrix(labels, noisy, 10), noise.pairflip_matrix(0.45, 10), atol=0.015
+  )
   exact = noise.pairflip(labels, rate=0.45, num_classes=10, seed=0, method="exact")
   assert np.all(np.isin(exact - labels, [0, 1, -9]))
   assert (exact != labels).sum() == 10 * 9000
 
 
-@pytest.mark.parametrize("make", [
-    lambda: noise.symmetric_matrix(0.3, 7), lambda: noise.pairflip_matrix(0.2, 5),
-    lambda: noise.asymmetric_matrix("mnist", 0.5), lambda: noise.asymmetric_matrix("cifar10", 1.0),
-    lambda: noise.asymmetric_matrix("cifar100", 0.4, group="consecutive")])
+@pytest.mark.parametrize(
+  "make",
+  [
+    lambda: noise.symmetric_matrix(0.3, 7),
+    lambda: noise.pairflip_matrix(0.2, 5),
+    lambda: noise.asymmetric_matrix("mnist", 0.5),
+    lambda: noise.asymmetric_matrix("cifar10", 1.0),
+    lambda: noise.asymmetric_matrix("cifar100", 0.4, group="consecutive"),
+  ],
+)
 def test_matrices_row_stochastic(make):
   T = make()
   assert T.shape[0] == T.shape[1] and T.min() >= 0
@@ -195,19 +205,21 @@ def test_instance_dependent():
   # instance-dependent: the same seed with other features gives other labels
   d = noise.instance_dependent(labels, feats[::-1], rate=0.3, num_classes=10, seed=0)
   assert (a != d).any()
-  assert noise.realised_rate(labels, noise.instance_dependent(
-      labels, feats, rate=0.0, num_classes=10, seed=0)) == 0.0
+  assert (
+    noise.realised_rate(labels, noise.instance_dependent(labels, feats, rate=0.0, num_classes=10, seed=0))
+    == 0.0
+  )
 
 
 def test_human_and_apply_registry():
   labels = np.array([0, 1, 2, 3])
   worse = np.array([1, 1, 0, 3])
-  out = noise.apply("human:worse_label", labels, num_classes=4, dataset="cifar10_n",
-                    extra={"worse_label": worse})
+  out = noise.apply(
+    "human:worse_label", labels, num_classes=4, dataset="cifar10_n", extra={"worse_label": worse}
+  )
   np.testing.assert_array_equal(out, worse)
   with pytest.raises(ValueError, match=r"available: \['worse_label'\]"):
-    noise.apply("human:aggre_label", labels, num_classes=4, dataset="cifar10_n",
-                extra={"worse_label": worse})
+    noise.apply("human:aggre_label", labels, num_classes=4, dataset="cifar10_n", extra={"worse_label": worse})
   assert set(noise.NOISE_MODELS) == {"none", "sym", "asym", "pairflip", "idn", "human"}
   np.testing.assert_array_equal(noise.apply("none", labels, num_classes=4), labels)
 
@@ -227,12 +239,16 @@ def test_realised_helpers():
 LABELS = np.arange(20) % 10
 
 
-@pytest.mark.parametrize("fn", [
+@pytest.mark.parametrize(
+  "fn",
+  [
     lambda r: noise.symmetric(LABELS, rate=r, num_classes=10, seed=0),
     lambda r: noise.asymmetric(LABELS, rate=r, dataset="mnist", seed=0),
     lambda r: noise.pairflip(LABELS, rate=r, num_classes=10, seed=0),
     lambda r: noise.symmetric_matrix(r, 10),
-    lambda r: noise.instance_dependent(LABELS, np.ones((20, 3)), rate=r, num_classes=10, seed=0)])
+    lambda r: noise.instance_dependent(LABELS, np.ones((20, 3)), rate=r, num_classes=10, seed=0),
+  ],
+)
 @pytest.mark.parametrize("rate", [-0.1, 1.5, float("nan")])
 def test_bad_rate(fn, rate):
   with pytest.raises(ValueError, match=r"rate must be in \[0, 1\], got rate="):
@@ -246,26 +262,31 @@ def test_lemma1_warning():
     noise.symmetric(np.arange(4) % 2, rate=0.5, num_classes=2, seed=0, method="transition")
 
 
-@pytest.mark.parametrize("labels,msg", [
+@pytest.mark.parametrize(
+  "labels,msg",
+  [
     (np.array([0, 10]), r"labels must be in \[0, 10\) \(num_classes=10\), found label 10"),
     (np.array([-1, 3]), r"found label -1"),
     (np.array([0.5, 1.0]), "must be integers"),
     (np.zeros((2, 2), int), "1-D"),
-])
+  ],
+)
 def test_bad_labels(labels, msg):
   with pytest.raises(ValueError, match=msg):
     noise.symmetric(labels, rate=0.2, num_classes=10, seed=0)
 
 
 def test_bad_dataset_and_options():
-  with pytest.raises(ValueError, match=r"no asymmetric noise mapping for dataset 'svhn'; known: "
-                                       r"\['cifar10', 'cifar100', 'mnist'\]"):
+  with pytest.raises(
+    ValueError,
+    match=r"no asymmetric noise mapping for dataset 'svhn'; known: "
+    r"\['cifar10', 'cifar100', 'mnist'\]",
+  ):
     noise.asymmetric(LABELS, rate=0.2, dataset="svhn", seed=0)
   with pytest.raises(ValueError, match="needs coarse_labels"):
     noise.asymmetric(LABELS, rate=0.2, dataset="cifar100", seed=0)
   with pytest.raises(ValueError, match="appears in super-classes"):
-    noise.asymmetric(np.array([0, 0]), rate=0.2, dataset="cifar100", seed=0,
-                     coarse_labels=np.array([0, 1]))
+    noise.asymmetric(np.array([0, 0]), rate=0.2, dataset="cifar100", seed=0, coarse_labels=np.array([0, 1]))
   with pytest.raises(ValueError, match="method must be 'exact' or 'transition', got 'magic'"):
     noise.symmetric(LABELS, rate=0.2, num_classes=10, seed=0, method="magic")
   with pytest.raises(ValueError, match="unknown noise model 'gauss'"):
@@ -274,12 +295,15 @@ def test_bad_dataset_and_options():
     noise.apply("none", LABELS, rate=0.3, num_classes=10)
 
 
-@pytest.mark.parametrize("T,msg", [
+@pytest.mark.parametrize(
+  "T,msg",
+  [
     (np.ones((2, 3)) / 3, r"square \[K, K\], got shape \(2, 3\)"),
     (np.array([[1.2, -0.2], [0, 1]]), r"in \[0, 1\], got T\[0, 1\]=-0.2"),
     (np.array([[0.5, 0.4], [0, 1]]), r"row-stochastic .* row 0 sums to 0.9"),
     (np.eye(3), r"3x3 but num_classes=10"),
-])
+  ],
+)
 def test_bad_transition_matrix(T, msg):
   if T.shape == (3, 3):
     with pytest.raises(ValueError, match=msg):

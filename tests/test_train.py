@@ -12,15 +12,21 @@ import numpy as np
 import optax
 import pytest
 
-from aplx import losses
-from aplx import models
-from aplx import train
+from aplx import losses, models, train
 from experiments.configs import mnist as mnist_config
 
 
 def _optim(**kw):
-  base = {"lr": 0.1, "momentum": 0.9, "nesterov": True, "weight_decay": 0.01, "grad_clip": 5.0,
-          "schedule": "cosine", "eta_min": 0.001, "decay_rate": 0.97}
+  base = {
+    "lr": 0.1,
+    "momentum": 0.9,
+    "nesterov": True,
+    "weight_decay": 0.01,
+    "grad_clip": 5.0,
+    "schedule": "cosine",
+    "eta_min": 0.001,
+    "decay_rate": 0.97,
+  }
   return ml_collections.ConfigDict(dict(base, **kw))
 
 
@@ -34,7 +40,7 @@ def _torch_sgd_reference(params, grads_seq, lrs, *, momentum, nesterov, wd, clip
   buf = None
   for g, lr in zip(grads_seq, lrs):
     g = {k: np.asarray(v, np.float64) + l1 * np.sign(p[k]) for k, v in g.items()}
-    norm = np.sqrt(sum(np.sum(v ** 2) for v in g.values()))
+    norm = np.sqrt(sum(np.sum(v**2) for v in g.values()))
     g = {k: v * min(1.0, clip / (norm + 1e-6)) for k, v in g.items()}
     d = {k: g[k] + wd * p[k] for k in p}
     buf = d if buf is None else {k: momentum * buf[k] + d[k] for k in p}
@@ -47,16 +53,16 @@ def _torch_sgd_reference(params, grads_seq, lrs, *, momentum, nesterov, wd, clip
 def test_optimizer_matches_pytorch_sgd(nesterov):
   rng = np.random.default_rng(0)
   params = {"w": rng.normal(size=(3, 4)).astype(np.float32), "b": rng.normal(size=4).astype(np.float32)}
-  grads_seq = [{k: (10 * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()}
-               for _ in range(5)]  # Norms well above 5: clipping is active.
+  grads_seq = [
+    {k: (10 * rng.normal(size=v.shape)).astype(np.float32) for k, v in params.items()} for _ in range(5)
+  ]  # Norms well above 5: clipping is active.
   optim = _optim(nesterov=nesterov, schedule="constant")
   tx = train.make_optimizer(optim, train.make_schedule(optim, steps_per_epoch=2, epochs=3))
   p, state = jax.tree.map(jnp.asarray, params), tx.init(params)
   for g in grads_seq:
     updates, state = tx.update(g, state, p)
     p = optax.apply_updates(p, updates)
-  ref = _torch_sgd_reference(params, grads_seq, [0.1] * 5, momentum=0.9, nesterov=nesterov, wd=0.01,
-                             clip=5.0)
+  ref = _torch_sgd_reference(params, grads_seq, [0.1] * 5, momentum=0.9, nesterov=nesterov, wd=0.01, clip=5.0)
   # optax clips with g * clip / max(norm, clip); PyTorch with clip / (norm + 1e-6): 1e-6 relative.
   chex.assert_trees_all_close(p, ref, rtol=1e-5, atol=1e-6)
 
@@ -65,19 +71,18 @@ def test_l1_penalty_is_added_before_clipping_as_anl():
   """ANL's delta * sum |theta| (optim.l1): its gradient enters before the global-norm clip."""
   rng = np.random.default_rng(1)
   params = {"w": rng.normal(size=(3, 4)).astype(np.float32), "b": np.zeros(4, np.float32)}  # sign(0) = 0
-  grads_seq = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()}
-               for _ in range(4)]
+  grads_seq = [{k: rng.normal(size=v.shape).astype(np.float32) for k, v in params.items()} for _ in range(4)]
   optim = _optim(nesterov=False, weight_decay=0.0, schedule="constant", grad_clip=2.0, l1=0.5)
   tx = train.make_optimizer(optim, train.make_schedule(optim, steps_per_epoch=2, epochs=3))
   p, state = jax.tree.map(jnp.asarray, params), tx.init(params)
   for g in grads_seq:
     updates, state = tx.update(g, state, p)
     p = optax.apply_updates(p, updates)
-  ref = _torch_sgd_reference(params, grads_seq, [0.1] * 4, momentum=0.9, nesterov=False, wd=0.0,
-                             clip=2.0, l1=0.5)
+  ref = _torch_sgd_reference(
+    params, grads_seq, [0.1] * 4, momentum=0.9, nesterov=False, wd=0.0, clip=2.0, l1=0.5
+  )
   chex.assert_trees_all_close(p, ref, rtol=1e-5, atol=1e-6)
-  no_l1 = _torch_sgd_reference(params, grads_seq, [0.1] * 4, momentum=0.9, nesterov=False, wd=0.0,
-                               clip=2.0)
+  no_l1 = _torch_sgd_reference(params, grads_seq, [0.1] * 4, momentum=0.9, nesterov=False, wd=0.0, clip=2.0)
   assert np.abs(ref["w"] - no_l1["w"]).max() > 1e-2  # The penalty matters at this size.
 
 
@@ -92,7 +97,7 @@ def test_cosine_schedule_is_pytorch_cosine_annealing_per_epoch():
 
 def test_exponential_schedule_per_epoch():
   schedule = train.make_schedule(_optim(lr=0.4, schedule="exponential"), steps_per_epoch=10, epochs=250)
-  np.testing.assert_allclose(float(schedule(35)), 0.4 * 0.97 ** 3, rtol=1e-6)
+  np.testing.assert_allclose(float(schedule(35)), 0.4 * 0.97**3, rtol=1e-6)
 
 
 def test_unknown_schedule_is_a_clear_error():
@@ -118,9 +123,14 @@ def _setup(mesh, loss="nce+rce"):
 
 def _batches(n, size=64):
   rng = np.random.default_rng(1)
-  return [{"image": rng.normal(size=(size, 28, 28, 1)).astype(np.float32),
-           "label": rng.integers(0, 10, size).astype(np.int32),
-           "clean_label": rng.integers(0, 10, size).astype(np.int32)} for _ in range(n)]
+  return [
+    {
+      "image": rng.normal(size=(size, 28, 28, 1)).astype(np.float32),
+      "label": rng.integers(0, 10, size).astype(np.int32),
+      "clean_label": rng.integers(0, 10, size).astype(np.int32),
+    }
+    for _ in range(n)
+  ]
 
 
 def _run(mesh, batches):
@@ -136,8 +146,7 @@ def _run(mesh, batches):
 def test_sharded_step_equals_single_device_step():
   assert jax.device_count() == 8
   batches = _batches(3)
-  one = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",),
-                          axis_types=(jax.sharding.AxisType.Auto,))
+  one = jax.sharding.Mesh(np.array(jax.devices()[:1]), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
   state1, sums1 = _run(one, batches)
   state8, sums8 = _run(train.make_mesh(), batches)
   assert len(jax.tree.leaves(state8.params)[0].sharding.device_set) == 8
@@ -196,6 +205,7 @@ def _final_params(workdir, config):
   tx = train.make_optimizer(optim, train.make_schedule(optim, 8, config.epochs))
   _, _, state = train.create_train_state(config, model, tx, mesh)
   import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
+
   manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
   restored, _, _ = train._restore_or_keep(manager, state, train.zero_sums(), config)
   manager.close()
@@ -232,12 +242,10 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(uninterrupted, mnist
   assert len(train.read_metrics(workdir)) == 1
   history = train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
   assert _strip_timing(history) == _strip_timing(ref_history)
-  chex.assert_trees_all_equal(_final_params(workdir, config).params,
-                              _final_params(ref_dir, config).params)
+  chex.assert_trees_all_equal(_final_params(workdir, config).params, _final_params(ref_dir, config).params)
 
 
-def test_preempted_mid_epoch_checkpoint_resumes_exactly(uninterrupted, mnist_data_dir, tmp_path,
-                                                        monkeypatch):
+def test_preempted_mid_epoch_checkpoint_resumes_exactly(uninterrupted, mnist_data_dir, tmp_path, monkeypatch):
   ref_dir, config, ref_history = uninterrupted
   workdir = str(tmp_path)
   monkeypatch.setattr(train._PreemptionFlag, "__call__", lambda self, manager, step: step == 13)
@@ -246,8 +254,7 @@ def test_preempted_mid_epoch_checkpoint_resumes_exactly(uninterrupted, mnist_dat
   monkeypatch.undo()
   history = train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
   assert _strip_timing(history) == _strip_timing(ref_history)
-  chex.assert_trees_all_equal(_final_params(workdir, config).params,
-                              _final_params(ref_dir, config).params)
+  chex.assert_trees_all_equal(_final_params(workdir, config).params, _final_params(ref_dir, config).params)
 
 
 def test_changed_config_refuses_to_resume(uninterrupted, mnist_data_dir, tmp_path):

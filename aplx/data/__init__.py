@@ -10,23 +10,38 @@ Public API:
   prepare_dataset(name, *, data_dir=None, raw_dir=None)   (module: aplx.data.prepare, a CLI)
 """
 
-from aplx.data.pipeline import DATASETS
-from aplx.data.pipeline import Dataset
-from aplx.data.pipeline import eval_batches
-from aplx.data.pipeline import load_dataset
-from aplx.data.pipeline import make_train_batch
-from aplx.data.pipeline import steps_per_epoch
-from aplx.data.pipeline import train_batches
-from aplx.data.pipeline import train_indices
-from aplx.data.prepare import default_data_dir
-from aplx.data.prepare import default_mnist_dir
-from aplx.data.prepare import ensure_prepared
-from aplx.data.prepare import is_prepared
+from aplx.data.pipeline import (
+  DATASETS,
+  Dataset,
+  eval_batches,
+  load_dataset,
+  make_train_batch,
+  steps_per_epoch,
+  train_batches,
+  train_indices,
+)
+from aplx.data.prepare import (
+  default_data_dir,
+  default_mnist_dir,
+  ensure_prepared,
+  is_prepared,
+  prepare_command,
+)
 from aplx.data.prepare import prepare as prepare_dataset
-from aplx.data.prepare import prepare_command
 
 __all__ = [
-  "DATASETS", "Dataset", "default_data_dir", "default_mnist_dir", "ensure_prepared",
-  "eval_batches", "is_prepared", "load_dataset", "make_train_batch", "prepare_command", "prepare_dataset",
-  "steps_per_epoch", "train_batches", "train_indices",
+  "DATASETS",
+  "Dataset",
+  "default_data_dir",
+  "default_mnist_dir",
+  "ensure_prepared",
+  "eval_batches",
+  "is_prepared",
+  "load_dataset",
+  "make_train_batch",
+  "prepare_command",
+  "prepare_dataset",
+  "steps_per_epoch",
+  "train_batches",
+  "train_indices",
 ]

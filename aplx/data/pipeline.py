@@ -7,7 +7,8 @@
 Stable example id = index in the TFDS data source of the train split. Noisy labels are computed once
 over the whole train split (or over the `subset`, which is then the train split) and indexed by id.
 The train batch at global step s is a pure function of (seed, s): per-epoch permutation from
-(seed, epoch), drop_remainder (or a smaller last batch), augmentation from (seed, epoch, id). See docs/data.md.
+(seed, epoch), drop_remainder (or a smaller last batch), augmentation from (seed, epoch, id).
+See docs/data.md.
 """
 
 from __future__ import annotations
@@ -18,11 +19,11 @@ import hashlib
 import io
 import json
 import os
+from pathlib import Path
 import sys
 import threading
-from unittest import mock
-from pathlib import Path
 from typing import Any, Iterator
+from unittest import mock
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -31,20 +32,28 @@ from aplx import noise as noise_lib
 from aplx.data import prepare as prepare_lib
 from aplx.data import preprocess
 
-__all__ = ["DATASETS", "Dataset", "DatasetSpec", "eval_batches", "load_dataset", "steps_per_epoch",
-           "train_batches"]
+__all__ = [
+  "DATASETS",
+  "Dataset",
+  "DatasetSpec",
+  "eval_batches",
+  "load_dataset",
+  "steps_per_epoch",
+  "train_batches",
+]
 
 
 # ---------------------------------------------------------------------------------------------------
 # Dataset registry
 # ---------------------------------------------------------------------------------------------------
 
+
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
   num_classes: int
   image_shape: tuple[int, int, int]
-  normalization: str               # key of preprocess.NORMALIZATION
-  augment: str                     # key of preprocess.AUGMENTATIONS
+  normalization: str  # key of preprocess.NORMALIZATION
+  augment: str  # key of preprocess.AUGMENTATIONS
   extra_fields: tuple[str, ...] = ()  # train-split TFDS fields kept beside the label
 
 
@@ -55,28 +64,30 @@ DATASETS: dict[str, DatasetSpec] = {
   "cifar10": DatasetSpec(10, (32, 32, 3), "cifar10", "crop_flip"),
   "cifar100": DatasetSpec(100, (32, 32, 3), "cifar100", "crop_flip_rotate", ("coarse_label",)),
   "cifar10_n": DatasetSpec(10, (32, 32, 3), "cifar10", "crop_flip", _HUMAN10),
-  "cifar100_n": DatasetSpec(100, (32, 32, 3), "cifar100", "crop_flip_rotate",
-                            ("coarse_label", "noise_label")),
+  "cifar100_n": DatasetSpec(
+    100, (32, 32, 3), "cifar100", "crop_flip_rotate", ("coarse_label", "noise_label")
+  ),
 }
 
 
 @dataclasses.dataclass
 class Dataset:
   """A dataset in RAM: uint8 images, clean and noisy train labels by stable id, clean test split."""
+
   name: str
   num_classes: int
   image_shape: tuple[int, int, int]
-  train_images: np.ndarray         # uint8 [n, H, W, C]
-  train_ids: np.ndarray            # int32 [n], TFDS data-source index in the full train split
-  train_clean_labels: np.ndarray   # int32 [n]
-  train_noisy_labels: np.ndarray   # int32 [n]
-  test_images: np.ndarray          # uint8 [m, H, W, C]
-  test_labels: np.ndarray          # int32 [m]
+  train_images: np.ndarray  # uint8 [n, H, W, C]
+  train_ids: np.ndarray  # int32 [n], TFDS data-source index in the full train split
+  train_clean_labels: np.ndarray  # int32 [n]
+  train_noisy_labels: np.ndarray  # int32 [n]
+  test_images: np.ndarray  # uint8 [m, H, W, C]
+  test_labels: np.ndarray  # int32 [m]
   mean: tuple[float, ...]
   std: tuple[float, ...]
   augment: str
-  noise: dict[str, Any]            # kind, rate, seed, options, realised_rate
-  info: Any = None                 # tfds.core.DatasetInfo
+  noise: dict[str, Any]  # kind, rate, seed, options, realised_rate
+  info: Any = None  # tfds.core.DatasetInfo
   extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
 
   @property
@@ -99,6 +110,7 @@ _MEMO_LOCK = threading.Lock()
 def _decode_image(value) -> np.ndarray:
   if isinstance(value, bytes):
     from PIL import Image
+
     return np.asarray(Image.open(io.BytesIO(value)))
   return np.asarray(value)
 
@@ -169,6 +181,7 @@ def _load_split(builder, split: str, fields, shape, use_cache: bool) -> dict[str
 # load_dataset
 # ---------------------------------------------------------------------------------------------------
 
+
 def _subset_ids(labels: np.ndarray, size: int, num_classes: int) -> np.ndarray:
   """Class-balanced first-by-id subset: round-robin over classes in id order. Seed-independent."""
   rank = np.empty_like(labels)
@@ -179,9 +192,18 @@ def _subset_ids(labels: np.ndarray, size: int, num_classes: int) -> np.ndarray:
   return np.sort(order[:size])
 
 
-def load_dataset(name: str, *, data_dir: str | None = None, noise: str = "none", rate: float = 0.0,
-                 noise_seed: int = 0, subset: int | None = None, download: bool = True,
-                 cache: bool = True, **noise_options) -> Dataset:
+def load_dataset(
+  name: str,
+  *,
+  data_dir: str | None = None,
+  noise: str = "none",
+  rate: float = 0.0,
+  noise_seed: int = 0,
+  subset: int | None = None,
+  download: bool = True,
+  cache: bool = True,
+  **noise_options,
+) -> Dataset:
   """Loads a TFDS dataset into RAM and draws its label noise.
 
   Args:
@@ -222,24 +244,51 @@ def load_dataset(name: str, *, data_dir: str | None = None, noise: str = "none",
 
   kind = noise.partition(":")[0]
   features = preprocess.normalize(images, mean, std) if kind == "idn" else None
-  noisy = noise_lib.apply(noise, clean, rate=rate, seed=noise_seed, num_classes=spec.num_classes,
-                          dataset=name, features=features, extra=extra, **noise_options)
-  noise_info = {"kind": noise, "rate": float(rate), "seed": int(noise_seed),
-                "options": {k: v for k, v in noise_options.items() if k != "coarse_labels"},
-                "realised_rate": noise_lib.realised_rate(clean, noisy)}
+  noisy = noise_lib.apply(
+    noise,
+    clean,
+    rate=rate,
+    seed=noise_seed,
+    num_classes=spec.num_classes,
+    dataset=name,
+    features=features,
+    extra=extra,
+    **noise_options,
+  )
+  noise_info = {
+    "kind": noise,
+    "rate": float(rate),
+    "seed": int(noise_seed),
+    "options": {k: v for k, v in noise_options.items() if k != "coarse_labels"},
+    "realised_rate": noise_lib.realised_rate(clean, noisy),
+  }
   return Dataset(
-      name=name, num_classes=spec.num_classes, image_shape=spec.image_shape, train_images=images,
-      train_ids=ids, train_clean_labels=clean, train_noisy_labels=noisy.astype(np.int32),
-      test_images=test["image"], test_labels=test["label"].astype(np.int32), mean=mean, std=std,
-      augment=spec.augment, noise=noise_info, info=builder.info, extra=extra)
+    name=name,
+    num_classes=spec.num_classes,
+    image_shape=spec.image_shape,
+    train_images=images,
+    train_ids=ids,
+    train_clean_labels=clean,
+    train_noisy_labels=noisy.astype(np.int32),
+    test_images=test["image"],
+    test_labels=test["label"].astype(np.int32),
+    mean=mean,
+    std=std,
+    augment=spec.augment,
+    noise=noise_info,
+    info=builder.info,
+    extra=extra,
+  )
 
 
 # ---------------------------------------------------------------------------------------------------
 # Batches
 # ---------------------------------------------------------------------------------------------------
 
-def steps_per_epoch(ds: Dataset, global_batch_size: int, *, drop_remainder: bool = True,
-                    multiple_of: int = 1) -> int:
+
+def steps_per_epoch(
+  ds: Dataset, global_batch_size: int, *, drop_remainder: bool = True, multiple_of: int = 1
+) -> int:
   """Number of global batches per epoch.
 
   drop_remainder=True: full batches only (big_vision / TFDS). False: as PyTorch's DataLoader with
@@ -251,8 +300,7 @@ def steps_per_epoch(ds: Dataset, global_batch_size: int, *, drop_remainder: bool
     raise ValueError(f"global_batch_size must be > 0, got {global_batch_size}.")
   steps = ds.num_train // global_batch_size
   if steps == 0:
-    raise ValueError(
-        f"global_batch_size={global_batch_size} exceeds the {ds.num_train} training examples.")
+    raise ValueError(f"global_batch_size={global_batch_size} exceeds the {ds.num_train} training examples.")
   partial = not drop_remainder and _last_batch_size(ds.num_train, global_batch_size, multiple_of) > 0
   return steps + int(partial)
 
@@ -265,11 +313,13 @@ def _last_batch_size(n: int, global_batch_size: int, multiple_of: int) -> int:
 
 def _check_process(global_batch_size: int, process_index: int, process_count: int) -> int:
   if process_count <= 0 or not 0 <= process_index < process_count:
-    raise ValueError(f"process_index must be in [0, {process_count}), got {process_index} "
-                     f"(process_count={process_count}).")
+    raise ValueError(
+      f"process_index must be in [0, {process_count}), got {process_index} (process_count={process_count})."
+    )
   if global_batch_size % process_count:
-    raise ValueError(f"global batch size {global_batch_size} must be divisible by "
-                     f"process_count={process_count}.")
+    raise ValueError(
+      f"global batch size {global_batch_size} must be divisible by process_count={process_count}."
+    )
   return global_batch_size // process_count
 
 
@@ -278,8 +328,15 @@ def _permutation(n: int, seed: int, epoch: int) -> np.ndarray:
   return np.random.default_rng(np.random.SeedSequence([int(seed), int(epoch), 0x5EED])).permutation(n)
 
 
-def train_indices(ds: Dataset, *, global_batch_size: int, seed: int, step: int,
-                  drop_remainder: bool = True, multiple_of: int = 1) -> np.ndarray:
+def train_indices(
+  ds: Dataset,
+  *,
+  global_batch_size: int,
+  seed: int,
+  step: int,
+  drop_remainder: bool = True,
+  multiple_of: int = 1,
+) -> np.ndarray:
   """Row indices (into `ds.train_*`) of the global batch at `step`: a pure function of (seed, step).
 
   With drop_remainder=False the last batch of each epoch is smaller (see `steps_per_epoch`).
@@ -287,14 +344,26 @@ def train_indices(ds: Dataset, *, global_batch_size: int, seed: int, step: int,
   spe = steps_per_epoch(ds, global_batch_size, drop_remainder=drop_remainder, multiple_of=multiple_of)
   epoch, pos = divmod(int(step), spe)
   start = pos * global_batch_size
-  size = (global_batch_size if start + global_batch_size <= ds.num_train
-          else _last_batch_size(ds.num_train, global_batch_size, multiple_of))
-  return _permutation(ds.num_train, int(seed), epoch)[start:start + size]
+  size = (
+    global_batch_size
+    if start + global_batch_size <= ds.num_train
+    else _last_batch_size(ds.num_train, global_batch_size, multiple_of)
+  )
+  return _permutation(ds.num_train, int(seed), epoch)[start : start + size]
 
 
-def make_train_batch(ds: Dataset, step: int, *, global_batch_size: int, seed: int,
-                     process_index: int = 0, process_count: int = 1, augment: bool = True,
-                     drop_remainder: bool = True, multiple_of: int = 1) -> dict[str, np.ndarray]:
+def make_train_batch(
+  ds: Dataset,
+  step: int,
+  *,
+  global_batch_size: int,
+  seed: int,
+  process_index: int = 0,
+  process_count: int = 1,
+  augment: bool = True,
+  drop_remainder: bool = True,
+  multiple_of: int = 1,
+) -> dict[str, np.ndarray]:
   """This process's share of the global train batch at `step`.
 
   `multiple_of` must be a multiple of `process_count` when drop_remainder=False, so that a partial last
@@ -302,27 +371,41 @@ def make_train_batch(ds: Dataset, step: int, *, global_batch_size: int, seed: in
   """
   _check_process(global_batch_size, process_index, process_count)
   if not drop_remainder and multiple_of % process_count:
-    raise ValueError(f"multiple_of={multiple_of} must be a multiple of process_count={process_count} "
-                     "(pass the global device count).")
+    raise ValueError(
+      f"multiple_of={multiple_of} must be a multiple of process_count={process_count} "
+      "(pass the global device count)."
+    )
   layout = {"drop_remainder": drop_remainder, "multiple_of": multiple_of}
   rows = train_indices(ds, global_batch_size=global_batch_size, seed=seed, step=step, **layout)
   local = rows.size // process_count
-  rows = rows[process_index * local:(process_index + 1) * local]
+  rows = rows[process_index * local : (process_index + 1) * local]
   ids = ds.train_ids[rows]
   images = ds.train_images[rows]
   if augment:
     epoch = int(step) // steps_per_epoch(ds, global_batch_size, **layout)
     images = preprocess.augment(images, ids, kind=ds.augment, seed=seed, epoch=epoch)
-  return {"image": preprocess.normalize(images, ds.mean, ds.std),
-          "label": ds.train_noisy_labels[rows],
-          "clean_label": ds.train_clean_labels[rows],
-          "id": ids}
+  return {
+    "image": preprocess.normalize(images, ds.mean, ds.std),
+    "label": ds.train_noisy_labels[rows],
+    "clean_label": ds.train_clean_labels[rows],
+    "id": ids,
+  }
 
 
-def train_batches(ds: Dataset, *, global_batch_size: int, seed: int, start_step: int = 0,
-                  process_index: int = 0, process_count: int = 1, augment: bool = True,
-                  drop_remainder: bool = True, multiple_of: int = 1, num_threads: int = 1,
-                  prefetch: int = 4) -> Iterator[dict[str, np.ndarray]]:
+def train_batches(
+  ds: Dataset,
+  *,
+  global_batch_size: int,
+  seed: int,
+  start_step: int = 0,
+  process_index: int = 0,
+  process_count: int = 1,
+  augment: bool = True,
+  drop_remainder: bool = True,
+  multiple_of: int = 1,
+  num_threads: int = 1,
+  prefetch: int = 4,
+) -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator over this process's share of each global train batch from `start_step`.
 
   Each element: {"image": float32 [b, H, W, C] normalised, "label": int32 noisy,
@@ -332,20 +415,30 @@ def train_batches(ds: Dataset, *, global_batch_size: int, seed: int, start_step:
   (random access, so resuming at any step is exact), prefetched by `num_threads` threads.
   """
   import grain  # pylint: disable=import-outside-toplevel
+
   _check_process(global_batch_size, process_index, process_count)
   steps_per_epoch(ds, global_batch_size, drop_remainder=drop_remainder, multiple_of=multiple_of)
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}.")
-  fn = functools.partial(make_train_batch, ds, global_batch_size=global_batch_size, seed=seed,
-                         process_index=process_index, process_count=process_count,
-                         augment=augment, drop_remainder=drop_remainder, multiple_of=multiple_of)
+  fn = functools.partial(
+    make_train_batch,
+    ds,
+    global_batch_size=global_batch_size,
+    seed=seed,
+    process_index=process_index,
+    process_count=process_count,
+    augment=augment,
+    drop_remainder=drop_remainder,
+    multiple_of=multiple_of,
+  )
   dataset = grain.MapDataset.range(int(start_step), sys.maxsize).map(fn)
   options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
   return iter(dataset.to_iter_dataset(options))
 
 
-def eval_batches(ds: Dataset, *, batch_size: int, split: str = "test", process_index: int = 0,
-                 process_count: int = 1) -> Iterator[dict[str, np.ndarray]]:
+def eval_batches(
+  ds: Dataset, *, batch_size: int, split: str = "test", process_index: int = 0, process_count: int = 1
+) -> Iterator[dict[str, np.ndarray]]:
   """Finite iterator over a clean split, every batch the same shape.
 
   `batch_size` is global; each process gets rows [p * b, (p + 1) * b) of every global batch,
@@ -366,11 +459,12 @@ def eval_batches(ds: Dataset, *, batch_size: int, split: str = "test", process_i
     lo = min(n, start + process_index * local)
     hi = min(n, start + (process_index + 1) * local)
     pad = local - (hi - lo)
-    batch = {"image": preprocess.normalize(images[lo:hi], ds.mean, ds.std),
-             "label": labels[lo:hi],
-             "mask": np.ones(hi - lo, np.float32),
-             **{k: v[lo:hi] for k, v in extra.items()}}
+    batch = {
+      "image": preprocess.normalize(images[lo:hi], ds.mean, ds.std),
+      "label": labels[lo:hi],
+      "mask": np.ones(hi - lo, np.float32),
+      **{k: v[lo:hi] for k, v in extra.items()},
+    }
     if pad:
-      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)])
-               for k, v in batch.items()}
+      batch = {k: np.concatenate([v, np.zeros((pad,) + v.shape[1:], v.dtype)]) for k, v in batch.items()}
     yield batch

@@ -28,17 +28,24 @@ import argparse
 import gzip
 import io
 import os
+from pathlib import Path
 import pickle
 import tarfile
-from pathlib import Path
 
 import numpy as np
 import tensorflow_datasets as tfds
 from tensorflow_datasets.image_classification import cifar as tfds_cifar
 from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
-__all__ = ["BUILDERS", "default_data_dir", "default_mnist_dir", "ensure_prepared", "is_prepared",
-           "prepare", "prepare_command"]
+__all__ = [
+  "BUILDERS",
+  "default_data_dir",
+  "default_mnist_dir",
+  "ensure_prepared",
+  "is_prepared",
+  "prepare",
+  "prepare_command",
+]
 
 # ---------------------------------------------------------------------------------------------------
 # Settings
@@ -65,6 +72,7 @@ def default_data_dir() -> str:
 # Raw readers (NumPy only)
 # ---------------------------------------------------------------------------------------------------
 
+
 def _open_maybe_gzip(path: Path):
   with open(path, "rb") as f:
     magic = f.read(2)
@@ -78,7 +86,7 @@ def read_idx(path) -> np.ndarray:
   if data[:2] != b"\x00\x00" or data[2] != 0x08:
     raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()}).")
   ndim = data[3]
-  shape = tuple(int.from_bytes(data[4 + 4 * i:8 + 4 * i], "big") for i in range(ndim))
+  shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
   return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
 
 
@@ -116,6 +124,7 @@ def _unpickle(blob: bytes) -> dict:
 def png_bytes(image: np.ndarray) -> bytes:
   """PNG-encodes a uint8 [H, W, C] image with Pillow (TFDS would need TensorFlow for this)."""
   from PIL import Image
+
   buf = io.BytesIO()
   Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
   return buf.getvalue()
@@ -128,6 +137,7 @@ def _cifar_images(d: dict) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # Builders: stock TFDS builders with NumPy readers and an optional local source
 # ---------------------------------------------------------------------------------------------------
+
 
 class _LocalSourceMixin:
   """`raw_dir=None` downloads like the stock builder; a path reads local raw files instead."""
@@ -149,11 +159,15 @@ class Mnist(_LocalSourceMixin, tfds_mnist.MNIST, skip_registration=True):
 
   def _split_generators(self, dl_manager):
     if self._raw_dir is not None:
-      files = {split: tuple(_find(self._raw_dir, stem) for stem in stems)
-               for split, stems in _MNIST_FILES.items()}
+      files = {
+        split: tuple(_find(self._raw_dir, stem) for stem in stems) for split, stems in _MNIST_FILES.items()
+      }
     else:
-      urls = {f"{split}_{i}": self.URL + stem + ".gz"
-              for split, stems in _MNIST_FILES.items() for i, stem in enumerate(stems)}
+      urls = {
+        f"{split}_{i}": self.URL + stem + ".gz"
+        for split, stems in _MNIST_FILES.items()
+        for i, stem in enumerate(stems)
+      }
       got = dl_manager.download(urls)
       files = {split: (got[f"{split}_0"], got[f"{split}_1"]) for split in _MNIST_FILES}
     return {split: self._generate_examples(*files[split]) for split in _MNIST_FILES}
@@ -168,13 +182,22 @@ class Mnist(_LocalSourceMixin, tfds_mnist.MNIST, skip_registration=True):
 
 _CIFAR_PY = {
   # name: (url, folder, train files, test files, meta file, label keys {tfds: pickle})
-  "cifar10": ("https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz", "cifar-10-batches-py",
-              [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "batches.meta",
-              {"label": ("labels", "label_names")}),
-  "cifar100": ("https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz", "cifar-100-python",
-               ["train"], ["test"], "meta",
-               {"label": ("fine_labels", "fine_label_names"),
-                "coarse_label": ("coarse_labels", "coarse_label_names")}),
+  "cifar10": (
+    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
+    "cifar-10-batches-py",
+    [f"data_batch_{i}" for i in range(1, 6)],
+    ["test_batch"],
+    "batches.meta",
+    {"label": ("labels", "label_names")},
+  ),
+  "cifar100": (
+    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
+    "cifar-100-python",
+    ["train"],
+    ["test"],
+    "meta",
+    {"label": ("fine_labels", "fine_label_names"), "coarse_label": ("coarse_labels", "coarse_label_names")},
+  ),
 }
 
 
@@ -193,10 +216,13 @@ class _CifarPythonMixin(_LocalSourceMixin):
     meta = _unpickle(members[meta_file])
     for tfds_key, (_, names_key) in keys.items():
       self.info.features[tfds_key].names = [
-          n.decode() if isinstance(n, bytes) else n for n in meta[names_key]]
+        n.decode() if isinstance(n, bytes) else n for n in meta[names_key]
+      ]
     load = lambda files: [_unpickle(members[f]) for f in files]  # noqa: E731
-    return {"train": self._generate_examples("train_", load(train_files)),
-            "test": self._generate_examples("test_", load(test_files))}
+    return {
+      "train": self._generate_examples("train_", load(train_files)),
+      "test": self._generate_examples("test_", load(test_files)),
+    }
 
   def _generate_examples(self, split_prefix, batches):  # pylint: disable=arguments-differ
     keys = _CIFAR_PY[self.name][5]
@@ -214,11 +240,13 @@ class _CifarPythonMixin(_LocalSourceMixin):
 
 class Cifar10(_CifarPythonMixin, tfds_cifar.Cifar10, skip_registration=True):
   """TFDS `cifar10` from the official python tarball, without TensorFlow."""
+
   name = "cifar10"
 
 
 class Cifar100(_CifarPythonMixin, tfds_cifar.Cifar100, skip_registration=True):
   """TFDS `cifar100` (with `coarse_label`) from the official python tarball, without TensorFlow."""
+
   name = "cifar100"
 
 
@@ -229,11 +257,14 @@ BUILDERS = {"mnist": Mnist, "cifar10": Cifar10, "cifar100": Cifar100}
 # Preparing
 # ---------------------------------------------------------------------------------------------------
 
+
 def prepare_command(name: str, data_dir: str | None = None, raw_dir: str | None = None) -> str:
   """The exact shell command that prepares `name` into `data_dir`."""
-  raw = raw_dir or {"mnist": default_mnist_dir() or "/path/to/mnist_idx_dir",
-                    "cifar10": "/path/to/cifar-10-python.tar.gz",
-                    "cifar100": "/path/to/cifar-100-python.tar.gz"}.get(name, "/path/to/raw")
+  raw = raw_dir or {
+    "mnist": default_mnist_dir() or "/path/to/mnist_idx_dir",
+    "cifar10": "/path/to/cifar-10-python.tar.gz",
+    "cifar100": "/path/to/cifar-100-python.tar.gz",
+  }.get(name, "/path/to/raw")
   cmd = f"python -m aplx.data.prepare {name} --raw_dir {raw}"
   return cmd + (f" --data_dir {data_dir}" if data_dir else "")
 
@@ -254,8 +285,9 @@ def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = Non
   """
   if name not in BUILDERS:
     raise ValueError(
-        f"aplx can build {sorted(BUILDERS)} without TensorFlow, not {name!r}. For cifar10_n / "
-        "cifar100_n prepare with TFDS (needs TensorFlow for generation), see docs/data.md.")
+      f"aplx can build {sorted(BUILDERS)} without TensorFlow, not {name!r}. For cifar10_n / "
+      "cifar100_n prepare with TFDS (needs TensorFlow for generation), see docs/data.md."
+    )
   data_dir = data_dir or default_data_dir()
   if raw_dir is not None and not Path(raw_dir).expanduser().exists():
     raise FileNotFoundError(f"--raw_dir {raw_dir} does not exist.")
@@ -278,8 +310,9 @@ def ensure_prepared(name: str, data_dir: str | None = None, *, download: bool = 
   raw_dir = default_mnist_dir() if name == "mnist" else None
   if raw_dir is None and not download:
     raise FileNotFoundError(
-        f"TFDS dataset {name!r} is not prepared in {data_dir}. Prepare it with:\n  "
-        + prepare_command(name, data_dir))
+      f"TFDS dataset {name!r} is not prepared in {data_dir}. Prepare it with:\n  "
+      + prepare_command(name, data_dir)
+    )
   try:
     if name in BUILDERS:
       prepare(name, data_dir=data_dir, raw_dir=raw_dir)
@@ -287,21 +320,25 @@ def ensure_prepared(name: str, data_dir: str | None = None, *, download: bool = 
       tfds.builder(name, data_dir=data_dir).download_and_prepare(file_format="array_record")
   except Exception as e:  # pylint: disable=broad-except
     raise RuntimeError(
-        f"could not prepare TFDS dataset {name!r} in {data_dir} ({type(e).__name__}: {e}). "
-        f"Prepare it from local files with:\n  {prepare_command(name, data_dir)}\n"
-        "(see docs/data.md).") from e
+      f"could not prepare TFDS dataset {name!r} in {data_dir} ({type(e).__name__}: {e}). "
+      f"Prepare it from local files with:\n  {prepare_command(name, data_dir)}\n"
+      "(see docs/data.md)."
+    ) from e
   return data_dir
 
 
 def main(argv=None) -> None:
-  parser = argparse.ArgumentParser(
-      prog="python -m aplx.data.prepare", description=__doc__.split("\n\n")[0])
+  parser = argparse.ArgumentParser(prog="python -m aplx.data.prepare", description=__doc__.split("\n\n")[0])
   parser.add_argument("name", choices=sorted(BUILDERS))
-  parser.add_argument("--raw_dir", default=None,
-                      help="local raw files: MNIST IDX dir (default $APLX_MNIST_DIR or "
-                           "../shared/data/mnist) or CIFAR python tarball/dir; omit to download.")
-  parser.add_argument("--data_dir", default=None,
-                      help="TFDS data dir (default $APLX_DATA_DIR or ~/tensorflow_datasets).")
+  parser.add_argument(
+    "--raw_dir",
+    default=None,
+    help="local raw files: MNIST IDX dir (default $APLX_MNIST_DIR or "
+    "../shared/data/mnist) or CIFAR python tarball/dir; omit to download.",
+  )
+  parser.add_argument(
+    "--data_dir", default=None, help="TFDS data dir (default $APLX_DATA_DIR or ~/tensorflow_datasets)."
+  )
   args = parser.parse_args(argv)
   raw_dir = args.raw_dir or (default_mnist_dir() if args.name == "mnist" else None)
   path = prepare(args.name, data_dir=args.data_dir, raw_dir=raw_dir)

@@ -65,6 +65,7 @@ def uniform(seed: int, epoch: int, ids, stream: int) -> np.ndarray:
 # Augmentations: uint8 [b, H, W, C] -> uint8 [b, H, W, C]
 # ---------------------------------------------------------------------------------------------------
 
+
 def _geometric(images, ids, seed, epoch, *, pad: int, flip: bool, max_degrees: float):
   """Crop (zero pad `pad`), flip, rotate — composed into one nearest-neighbour gather."""
   b, h, w, _ = images.shape

@@ -29,66 +29,41 @@ Differences between the paper and the authors' code are keyword options whose de
 paper's mathematics; see docs/fidelity.md.
 """
 
-from aplx.losses._base import AUTHORS_LOG_ZERO
-from aplx.losses._base import check_labels
-from aplx.losses._beyond import ael
-from aplx.losses._beyond import agce
-from aplx.losses._beyond import anl_ce
-from aplx.losses._beyond import anl_fl
-from aplx.losses._beyond import aul
-from aplx.losses._beyond import ce_eps
-from aplx.losses._beyond import nlnl
-from aplx.losses._beyond import nnce
-from aplx.losses._beyond import nnfl
-from aplx.losses._beyond import poly1
-from aplx.losses._beyond import taylor_ce
-from aplx.losses._classic import cross_entropy
-from aplx.losses._classic import focal_loss
-from aplx.losses._classic import gce
-from aplx.losses._classic import mae
-from aplx.losses._classic import rce
-from aplx.losses._classic import sce
-from aplx.losses._composition import LossInfo
-from aplx.losses._composition import apl
-from aplx.losses._composition import get
-from aplx.losses._composition import info
-from aplx.losses._composition import names
-from aplx.losses._composition import normalize
-from aplx.losses._normalized import nce
-from aplx.losses._normalized import nfl
-from aplx.losses._normalized import ngce
-from aplx.losses._normalized import nmae
-from aplx.losses._normalized import nrce
+from aplx.losses._base import AUTHORS_LOG_ZERO, check_labels
+from aplx.losses._beyond import ael, agce, anl_ce, anl_fl, aul, ce_eps, nlnl, nnce, nnfl, poly1, taylor_ce
+from aplx.losses._classic import cross_entropy, focal_loss, gce, mae, rce, sce
+from aplx.losses._composition import LossInfo, apl, get, info, names, normalize
+from aplx.losses._normalized import nce, nfl, ngce, nmae, nrce
 
 __all__ = [
-    "AUTHORS_LOG_ZERO",
-    "LossInfo",
-    "ael",
-    "agce",
-    "anl_ce",
-    "anl_fl",
-    "apl",
-    "aul",
-    "ce_eps",
-    "check_labels",
-    "cross_entropy",
-    "focal_loss",
-    "gce",
-    "get",
-    "info",
-    "mae",
-    "names",
-    "nce",
-    "nfl",
-    "ngce",
-    "nlnl",
-    "nmae",
-    "nnce",
-    "nnfl",
-    "normalize",
-    "nrce",
-    "poly1",
-    "rce",
-    "sce",
-    "taylor_ce",
+  "AUTHORS_LOG_ZERO",
+  "LossInfo",
+  "ael",
+  "agce",
+  "anl_ce",
+  "anl_fl",
+  "apl",
+  "aul",
+  "ce_eps",
+  "check_labels",
+  "cross_entropy",
+  "focal_loss",
+  "gce",
+  "get",
+  "info",
+  "mae",
+  "names",
+  "nce",
+  "nfl",
+  "ngce",
+  "nlnl",
+  "nmae",
+  "nnce",
+  "nnfl",
+  "normalize",
+  "nrce",
+  "poly1",
+  "rce",
+  "sce",
+  "taylor_ce",
 ]

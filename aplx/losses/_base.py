@@ -14,9 +14,9 @@ import numbers
 from typing import Callable
 
 import jax
+from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
-from jax.experimental import checkify
 
 # A = log q for the zero entries of the one-hot label in RCE, as the authors' code effectively uses
 # (one-hot clamped to [1e-4, 1]). The paper's text uses A = -4 (our default).
@@ -51,17 +51,18 @@ def _validate(name: str, logits, labels) -> tuple[jax.Array, jax.Array, int]:
   logits = jnp.asarray(logits) if not isinstance(logits, jax.Array) else logits
   labels = jnp.asarray(labels) if not isinstance(labels, jax.Array) else labels
   if logits.ndim < 1:
-    raise ValueError(
-        f"{name}: `logits` must have shape [..., num_classes], got a scalar. Add a class axis.")
+    raise ValueError(f"{name}: `logits` must have shape [..., num_classes], got a scalar. Add a class axis.")
   if not jnp.issubdtype(logits.dtype, jnp.floating):
     raise TypeError(
-        f"{name}: `logits` must be floating point (float32, bfloat16, float16, float64), got "
-        f"{logits.dtype}. Cast with logits.astype(jnp.float32).")
+      f"{name}: `logits` must be floating point (float32, bfloat16, float16, float64), got "
+      f"{logits.dtype}. Cast with logits.astype(jnp.float32)."
+    )
   if not jnp.issubdtype(labels.dtype, jnp.integer):
     raise TypeError(
-        f"{name}: `labels` must be integer class ids of shape logits.shape[:-1], got dtype "
-        f"{labels.dtype}. If you have one-hot labels use labels.argmax(-1); if you have float ids "
-        f"use labels.astype(jnp.int32).")
+      f"{name}: `labels` must be integer class ids of shape logits.shape[:-1], got dtype "
+      f"{labels.dtype}. If you have one-hot labels use labels.argmax(-1); if you have float ids "
+      f"use labels.astype(jnp.int32)."
+    )
   if labels.shape != logits.shape[:-1]:
     hint = ""
     if labels.shape == logits.shape:
@@ -69,12 +70,12 @@ def _validate(name: str, logits, labels) -> tuple[jax.Array, jax.Array, int]:
     elif labels.ndim == logits.ndim - 2 or labels.ndim == logits.ndim:
       hint = " Check that `logits` has exactly one trailing class axis."
     raise ValueError(
-        f"{name}: `labels` must have shape logits.shape[:-1] = {logits.shape[:-1]} (one integer "
-        f"class id per example), got {labels.shape}.{hint}")
+      f"{name}: `labels` must have shape logits.shape[:-1] = {logits.shape[:-1]} (one integer "
+      f"class id per example), got {labels.shape}.{hint}"
+    )
   num_classes = logits.shape[-1]
   if num_classes < 2:
-    raise ValueError(
-        f"{name}: need at least 2 classes on the last axis of `logits`, got K = {num_classes}.")
+    raise ValueError(f"{name}: need at least 2 classes on the last axis of `logits`, got K = {num_classes}.")
   compute = jnp.promote_types(logits.dtype, jnp.float32)
   return logits.astype(compute), labels, num_classes
 
@@ -83,8 +84,9 @@ def _is_static(x) -> bool:
   return isinstance(x, (numbers.Number, np.ndarray, np.generic)) and not isinstance(x, bool)
 
 
-def _check_range(name: str, arg: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False,
-                 fix: str = "") -> None:
+def _check_range(
+  name: str, arg: str, value, *, lo=None, hi=None, lo_open=False, hi_open=False, fix: str = ""
+) -> None:
   """Validates a Python/NumPy hyperparameter; traced values are left alone (no host sync)."""
   if isinstance(value, bool):
     raise TypeError(f"{name}: `{arg}` must be a number, got the bool {value}.")
@@ -130,25 +132,45 @@ def _knows_k() -> bool:
 def _check_weights(name: str, **weights) -> None:
   """Term weights (alpha, beta, scale): finite and >= 0, else the loss could go negative or NaN."""
   for arg, value in weights.items():
-    _check_range(name, arg, value, lo=0.0,
-                 fix="A term weight must be >= 0: a negative one makes the loss unbounded below.")
+    _check_range(
+      name,
+      arg,
+      value,
+      lo=0.0,
+      fix="A term weight must be >= 0: a negative one makes the loss unbounded below.",
+    )
 
 
 def _check_min_prob(name: str, min_prob, num_classes: int, arg: str = "min_prob") -> None:
   if min_prob is None:
     return
-  _check_range(name, arg, min_prob, lo=0.0, hi=1.0, lo_open=True, hi_open=True,
-               fix="It is a probability clamp such as 1e-7.")
+  _check_range(
+    name,
+    arg,
+    min_prob,
+    lo=0.0,
+    hi=1.0,
+    lo_open=True,
+    hi_open=True,
+    fix="It is a probability clamp such as 1e-7.",
+  )
   if _knows_k() and _is_static(min_prob) and float(min_prob) * num_classes >= 1.0:
     raise ValueError(
-        f"{name}: `{arg}` * K must be < 1 (got {min_prob} * {num_classes}); a clamp that large "
-        f"makes every probability equal. Use a smaller {arg}, e.g. 1e-7.")
+      f"{name}: `{arg}` * K must be < 1 (got {min_prob} * {num_classes}); a clamp that large "
+      f"makes every probability equal. Use a smaller {arg}, e.g. 1e-7."
+    )
 
 
 def _check_log_zero(name: str, log_zero) -> None:
-  _check_range(name, "log_zero", log_zero, hi=0.0, hi_open=True,
-               fix=f"It is A = log 0 := A < 0; the paper uses -4, the authors' code log(1e-4) = "
-               f"{AUTHORS_LOG_ZERO:.4f} (aplx.losses.AUTHORS_LOG_ZERO).")
+  _check_range(
+    name,
+    "log_zero",
+    log_zero,
+    hi=0.0,
+    hi_open=True,
+    fix=f"It is A = log 0 := A < 0; the paper uses -4, the authors' code log(1e-4) = "
+    f"{AUTHORS_LOG_ZERO:.4f} (aplx.losses.AUTHORS_LOG_ZERO).",
+  )
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -164,6 +186,7 @@ class _Stats:
   logit, the same work as CE). logp_y: log p_y = z_y - lse (NaN for out-of-range labels, see
   `check_labels`). num_classes: K.
   """
+
   z: jax.Array
   lse: jax.Array
   logp_y: jax.Array
@@ -190,8 +213,9 @@ def _stats(z: jax.Array, labels: jax.Array) -> _Stats:
 
 def _gather(x: jax.Array, labels: jax.Array) -> jax.Array:
   """x[..., labels]; out-of-range (also negative) labels give NaN instead of a wrapped/clamped value."""
-  return jnp.take_along_axis(x, labels[..., None], axis=-1, mode="fill", fill_value=jnp.nan,
-                             wrap_negative_indices=False)[..., 0]
+  return jnp.take_along_axis(
+    x, labels[..., None], axis=-1, mode="fill", fill_value=jnp.nan, wrap_negative_indices=False
+  )[..., 0]
 
 
 def _one_minus_exp(logp: jax.Array) -> jax.Array:
@@ -214,8 +238,7 @@ def _focal_factor(logp: jax.Array, gamma, detach: bool, tiny: float = 1e-30) -> 
   u = jnp.maximum(1.0 - jnp.exp(logp), tiny)
   if _is_static(gamma) and float(2 * gamma).is_integer() and 2 * gamma <= 16:
     n2 = int(2 * gamma)
-    factor = jax.lax.integer_pow(u, n2 // 2) if n2 % 2 == 0 else jax.lax.integer_pow(
-        jnp.sqrt(u), n2)
+    factor = jax.lax.integer_pow(u, n2 // 2) if n2 % 2 == 0 else jax.lax.integer_pow(jnp.sqrt(u), n2)
   else:
     factor = jnp.exp(gamma * jnp.log(u))
   return jax.lax.stop_gradient(factor) if detach else factor
@@ -246,9 +269,11 @@ def check_labels(labels: jax.typing.ArrayLike, num_classes: int) -> None:
   if isinstance(labels, jax.core.Tracer):
     labels = jnp.asarray(labels)
     checkify.check(
-        jnp.all((labels >= 0) & (labels < num_classes)),
-        f"labels must be in [0, {num_classes}); got out-of-range values "
-        f"(min {{lo}}, max {{hi}}).", lo=jnp.min(labels), hi=jnp.max(labels))
+      jnp.all((labels >= 0) & (labels < num_classes)),
+      f"labels must be in [0, {num_classes}); got out-of-range values (min {{lo}}, max {{hi}}).",
+      lo=jnp.min(labels),
+      hi=jnp.max(labels),
+    )
     return
   arr = np.asarray(labels)
   if not np.issubdtype(arr.dtype, np.integer):
@@ -258,5 +283,6 @@ def check_labels(labels: jax.typing.ArrayLike, num_classes: int) -> None:
     idx = np.argwhere(bad)[:5].tolist()
     vals = arr[bad][:5].tolist()
     raise ValueError(
-        f"check_labels: {int(bad.sum())} label(s) outside [0, {num_classes}), e.g. values {vals} at "
-        f"positions {idx}. Fix the data pipeline or num_classes.")
+      f"check_labels: {int(bad.sum())} label(s) outside [0, {num_classes}), e.g. values {vals} at "
+      f"positions {idx}. Fix the data pipeline or num_classes."
+    )

@@ -12,9 +12,7 @@ import math
 import jax
 import jax.numpy as jnp
 
-from aplx.losses import _base
-from aplx.losses import _normalized
-
+from aplx.losses import _base, _normalized
 
 # ----------------------------------------------------------------------------------------------------
 # Active Negative Loss (Ye et al., NeurIPS 2023)
@@ -29,8 +27,9 @@ def _nnce_core(s: _base._Stats, labels, min_prob) -> jax.Array:
   return 1.0 - (a + lc_y) / (s.num_classes * a + jnp.sum(lc, axis=-1))
 
 
-def _nnfl_core(s: _base._Stats, labels, gamma, min_prob, detach_focal_factor,
-               stop_gradient_normalizer) -> jax.Array:
+def _nnfl_core(
+  s: _base._Stats, labels, gamma, min_prob, detach_focal_factor, stop_gradient_normalizer
+) -> jax.Array:
   log_mp = math.log(min_prob)
   a = -((1.0 - min_prob) ** gamma) * log_mp  # FL at p = min_prob
   lc = jnp.maximum(s.logp, log_mp)
@@ -44,8 +43,7 @@ def _nnfl_core(s: _base._Stats, labels, gamma, min_prob, detach_focal_factor,
 
 
 @_base._annotate("passive")
-def nnce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-         min_prob: float = 1e-7) -> jax.Array:
+def nnce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, min_prob: float = 1e-7) -> jax.Array:
   """Normalized negative cross entropy (ANL), NNCE = 1 - (A + log p_y) / sum_k (A + log p_k).
 
   log p is clamped at log(min_prob) and A = -log(min_prob), so every A + log p_k is in [0, A].
@@ -69,9 +67,15 @@ def nnce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
 
 
 @_base._annotate("passive")
-def nnfl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, gamma: float = 0.5,
-         min_prob: float = 1e-7, detach_focal_factor: bool = False,
-         stop_gradient_normalizer: bool = False) -> jax.Array:
+def nnfl(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  gamma: float = 0.5,
+  min_prob: float = 1e-7,
+  detach_focal_factor: bool = False,
+  stop_gradient_normalizer: bool = False,
+) -> jax.Array:
   """Normalized negative focal loss (ANL), NNFL = 1 - (A - FL_y) / sum_k (A - FL_k).
 
   FL_k = -(1 - p_k)^gamma log p_k with log p clamped at log(min_prob), A = FL at p = min_prob.
@@ -101,8 +105,14 @@ def nnfl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, gamma: f
 
 
 @_base._annotate("active+passive")
-def anl_ce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha: float = 1.0,
-           beta: float = 1.0, min_prob: float = 1e-7) -> jax.Array:
+def anl_ce(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  alpha: float = 1.0,
+  beta: float = 1.0,
+  min_prob: float = 1e-7,
+) -> jax.Array:
   """ANL-CE = alpha NCE + beta NNCE.
 
   The ANL paper also adds an L1 penalty delta * ||theta||_1 on the weights; that belongs to the
@@ -118,9 +128,17 @@ def anl_ce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha:
 
 
 @_base._annotate("active+passive")
-def anl_fl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha: float = 1.0,
-           beta: float = 1.0, gamma: float = 0.5, min_prob: float = 1e-7,
-           detach_focal_factor: bool = False, stop_gradient_normalizer: bool = False) -> jax.Array:
+def anl_fl(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  alpha: float = 1.0,
+  beta: float = 1.0,
+  gamma: float = 0.5,
+  min_prob: float = 1e-7,
+  detach_focal_factor: bool = False,
+  stop_gradient_normalizer: bool = False,
+) -> jax.Array:
   """ANL-FL = alpha NFL + beta NNFL (same gamma and detach options for both terms).
 
   `detach_focal_factor=True` is the official code in both terms: every focal factor detached, in
@@ -132,11 +150,21 @@ def anl_fl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha:
   _, _, k = _base._validate("anl_fl", logits, labels)
   _base._check_weights("anl_fl", alpha=alpha, beta=beta)
   _base._check_min_prob("anl_fl", min_prob, k)
-  active = _normalized.nfl(logits, labels, gamma=gamma, detach_focal_factor=detach_focal_factor,
-                           stop_gradient_normalizer=stop_gradient_normalizer)
-  passive = nnfl(logits, labels, gamma=gamma, min_prob=min_prob,
-                 detach_focal_factor=detach_focal_factor,
-                 stop_gradient_normalizer=stop_gradient_normalizer)
+  active = _normalized.nfl(
+    logits,
+    labels,
+    gamma=gamma,
+    detach_focal_factor=detach_focal_factor,
+    stop_gradient_normalizer=stop_gradient_normalizer,
+  )
+  passive = nnfl(
+    logits,
+    labels,
+    gamma=gamma,
+    min_prob=min_prob,
+    detach_focal_factor=detach_focal_factor,
+    stop_gradient_normalizer=stop_gradient_normalizer,
+  )
   return alpha * active + beta * passive
 
 
@@ -146,8 +174,9 @@ def anl_fl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha:
 
 
 @_base._annotate("active")
-def agce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float = 0.6,
-         q: float = 0.6) -> jax.Array:
+def agce(
+  logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float = 0.6, q: float = 0.6
+) -> jax.Array:
   """Asymmetric generalized cross entropy, AGCE = ((a + 1)^q - (a + p_y)^q) / q.
 
   Args:
@@ -170,8 +199,9 @@ def agce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float
 
 
 @_base._annotate("active")
-def aul(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float = 5.5,
-        q: float = 3.0) -> jax.Array:
+def aul(
+  logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float = 5.5, q: float = 3.0
+) -> jax.Array:
   """Asymmetric unhinged loss, AUL = ((a - p_y)^q - (a - 1)^q) / q.
 
   Args:
@@ -193,8 +223,7 @@ def aul(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float 
 
 
 @_base._annotate("active")
-def ael(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-        a: float = 2.5) -> jax.Array:
+def ael(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float = 2.5) -> jax.Array:
   """Asymmetric exponential loss, AEL = exp(-p_y / a).
 
   Args:
@@ -219,8 +248,7 @@ def ael(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
 
 
 @_base._annotate("active")
-def poly1(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-          epsilon: float = 1.0) -> jax.Array:
+def poly1(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, epsilon: float = 1.0) -> jax.Array:
   """Poly-1 loss, CE + epsilon (1 - p_y).
 
   Args:
@@ -238,8 +266,7 @@ def poly1(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
 
 
 @_base._annotate("active")
-def taylor_ce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-              order: int = 2) -> jax.Array:
+def taylor_ce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, order: int = 2) -> jax.Array:
   """Taylor cross entropy, sum_{j=1..t} (1 - p_y)^j / j (CE's Taylor series at p_y = 1, cut at t).
 
   t = 1 is 1 - p_y = MAE / 2; t -> infinity is CE.
@@ -263,8 +290,9 @@ def taylor_ce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
 
 
 @_base._annotate("active")
-def ce_eps(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, m: float = 1e5,
-           min_prob: float | None = None) -> jax.Array:
+def ce_eps(
+  logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, m: float = 1e5, min_prob: float | None = None
+) -> jax.Array:
   """CE on the epsilon-softmax output: p'_k = (p_k + m [k = argmax p]) / (1 + m), CE = -log p'_y.
 
   In log space: -log p'_y = log(1 + m) - (log(p_y + m) if y = argmax else log p_y). No gradient
@@ -298,10 +326,16 @@ def ce_eps(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, m: flo
 
 
 @_base._annotate("passive", needs_key=True)
-def nlnl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, key: jax.Array,
-         num_negatives: int = 1, reduce_negatives: str = "sum",
-         class_weight: jax.typing.ArrayLike | None = None,
-         min_prob: float | None = None) -> jax.Array:
+def nlnl(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  key: jax.Array,
+  num_negatives: int = 1,
+  reduce_negatives: str = "sum",
+  class_weight: jax.typing.ArrayLike | None = None,
+  min_prob: float | None = None,
+) -> jax.Array:
   """NLNL's negative-learning term, -sum_n log(1 - p_ybar_n) over random complementary labels ybar_n != y.
 
   ybar is drawn uniformly from the K - 1 other classes with `key` (as (y + U{1..K-1}) mod K).
@@ -332,15 +366,17 @@ def nlnl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, key: jax
   if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
     raise ValueError(f"nlnl: `num_negatives` must be a Python int >= 1, got {num_negatives!r}.")
   if reduce_negatives not in ("sum", "mean"):
-    raise ValueError(f"nlnl: `reduce_negatives` must be 'sum' (official) or 'mean', got "
-                     f"{reduce_negatives!r}.")
+    raise ValueError(
+      f"nlnl: `reduce_negatives` must be 'sum' (official) or 'mean', got {reduce_negatives!r}."
+    )
   _base._check_min_prob("nlnl", min_prob, k)
   if class_weight is not None:
     w = jnp.asarray(class_weight)
     expected = f"[K] = ({k},)" if _base._knows_k() else "[K]"
     if w.ndim != 1 or (_base._knows_k() and w.shape != (k,)):
-      raise ValueError(f"nlnl: `class_weight` must have shape {expected}, one weight per class, got "
-                       f"{w.shape}.")
+      raise ValueError(
+        f"nlnl: `class_weight` must have shape {expected}, one weight per class, got {w.shape}."
+      )
   if key is None:
     raise ValueError("nlnl: needs a PRNG `key=` (e.g. jax.random.fold_in(rng, step)).")
   s = _base._stats(z, labels)

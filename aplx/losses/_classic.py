@@ -50,8 +50,13 @@ def cross_entropy(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) ->
 
 
 @_base._annotate("active")
-def focal_loss(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, gamma: float = 0.5,
-               detach_focal_factor: bool = False) -> jax.Array:
+def focal_loss(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  gamma: float = 0.5,
+  detach_focal_factor: bool = False,
+) -> jax.Array:
   """Focal loss, FL = -sum_k q_k (1 - p_k)^gamma log p_k = -(1 - p_y)^gamma log p_y.
 
   Computed from log p_y: (1 - p_y)^gamma = exp(gamma * log(-expm1(log p_y))), finite with finite
@@ -79,8 +84,7 @@ def focal_loss(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, ga
 
 
 @_base._annotate("passive")
-def mae(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-        halved: bool = False) -> jax.Array:
+def mae(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, halved: bool = False) -> jax.Array:
   """Mean absolute error, MAE = sum_k |p_k - q_k| = 2 (1 - p_y).
 
   Args:
@@ -105,8 +109,13 @@ def mae(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
 
 
 @_base._annotate("passive")
-def rce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, log_zero: float = -4.0,
-        min_prob: float | None = None) -> jax.Array:
+def rce(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  log_zero: float = -4.0,
+  min_prob: float | None = None,
+) -> jax.Array:
   """Reverse cross entropy, RCE = -sum_k p_k log q_k with log 0 := A (`log_zero`) = -A (1 - p_y).
 
   Args:
@@ -134,8 +143,9 @@ def rce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, log_zero:
 
 
 @_base._annotate("active")
-def gce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, q: float = 0.7,
-        min_prob: float | None = None) -> jax.Array:
+def gce(
+  logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, q: float = 0.7, min_prob: float | None = None
+) -> jax.Array:
   """Generalized cross entropy, GCE = sum_k q(k|x) (1 - p_k^q) / q = (1 - p_y^q) / q.
 
   Computed as -expm1(q log p_y) / q: no p^q at p = 0, finite gradients everywhere. q -> 0 gives CE,
@@ -157,8 +167,9 @@ def gce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, q: float 
   Reference: Zhang & Sabuncu, NeurIPS 2018; Ma et al. 2020, Section 5.3. Active (Section 5.3).
   """
   z, labels, k = _base._validate("gce", logits, labels)
-  _base._check_range("gce", "q", q, lo=0.0, hi=1.0, lo_open=True,
-                     fix="GCE needs 0 < q <= 1 (q -> 0 is CE, q = 1 is MAE/2).")
+  _base._check_range(
+    "gce", "q", q, lo=0.0, hi=1.0, lo_open=True, fix="GCE needs 0 < q <= 1 (q -> 0 is CE, q = 1 is MAE/2)."
+  )
   _base._check_min_prob("gce", min_prob, k)
   s = _base._stats(z, labels)
   logp_y = s.logp_y if min_prob is None else jnp.maximum(s.logp_y, jnp.log(min_prob))
@@ -166,8 +177,15 @@ def gce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, q: float 
 
 
 @_base._annotate("active+passive")
-def sce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, alpha: float = 1.0,
-        beta: float = 1.0, log_zero: float = -4.0, min_prob: float | None = None) -> jax.Array:
+def sce(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  alpha: float = 1.0,
+  beta: float = 1.0,
+  log_zero: float = -4.0,
+  min_prob: float | None = None,
+) -> jax.Array:
   """Symmetric cross entropy, SCE = alpha CE + beta RCE.
 
   Args:

@@ -9,10 +9,7 @@ from typing import Any, Callable
 import jax
 import jax.numpy as jnp
 
-from aplx.losses import _base
-from aplx.losses import _beyond
-from aplx.losses import _classic
-from aplx.losses import _normalized
+from aplx.losses import _base, _beyond, _classic, _normalized
 
 LossFn = Callable[..., jax.Array]
 
@@ -47,8 +44,9 @@ def normalize(loss_fn: LossFn) -> LossFn:
 
   def normalized(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, **kwargs) -> jax.Array:
     _, labels_v, k = _base._validate("normalize", logits, labels)
-    cand = jnp.broadcast_to(jnp.arange(k, dtype=labels_v.dtype).reshape((k,) + (1,) * labels_v.ndim),
-                            (k,) + labels_v.shape)
+    cand = jnp.broadcast_to(
+      jnp.arange(k, dtype=labels_v.dtype).reshape((k,) + (1,) * labels_v.ndim), (k,) + labels_v.shape
+    )
     all_labels = jax.vmap(lambda j: loss_fn(logits, j, **kwargs))(cand)  # [K, ...]
     all_labels = jnp.moveaxis(all_labels, 0, -1)  # [..., K]
     return _base._gather(all_labels, labels_v) / jnp.sum(all_labels, axis=-1)
@@ -87,8 +85,9 @@ def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.
   need_a = getattr(active, "needs_key", False)
   need_p = getattr(passive, "needs_key", False)
 
-  def combined(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-               key: jax.Array | None = None) -> jax.Array:
+  def combined(
+    logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, key: jax.Array | None = None
+  ) -> jax.Array:
     kw_a, kw_p = {}, {}
     if need_a or need_p:
       if key is None:
@@ -104,8 +103,7 @@ def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.
 
   kind_a = getattr(active, "kind", "unknown")
   kind_p = getattr(passive, "kind", "unknown")
-  combined.__name__ = (f"apl_{getattr(active, '__name__', 'active')}_"
-                       f"{getattr(passive, '__name__', 'passive')}")
+  combined.__name__ = f"apl_{getattr(active, '__name__', 'active')}_{getattr(passive, '__name__', 'passive')}"
   combined.kind = f"{kind_a}+{kind_p}"
   combined.needs_key = need_a or need_p
   return combined
@@ -116,56 +114,61 @@ def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.
 # ----------------------------------------------------------------------------------------------------
 
 _BASE: dict[str, tuple[LossFn, str]] = {
-    "ce": (_classic.cross_entropy, "Ma et al. 2020 Sec. 3.1"),
-    "fl": (_classic.focal_loss, "Lin et al. 2017; Ma et al. 2020 Sec. 3.1"),
-    "mae": (_classic.mae, "Ghosh et al. 2017; Ma et al. 2020 Sec. 3.1"),
-    "rce": (_classic.rce, "Wang et al. 2019; Ma et al. 2020 Sec. 3.1"),
-    "gce": (_classic.gce, "Zhang & Sabuncu 2018; Ma et al. 2020 Sec. 5.3"),
-    "sce": (_classic.sce, "Wang et al. 2019"),
-    "nce": (_normalized.nce, "Ma et al. 2020 Eq. 2"),
-    "nfl": (_normalized.nfl, "Ma et al. 2020 Eq. 5"),
-    "nmae": (_normalized.nmae, "Ma et al. 2020 Eq. 3"),
-    "nrce": (_normalized.nrce, "Ma et al. 2020 Eq. 4"),
-    "ngce": (_normalized.ngce, "Ma et al. 2020 Sec. 5.3"),
-    "nnce": (_beyond.nnce, "Ye et al. 2023 (ANL)"),
-    "nnfl": (_beyond.nnfl, "Ye et al. 2023 (ANL)"),
-    "anl-ce": (_beyond.anl_ce, "Ye et al. 2023 (ANL)"),
-    "anl-fl": (_beyond.anl_fl, "Ye et al. 2023 (ANL)"),
-    "agce": (_beyond.agce, "Zhou et al. 2021"),
-    "aul": (_beyond.aul, "Zhou et al. 2021"),
-    "ael": (_beyond.ael, "Zhou et al. 2021"),
-    "poly1": (_beyond.poly1, "Leng et al. 2022"),
-    "taylor-ce": (_beyond.taylor_ce, "Feng et al. 2020"),
-    "ce-eps": (_beyond.ce_eps, "Wang et al. 2024 (epsilon-softmax)"),
-    "nlnl": (_beyond.nlnl, "Kim et al. 2019"),
+  "ce": (_classic.cross_entropy, "Ma et al. 2020 Sec. 3.1"),
+  "fl": (_classic.focal_loss, "Lin et al. 2017; Ma et al. 2020 Sec. 3.1"),
+  "mae": (_classic.mae, "Ghosh et al. 2017; Ma et al. 2020 Sec. 3.1"),
+  "rce": (_classic.rce, "Wang et al. 2019; Ma et al. 2020 Sec. 3.1"),
+  "gce": (_classic.gce, "Zhang & Sabuncu 2018; Ma et al. 2020 Sec. 5.3"),
+  "sce": (_classic.sce, "Wang et al. 2019"),
+  "nce": (_normalized.nce, "Ma et al. 2020 Eq. 2"),
+  "nfl": (_normalized.nfl, "Ma et al. 2020 Eq. 5"),
+  "nmae": (_normalized.nmae, "Ma et al. 2020 Eq. 3"),
+  "nrce": (_normalized.nrce, "Ma et al. 2020 Eq. 4"),
+  "ngce": (_normalized.ngce, "Ma et al. 2020 Sec. 5.3"),
+  "nnce": (_beyond.nnce, "Ye et al. 2023 (ANL)"),
+  "nnfl": (_beyond.nnfl, "Ye et al. 2023 (ANL)"),
+  "anl-ce": (_beyond.anl_ce, "Ye et al. 2023 (ANL)"),
+  "anl-fl": (_beyond.anl_fl, "Ye et al. 2023 (ANL)"),
+  "agce": (_beyond.agce, "Zhou et al. 2021"),
+  "aul": (_beyond.aul, "Zhou et al. 2021"),
+  "ael": (_beyond.ael, "Zhou et al. 2021"),
+  "poly1": (_beyond.poly1, "Leng et al. 2022"),
+  "taylor-ce": (_beyond.taylor_ce, "Feng et al. 2020"),
+  "ce-eps": (_beyond.ce_eps, "Wang et al. 2024 (epsilon-softmax)"),
+  "nlnl": (_beyond.nlnl, "Kim et al. 2019"),
 }
 
 # Pairs (alpha * first + beta * second) with a name in the literature. Any other "a+b" of two base
 # names is accepted by `get` too.
 _PAIRS: dict[str, str] = {
-    "nce+rce": "Ma et al. 2020 (APL)",
-    "nce+mae": "Ma et al. 2020 (APL)",
-    "nfl+rce": "Ma et al. 2020 (APL)",
-    "nfl+mae": "Ma et al. 2020 (APL)",
-    "ngce+rce": "Ma et al. 2020 Sec. 5.3 (APL)",
-    "ngce+mae": "Ma et al. 2020 Sec. 5.3 (APL)",
-    "nfl+nce": "Ma et al. 2020 Fig. 4 (AAL, active+active)",
-    "mae+rce": "Ma et al. 2020 Fig. 4 (PPL, passive+passive)",
-    "nce+agce": "Zhou et al. 2021",
-    "nce+aul": "Zhou et al. 2021",
-    "nce+ael": "Zhou et al. 2021",
-    "ce-eps+mae": "Wang et al. 2024 (epsilon-softmax)",
+  "nce+rce": "Ma et al. 2020 (APL)",
+  "nce+mae": "Ma et al. 2020 (APL)",
+  "nfl+rce": "Ma et al. 2020 (APL)",
+  "nfl+mae": "Ma et al. 2020 (APL)",
+  "ngce+rce": "Ma et al. 2020 Sec. 5.3 (APL)",
+  "ngce+mae": "Ma et al. 2020 Sec. 5.3 (APL)",
+  "nfl+nce": "Ma et al. 2020 Fig. 4 (AAL, active+active)",
+  "mae+rce": "Ma et al. 2020 Fig. 4 (PPL, passive+passive)",
+  "nce+agce": "Zhou et al. 2021",
+  "nce+aul": "Zhou et al. 2021",
+  "nce+ael": "Zhou et al. 2021",
+  "ce-eps+mae": "Wang et al. 2024 (epsilon-softmax)",
 }
 
 _ALIASES = {
-    "cross-entropy": "ce", "focal": "fl", "poly-1": "poly1", "taylor": "taylor-ce",
-    "eps-ce": "ce-eps", "anl": "anl-ce",
+  "cross-entropy": "ce",
+  "focal": "fl",
+  "poly-1": "poly1",
+  "taylor": "taylor-ce",
+  "eps-ce": "ce-eps",
+  "anl": "anl-ce",
 }
 
 
 @dataclasses.dataclass(frozen=True)
 class LossInfo:
   """What the registry knows about a loss name."""
+
   name: str
   kind: str  # 'active', 'passive', or '<kind>+<kind>' for a pair (APL = 'active+passive')
   needs_key: bool  # call as loss_fn(logits, labels, key=...) when True
@@ -183,8 +186,11 @@ def _canonical(name: str) -> str:
 
 def _kw_params(fn: LossFn) -> dict[str, Any]:
   sig = inspect.signature(fn)
-  return {p.name: p.default for p in sig.parameters.values()
-          if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name != "key"}
+  return {
+    p.name: p.default
+    for p in sig.parameters.values()
+    if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name != "key"
+  }
 
 
 def names() -> tuple[str, ...]:
@@ -197,8 +203,9 @@ def _parts(name: str) -> list[str]:
   parts = canon.split("+")
   if len(parts) > 2 or any(p not in _BASE for p in parts):
     raise ValueError(
-        f"Unknown loss {name!r}. Valid names: {', '.join(names())} (or any 'a+b' of the single "
-        f"losses, weighted by alpha and beta).")
+      f"Unknown loss {name!r}. Valid names: {', '.join(names())} (or any 'a+b' of the single "
+      f"losses, weighted by alpha and beta)."
+    )
   return parts
 
 
@@ -216,16 +223,14 @@ def info(name: str) -> LossInfo:
       if k not in ("alpha", "beta"):
         params.setdefault(k, v)
   ref = _PAIRS.get(canon, "Ma et al. 2020 Eq. 6 (alpha * first + beta * second)")
-  return LossInfo(canon, "+".join(fn.kind for fn in fns), any(fn.needs_key for fn in fns), params,
-                  ref)
+  return LossInfo(canon, "+".join(fn.kind for fn in fns), any(fn.needs_key for fn in fns), params, ref)
 
 
 def _bind(fn: LossFn, params: dict[str, Any], label: str) -> LossFn:
   accepted = _kw_params(fn)
   unknown = sorted(set(params) - set(accepted))
   if unknown:
-    raise TypeError(
-        f"{label}: unknown parameter(s) {unknown}; accepted: {sorted(accepted) or 'none'}.")
+    raise TypeError(f"{label}: unknown parameter(s) {unknown}; accepted: {sorted(accepted) or 'none'}.")
 
   def bound(logits, labels, **kw):
     return fn(logits, labels, **params, **kw)
@@ -241,11 +246,11 @@ def get(name: str, **params: Any) -> LossFn:
 
   Single names take their own parameters (`get('gce', q=0.7)`, `get('rce', log_zero=-4.0)`) and
   `scale` (default 1), a constant factor, as the authors' single-loss classes have it
-  (`get('nce', scale=10.0)`). Pairs 'a+b' compute alpha * a + beta * b; `alpha` and `beta` are the pair weights and every
-  other parameter goes to each component that accepts it (`get('nfl+rce', alpha=1, beta=1,
-  gamma=0.5, log_zero=-4.0)`). Unknown names raise ValueError listing the valid ones; parameters
-  that no component accepts raise TypeError; invalid values raise ValueError now, not at the first
-  step.
+  (`get('nce', scale=10.0)`). Pairs 'a+b' compute alpha * a + beta * b; `alpha` and `beta` are the
+  pair weights and every other parameter goes to each component that accepts it
+  (`get('nfl+rce', alpha=1, beta=1, gamma=0.5, log_zero=-4.0)`). Unknown names raise ValueError
+  listing the valid ones; parameters that no component accepts raise TypeError; invalid values raise
+  ValueError now, not at the first step.
 
   The returned function has attributes `name`, `kind` ('active', 'passive', or e.g.
   'active+passive' for APL), `needs_key` (if True call it as loss_fn(logits, labels, key=key)),
@@ -275,8 +280,9 @@ def get(name: str, **params: Any) -> LossFn:
     unused = sorted(set(params) - set().union(*[set(r) for r in routed]))
     if unused:
       raise TypeError(
-          f"get({name!r}): parameter(s) {unused} are not accepted by {parts[0]!r} or "
-          f"{parts[1]!r}; accepted: {sorted(meta.params)}.")
+        f"get({name!r}): parameter(s) {unused} are not accepted by {parts[0]!r} or "
+        f"{parts[1]!r}; accepted: {sorted(meta.params)}."
+      )
     bound = [_bind(c, r, f"get({name!r})") for c, r in zip(comps, routed)]
     fn = apl(bound[0], bound[1], alpha=alpha, beta=beta)
     params = {"alpha": alpha, "beta": beta, **params}

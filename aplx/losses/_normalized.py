@@ -10,8 +10,7 @@ from __future__ import annotations
 import jax
 import jax.numpy as jnp
 
-from aplx.losses import _base
-from aplx.losses import _classic
+from aplx.losses import _base, _classic
 
 
 @_base._annotate("active")
@@ -39,9 +38,14 @@ def nce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike) -> jax.Array
 
 
 @_base._annotate("active")
-def nfl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, gamma: float = 0.5,
-        detach_focal_factor: bool = False,
-        stop_gradient_normalizer: bool = False) -> jax.Array:
+def nfl(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  gamma: float = 0.5,
+  detach_focal_factor: bool = False,
+  stop_gradient_normalizer: bool = False,
+) -> jax.Array:
   """Normalized focal loss, NFL = FL_y / sum_k FL_k, FL_k = -(1 - p_k)^gamma log p_k  (Eq. 5).
 
   Args:
@@ -77,8 +81,7 @@ def nfl(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, gamma: fl
 
 
 @_base._annotate("passive")
-def nmae(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
-         halved: bool = False) -> jax.Array:
+def nmae(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, halved: bool = False) -> jax.Array:
   """Normalized MAE, NMAE = MAE / sum_j MAE_j = (1 - p_y) / (K - 1) = MAE / (2 (K - 1))  (Eq. 3).
 
   Args:
@@ -99,8 +102,14 @@ def nmae(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *,
 
 
 @_base._annotate("passive")
-def nrce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, log_zero: float = -4.0,
-         min_prob: float | None = None, authors_normalizer: bool = False) -> jax.Array:
+def nrce(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  log_zero: float = -4.0,
+  min_prob: float | None = None,
+  authors_normalizer: bool = False,
+) -> jax.Array:
   """Normalized RCE, NRCE = RCE / sum_j RCE_j = RCE / (-A (K - 1)) = (1 - p_y) / (K - 1)  (Eq. 4).
 
   With the paper's mathematics the result does not depend on A.
@@ -129,8 +138,9 @@ def nrce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, log_zero
 
 
 @_base._annotate("active")
-def ngce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, q: float = 0.7,
-         min_prob: float | None = None) -> jax.Array:
+def ngce(
+  logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, q: float = 0.7, min_prob: float | None = None
+) -> jax.Array:
   """Normalized GCE, NGCE = (1 - p_y^q) / (K - sum_k p_k^q)  (Section 5.3).
 
   p_k^q = exp(q log p_k): one exp per logit, no power of a zero probability. The denominator is
@@ -148,8 +158,7 @@ def ngce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, q: float
   Reference: Ma et al. 2020, Section 5.3. Active (Section 5.3).
   """
   z, labels, k = _base._validate("ngce", logits, labels)
-  _base._check_range("ngce", "q", q, lo=0.0, hi=1.0, lo_open=True,
-                     fix="NGCE needs 0 < q <= 1.")
+  _base._check_range("ngce", "q", q, lo=0.0, hi=1.0, lo_open=True, fix="NGCE needs 0 < q <= 1.")
   _base._check_min_prob("ngce", min_prob, k)
   s = _base._stats(z, labels)
   logp, logp_y = s.logp, s.logp_y

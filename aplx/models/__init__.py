@@ -8,6 +8,7 @@ State: parameters are ``nnx.Param`` (float32), BatchNorm running statistics ``nn
 no other state, so ``nnx.split(model, nnx.Param, nnx.BatchStat)`` gives (graphdef, params, batch_stats).
 Architectures, init and kernel choices: docs/models.md.
 """
+
 from __future__ import annotations
 
 from typing import Callable
@@ -19,12 +20,12 @@ from aplx.models._layers import BatchNorm, max_pool_2x2_fast, max_pool_2x2_refer
 from aplx.models._resnet import ResNet, resnet18, resnet34, resnet50, resnet50_imagenet
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
-    "mnist_cnn": mnist_cnn,
-    "cifar10_cnn": cifar10_cnn,
-    "resnet18": resnet18,
-    "resnet34": resnet34,
-    "resnet50": resnet50,
-    "resnet50_imagenet": resnet50_imagenet,
+  "mnist_cnn": mnist_cnn,
+  "cifar10_cnn": cifar10_cnn,
+  "resnet18": resnet18,
+  "resnet34": resnet34,
+  "resnet50": resnet50,
+  "resnet50_imagenet": resnet50_imagenet,
 }
 
 
@@ -54,6 +55,17 @@ def get(name: str, *, num_classes: int, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
 
 
 __all__ = [
-    "BatchNorm", "ResNet", "ToyCNN", "cifar10_cnn", "get", "max_pool_2x2_fast", "max_pool_2x2_reference",
-    "mnist_cnn", "names", "resnet18", "resnet34", "resnet50", "resnet50_imagenet",
+  "BatchNorm",
+  "ResNet",
+  "ToyCNN",
+  "cifar10_cnn",
+  "get",
+  "max_pool_2x2_fast",
+  "max_pool_2x2_reference",
+  "mnist_cnn",
+  "names",
+  "resnet18",
+  "resnet34",
+  "resnet50",
+  "resnet50_imagenet",
 ]

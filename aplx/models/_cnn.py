@@ -1,9 +1,10 @@
 """The paper's small CNNs for MNIST and CIFAR-10 (the authors' `ToyModel`, official `models.py`)."""
+
 from __future__ import annotations
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from aplx.models import _layers
 from aplx.models._checks import check_input
@@ -13,8 +14,9 @@ class ConvBNReLU(nnx.Module):
   """The authors' `ConvBrunch`: conv3x3 (padding 1, with bias) + BatchNorm + ReLU."""
 
   def __init__(self, in_ch: int, out_ch: int, *, kernels: str = "reference", dtype, rngs: nnx.Rngs):
-    self.conv = _layers.conv(in_ch, out_ch, 3, use_bias=True, kernel_init=_layers.kaiming_uniform_relu,
-                             dtype=dtype, rngs=rngs)
+    self.conv = _layers.conv(
+      in_ch, out_ch, 3, use_bias=True, kernel_init=_layers.kaiming_uniform_relu, dtype=dtype, rngs=rngs
+    )
     self.bn = _layers.BatchNorm(out_ch, dtype=dtype, rngs=rngs)
     # "fast": few input channels -> the convolution as one matmul over 3x3 patches; and the conv bias
     # folded into BatchNorm's mean instead of added to the full activation (same function).
@@ -30,8 +32,9 @@ class ConvBNReLU(nnx.Module):
     if self.im2col:
       y = _layers.conv3x3_im2col(x, kernel)
     else:
-      y = jax.lax.conv_general_dilated(x, kernel, (1, 1), ((1, 1), (1, 1)),
-                                       dimension_numbers=("NHWC", "HWIO", "NHWC"))
+      y = jax.lax.conv_general_dilated(
+        x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
+      )
     return jax.nn.relu(self.bn(y, shift=self.conv.bias[...]))
 
 
@@ -42,8 +45,18 @@ class ToyCNN(nnx.Module):
   port one-to-one from the authors' model.
   """
 
-  def __init__(self, *, blocks: tuple[tuple[int, ...], ...], in_channels: int, image_size: int,
-               hidden: int, num_classes: int, kernels: str, dtype, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    *,
+    blocks: tuple[tuple[int, ...], ...],
+    in_channels: int,
+    image_size: int,
+    hidden: int,
+    num_classes: int,
+    kernels: str,
+    dtype,
+    rngs: nnx.Rngs,
+  ):
     if kernels not in _layers.MAX_POOLS:
       raise ValueError(f"kernels must be one of {sorted(_layers.MAX_POOLS)}, got {kernels!r}")
     self.kernels = kernels
@@ -60,15 +73,16 @@ class ToyCNN(nnx.Module):
       layers.append(nnx.List(block))
     self.blocks = nnx.List(layers)
     side = image_size // 2 ** len(blocks)
-    self.fc1 = _layers.dense(ch * side * side, hidden, kernel_init=_layers.xavier_uniform, dtype=dtype,
-                             rngs=rngs)
+    self.fc1 = _layers.dense(
+      ch * side * side, hidden, kernel_init=_layers.xavier_uniform, dtype=dtype, rngs=rngs
+    )
     self.bn1 = _layers.BatchNorm(hidden, dtype=dtype, rngs=rngs)
-    self.fc2 = _layers.dense(hidden, num_classes, kernel_init=_layers.xavier_uniform, dtype=dtype,
-                             rngs=rngs)
+    self.fc2 = _layers.dense(hidden, num_classes, kernel_init=_layers.xavier_uniform, dtype=dtype, rngs=rngs)
 
   def __call__(self, x: jax.Array) -> jax.Array:
-    check_input(x, channels=self.in_channels, size=(self.image_size, self.image_size),
-                name=type(self).__name__)
+    check_input(
+      x, channels=self.in_channels, size=(self.image_size, self.image_size), name=type(self).__name__
+    )
     pool = _layers.MAX_POOLS[self.kernels]
     x = x.astype(self.dtype)
     for block in self.blocks:
@@ -80,20 +94,34 @@ class ToyCNN(nnx.Module):
     return self.fc2(x).astype(jnp.float32)
 
 
-def mnist_cnn(*, num_classes: int = 10, rngs: nnx.Rngs, kernels: str = "fast",
-              dtype=jnp.float32) -> ToyCNN:
+def mnist_cnn(*, num_classes: int = 10, rngs: nnx.Rngs, kernels: str = "fast", dtype=jnp.float32) -> ToyCNN:
   """The authors' MNIST `ToyModel`: [conv3x3 32+BN+ReLU, pool] [conv3x3 64+BN+ReLU, pool], FC 128, FC K.
 
   Input [B, 28, 28, 1]. ``kernels``: "fast" (default) or "reference" max-pool; identical outputs and
   gradients (see docs/models.md).
   """
-  return ToyCNN(blocks=((32,), (64,)), in_channels=1, image_size=28, hidden=128,
-                num_classes=num_classes, kernels=kernels, dtype=dtype, rngs=rngs)
+  return ToyCNN(
+    blocks=((32,), (64,)),
+    in_channels=1,
+    image_size=28,
+    hidden=128,
+    num_classes=num_classes,
+    kernels=kernels,
+    dtype=dtype,
+    rngs=rngs,
+  )
 
 
-def cifar10_cnn(*, num_classes: int = 10, rngs: nnx.Rngs, kernels: str = "fast",
-                dtype=jnp.float32) -> ToyCNN:
+def cifar10_cnn(*, num_classes: int = 10, rngs: nnx.Rngs, kernels: str = "fast", dtype=jnp.float32) -> ToyCNN:
   """The authors' CIFAR-10 8-layer `ToyModel`: 3 x (2 x conv3x3+BN+ReLU, pool) with 64/128/196 channels,
   FC 256 + BN + ReLU, FC K. Input [B, 32, 32, 3]."""
-  return ToyCNN(blocks=((64, 64), (128, 128), (196, 196)), in_channels=3, image_size=32, hidden=256,
-                num_classes=num_classes, kernels=kernels, dtype=dtype, rngs=rngs)
+  return ToyCNN(
+    blocks=((64, 64), (128, 128), (196, 196)),
+    in_channels=3,
+    image_size=32,
+    hidden=256,
+    num_classes=num_classes,
+    kernels=kernels,
+    dtype=dtype,
+    rngs=rngs,
+  )

@@ -4,13 +4,14 @@ Everything here reproduces the PyTorch layers the authors used (HanxunH/Active-P
 `models.py`), so that a model built from these parts computes the same function, starts from the same
 distribution, and updates its BatchNorm statistics the same way as theirs.
 """
+
 from __future__ import annotations
 
 import math
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 # ------------------------------------------------------------------------------------------------
 # Initialisers (PyTorch names -> flax variance_scaling; kernels are [kh, kw, in, out] or [in, out]).
@@ -51,16 +52,31 @@ def conv(in_ch, out_ch, kernel, *, stride=1, padding=None, use_bias, kernel_init
   pad = (kernel - 1) // 2 if padding is None else padding
   bias_init = torch_default_bias(in_ch * kernel * kernel) if use_bias else nnx.initializers.zeros_init()
   return nnx.Conv(
-      in_ch, out_ch, (kernel, kernel), strides=(stride, stride), padding=((pad, pad), (pad, pad)),
-      use_bias=use_bias, kernel_init=kernel_init, bias_init=bias_init, dtype=dtype,
-      param_dtype=jnp.float32, rngs=rngs)
+    in_ch,
+    out_ch,
+    (kernel, kernel),
+    strides=(stride, stride),
+    padding=((pad, pad), (pad, pad)),
+    use_bias=use_bias,
+    kernel_init=kernel_init,
+    bias_init=bias_init,
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    rngs=rngs,
+  )
 
 
 def dense(in_f, out_f, *, kernel_init, dtype, rngs):
   """nn.Linear equivalent (bias drawn like PyTorch's default)."""
   return nnx.Linear(
-      in_f, out_f, kernel_init=kernel_init, bias_init=torch_default_bias(in_f), dtype=dtype,
-      param_dtype=jnp.float32, rngs=rngs)
+    in_f,
+    out_f,
+    kernel_init=kernel_init,
+    bias_init=torch_default_bias(in_f),
+    dtype=dtype,
+    param_dtype=jnp.float32,
+    rngs=rngs,
+  )
 
 
 class BatchNorm(nnx.BatchNorm):
@@ -78,8 +94,9 @@ class BatchNorm(nnx.BatchNorm):
   """
 
   def __init__(self, num_features: int, *, dtype=None, rngs: nnx.Rngs):
-    super().__init__(num_features, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32,
-                     rngs=rngs)
+    super().__init__(
+      num_features, momentum=0.9, epsilon=1e-5, dtype=dtype, param_dtype=jnp.float32, rngs=rngs
+    )
 
   def __call__(self, x, use_running_average: bool | None = None, *, shift=None):
     """Normalises ``x`` (or ``x + shift`` when a per-channel ``shift`` is given, without adding it).
@@ -181,5 +198,5 @@ def conv3x3_im2col(x: jax.Array, kernel: jax.Array) -> jax.Array:
   """Stride-1, padding-1 3x3 convolution of NHWC `x` with an HWIO `kernel`, as patches @ kernel."""
   b, h, w, c = x.shape
   xp = jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)))
-  patches = jnp.concatenate([xp[:, i:i + h, j:j + w, :] for i in range(3) for j in range(3)], axis=-1)
+  patches = jnp.concatenate([xp[:, i : i + h, j : j + w, :] for i in range(3) for j in range(3)], axis=-1)
   return jnp.dot(patches.reshape(b * h * w, 9 * c), kernel.reshape(9 * c, -1)).reshape(b, h, w, -1)

@@ -8,11 +8,12 @@ ImageNet-style: torchvision.models.resnet50 (what the authors' WebVision config 
 stride-2 stem, 3x3 stride-2 max-pool, stride on the 3x3 conv of the bottleneck ("v1.5"),
 Kaiming-normal (fan_out) convs, PyTorch's default Linear init.
 """
+
 from __future__ import annotations
 
+from flax import nnx
 import jax
 import jax.numpy as jnp
-from flax import nnx
 
 from aplx.models import _layers
 from aplx.models._checks import check_input
@@ -59,8 +60,12 @@ def _shortcut(in_ch, out_ch, stride, conv_kwargs, dtype, rngs):
   """Identity (None) or conv1x1(stride) + BN when the shape changes, as in both reference codes."""
   if stride == 1 and in_ch == out_ch:
     return None
-  return nnx.List([_layers.conv(in_ch, out_ch, 1, stride=stride, **conv_kwargs),
-                   _layers.BatchNorm(out_ch, dtype=dtype, rngs=rngs)])
+  return nnx.List(
+    [
+      _layers.conv(in_ch, out_ch, 1, stride=stride, **conv_kwargs),
+      _layers.BatchNorm(out_ch, dtype=dtype, rngs=rngs),
+    ]
+  )
 
 
 def _apply_shortcut(shortcut, x):
@@ -73,26 +78,37 @@ def _apply_shortcut(shortcut, x):
 class ResNet(nnx.Module):
   """ResNet over NHWC images; ``stem="cifar"`` or ``"imagenet"`` (see module docstring)."""
 
-  def __init__(self, block, stage_sizes, *, num_classes: int, stem: str, in_channels: int = 3,
-               dtype=jnp.float32, rngs: nnx.Rngs):
+  def __init__(
+    self,
+    block,
+    stage_sizes,
+    *,
+    num_classes: int,
+    stem: str,
+    in_channels: int = 3,
+    dtype=jnp.float32,
+    rngs: nnx.Rngs,
+  ):
     self.stem = stem
     self.in_channels = in_channels
     self.dtype = dtype
     if stem == "cifar":
       conv_init, fc_init = _layers.kaiming_uniform_relu, _layers.xavier_uniform
-      self.conv1 = _layers.conv(in_channels, 64, 3, use_bias=False, kernel_init=conv_init, dtype=dtype,
-                                rngs=rngs)
+      self.conv1 = _layers.conv(
+        in_channels, 64, 3, use_bias=False, kernel_init=conv_init, dtype=dtype, rngs=rngs
+      )
     elif stem == "imagenet":
       conv_init, fc_init = _layers.kaiming_normal_fan_out, _layers.torch_default_kernel
-      self.conv1 = _layers.conv(in_channels, 64, 7, stride=2, padding=3, use_bias=False,
-                                kernel_init=conv_init, dtype=dtype, rngs=rngs)
+      self.conv1 = _layers.conv(
+        in_channels, 64, 7, stride=2, padding=3, use_bias=False, kernel_init=conv_init, dtype=dtype, rngs=rngs
+      )
     else:
       raise ValueError(f"stem must be 'cifar' or 'imagenet', got {stem!r}")
     self.bn1 = _layers.BatchNorm(64, dtype=dtype, rngs=rngs)
     stages = []
     in_ch = 64
     for i, n_blocks in enumerate(stage_sizes):
-      planes = 64 * 2 ** i
+      planes = 64 * 2**i
       blocks = []
       for j in range(n_blocks):
         stride = 2 if (i > 0 and j == 0) else 1
@@ -129,5 +145,4 @@ def resnet50(*, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float32) -> ResNet:
 
 
 def resnet50_imagenet(*, num_classes: int, rngs: nnx.Rngs, dtype=jnp.float32) -> ResNet:
-  return ResNet(Bottleneck, (3, 4, 6, 3), num_classes=num_classes, stem="imagenet", dtype=dtype,
-                rngs=rngs)
+  return ResNet(Bottleneck, (3, 4, 6, 3), num_classes=num_classes, stem="imagenet", dtype=dtype, rngs=rngs)

@@ -14,23 +14,23 @@ from experiments.configs import common
 # The authors' configs/cifar10/{sym,asym}/*.yaml (authors_hparams.csv). Their asym 'ngce+rce.yaml'
 # builds NGCE+MAE; here every name builds what it says.
 LOSSES = {
-    "ce": {},
-    "fl": {"gamma": 0.5},
-    "gce": {"q": 0.7},
-    "sce": {"alpha": 0.1, "beta": 1.0},
-    "nlnl": {"num_negatives": 1},
-    "nce+mae": {"alpha": 1.0, "beta": 1.0},
-    "nce+rce": {"alpha": 1.0, "beta": 1.0},
-    "nfl+mae": {"alpha": 1.0, "beta": 1.0, "gamma": 0.5},
-    "nfl+rce": {"alpha": 1.0, "beta": 1.0, "gamma": 0.5},
-    "ngce+mae": {"alpha": 1.0, "beta": 1.0, "q": 0.1},
-    "ngce+rce": {"alpha": 1.0, "beta": 1.0, "q": 0.1},
-    # Single losses (Fig. 1/3 ablations): the authors' classes take a constant `scale`.
-    "mae": {"scale": 1.0},
-    "rce": {"scale": 1.0},
-    "nce": {"scale": 1.0},
-    "nfl": {"scale": 10.0, "gamma": 0.5},
-    "ngce": {"scale": 1.0, "q": 0.1},
+  "ce": {},
+  "fl": {"gamma": 0.5},
+  "gce": {"q": 0.7},
+  "sce": {"alpha": 0.1, "beta": 1.0},
+  "nlnl": {"num_negatives": 1},
+  "nce+mae": {"alpha": 1.0, "beta": 1.0},
+  "nce+rce": {"alpha": 1.0, "beta": 1.0},
+  "nfl+mae": {"alpha": 1.0, "beta": 1.0, "gamma": 0.5},
+  "nfl+rce": {"alpha": 1.0, "beta": 1.0, "gamma": 0.5},
+  "ngce+mae": {"alpha": 1.0, "beta": 1.0, "q": 0.1},
+  "ngce+rce": {"alpha": 1.0, "beta": 1.0, "q": 0.1},
+  # Single losses (Fig. 1/3 ablations): the authors' classes take a constant `scale`.
+  "mae": {"scale": 1.0},
+  "rce": {"scale": 1.0},
+  "nce": {"scale": 1.0},
+  "nfl": {"scale": 10.0, "gamma": 0.5},
+  "ngce": {"scale": 1.0, "q": 0.1},
 }
 ASYM = {"nfl": {"scale": 1.0}}  # cifar10/asym/nfl.yaml; sym/nfl.yaml has 10.0.
 
@@ -40,9 +40,23 @@ def get_config(arg: str | None = None):
   params = common.loss_params(LOSSES, args["loss"], args["noise"], ASYM)
   params.update(common.fidelity_loss_params(args["loss"], args["fidelity"]))
   config = common.base_config(
-      args, dataset="cifar10", model="cifar10_cnn", epochs=120, batch_size=128, loss_params=params,
-      optim={"lr": 0.01, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-4, "grad_clip": 5.0,
-             "schedule": "cosine", "eta_min": 0.0, "decay_rate": 0.0})
+    args,
+    dataset="cifar10",
+    model="cifar10_cnn",
+    epochs=120,
+    batch_size=128,
+    loss_params=params,
+    optim={
+      "lr": 0.01,
+      "momentum": 0.9,
+      "nesterov": False,
+      "weight_decay": 1e-4,
+      "grad_clip": 5.0,
+      "schedule": "cosine",
+      "eta_min": 0.0,
+      "decay_rate": 0.0,
+    },
+  )
   if args["fidelity"] == "authors":
     config.noise.options = common.authors_noise_options(args["noise"], "cifar10")
   if args["loss"] == "nlnl" and args["fidelity"] == "authors":

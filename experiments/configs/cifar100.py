@@ -14,23 +14,23 @@ from experiments.configs import common
 # The authors' configs/cifar100/{sym,asym}/*.yaml (authors_hparams.csv). Their 'ngce+rce.yaml' builds
 # NGCE+MAE (alpha 10, beta 0.1); here every name builds what it says.
 LOSSES = {
-    "ce": {},
-    "fl": {"gamma": 0.5},
-    "gce": {"q": 0.7},
-    "sce": {"alpha": 6.0, "beta": 0.1},
-    "nlnl": {"num_negatives": 110},
-    "nce+mae": {"alpha": 10.0, "beta": 1.0},
-    "nce+rce": {"alpha": 10.0, "beta": 0.1},
-    "nfl+mae": {"alpha": 10.0, "beta": 1.0, "gamma": 0.5},
-    "nfl+rce": {"alpha": 10.0, "beta": 0.1, "gamma": 0.5},
-    "ngce+mae": {"alpha": 10.0, "beta": 1.0, "q": 0.7},
-    "ngce+rce": {"alpha": 10.0, "beta": 0.1, "q": 0.7},
-    # Single losses (Fig. 1/3 ablations): the authors' classes take a constant `scale`.
-    "mae": {"scale": 1.0},
-    "rce": {"scale": 1.0},
-    "nce": {"scale": 1.0},
-    "nfl": {"scale": 1.0, "gamma": 0.5},
-    "ngce": {"scale": 1.0, "q": 0.7},
+  "ce": {},
+  "fl": {"gamma": 0.5},
+  "gce": {"q": 0.7},
+  "sce": {"alpha": 6.0, "beta": 0.1},
+  "nlnl": {"num_negatives": 110},
+  "nce+mae": {"alpha": 10.0, "beta": 1.0},
+  "nce+rce": {"alpha": 10.0, "beta": 0.1},
+  "nfl+mae": {"alpha": 10.0, "beta": 1.0, "gamma": 0.5},
+  "nfl+rce": {"alpha": 10.0, "beta": 0.1, "gamma": 0.5},
+  "ngce+mae": {"alpha": 10.0, "beta": 1.0, "q": 0.7},
+  "ngce+rce": {"alpha": 10.0, "beta": 0.1, "q": 0.7},
+  # Single losses (Fig. 1/3 ablations): the authors' classes take a constant `scale`.
+  "mae": {"scale": 1.0},
+  "rce": {"scale": 1.0},
+  "nce": {"scale": 1.0},
+  "nfl": {"scale": 1.0, "gamma": 0.5},
+  "ngce": {"scale": 1.0, "q": 0.7},
 }
 ASYM = {}
 PAPER_APL = {"alpha": 10.0, "beta": 0.1}
@@ -44,10 +44,23 @@ def get_config(arg: str | None = None):
     params.update(PAPER_APL)
   params.update(common.fidelity_loss_params(loss, args["fidelity"]))
   config = common.base_config(
-      args, dataset="cifar100", model="resnet34" if paper else "resnet50", epochs=200, batch_size=128,
-      loss_params=params,
-      optim={"lr": 0.1, "momentum": 0.9, "nesterov": False, "weight_decay": 1e-5, "grad_clip": 5.0,
-             "schedule": "cosine", "eta_min": 0.0, "decay_rate": 0.0})
+    args,
+    dataset="cifar100",
+    model="resnet34" if paper else "resnet50",
+    epochs=200,
+    batch_size=128,
+    loss_params=params,
+    optim={
+      "lr": 0.1,
+      "momentum": 0.9,
+      "nesterov": False,
+      "weight_decay": 1e-5,
+      "grad_clip": 5.0,
+      "schedule": "cosine",
+      "eta_min": 0.0,
+      "decay_rate": 0.0,
+    },
+  )
   if not paper:
     config.noise.options = common.authors_noise_options(args["noise"], "cifar100")
   if args["loss"] == "nlnl" and args["fidelity"] == "authors":

@@ -12,8 +12,15 @@ import ml_collections
 from aplx import losses
 
 # Keys the config argument understands, with their types and defaults.
-ARG_DEFAULTS = {"loss": "nce+rce", "noise": "sym", "rate": 0.0, "seed": 0, "subset": 0, "epochs": 0,
-                "fidelity": "authors"}
+ARG_DEFAULTS = {
+  "loss": "nce+rce",
+  "noise": "sym",
+  "rate": 0.0,
+  "seed": 0,
+  "subset": 0,
+  "epochs": 0,
+  "fidelity": "authors",
+}
 NOISE_TYPES = ("none", "sym", "asym", "pairflip", "idn", "human")
 
 
@@ -23,8 +30,10 @@ def parse_arg(arg: str | None, **defaults) -> dict:
   for item in filter(None, (arg or "").split(",")):
     key, sep, value = item.partition("=")
     if not sep or key not in ARG_DEFAULTS:
-      raise ValueError(f"Bad config argument {item!r} in {arg!r}: expected comma-separated key=value with "
-                       f"keys {sorted(ARG_DEFAULTS)}, e.g. 'loss=nce+rce,noise=sym,rate=0.8'.")
+      raise ValueError(
+        f"Bad config argument {item!r} in {arg!r}: expected comma-separated key=value with "
+        f"keys {sorted(ARG_DEFAULTS)}, e.g. 'loss=nce+rce,noise=sym,rate=0.8'."
+      )
     kind = type(ARG_DEFAULTS[key])
     try:
       out[key] = kind(value)
@@ -35,13 +44,23 @@ def parse_arg(arg: str | None, **defaults) -> dict:
   if not 0.0 <= out["rate"] <= 1.0:
     raise ValueError(f"rate={out['rate']}: a noise rate must be in [0, 1].")
   if out["fidelity"] not in ("authors", "paper"):
-    raise ValueError(f"fidelity={out['fidelity']!r}: use 'authors' (reproduce the published runs) or "
-                     "'paper' (the paper's stated formulas and hyperparameters).")
+    raise ValueError(
+      f"fidelity={out['fidelity']!r}: use 'authors' (reproduce the published runs) or "
+      "'paper' (the paper's stated formulas and hyperparameters)."
+    )
   return out
 
 
-def base_config(args: Mapping, *, dataset: str, model: str, epochs: int, batch_size: int,
-                optim: Mapping, loss_params: Mapping) -> ml_collections.ConfigDict:
+def base_config(
+  args: Mapping,
+  *,
+  dataset: str,
+  model: str,
+  epochs: int,
+  batch_size: int,
+  optim: Mapping,
+  loss_params: Mapping,
+) -> ml_collections.ConfigDict:
   """The ConfigDict every dataset config returns; per-dataset values come in as arguments."""
   c = ml_collections.ConfigDict()
   c.dataset = dataset
@@ -77,8 +96,9 @@ def base_config(args: Mapping, *, dataset: str, model: str, epochs: int, batch_s
   return c
 
 
-def loss_params(table: Mapping[str, Mapping], name: str, noise: str = "sym",
-                asym: Mapping[str, Mapping] | None = None) -> dict:
+def loss_params(
+  table: Mapping[str, Mapping], name: str, noise: str = "sym", asym: Mapping[str, Mapping] | None = None
+) -> dict:
   """The configured hyperparameters of loss `name`; {} (aplx's defaults) for a loss not in the table.
 
   `asym` holds the few values the authors' asym/*.yaml set differently from sym/*.yaml (used for
@@ -94,11 +114,11 @@ def loss_params(table: Mapping[str, Mapping], name: str, noise: str = "sym",
 # The authors' code (HanxunH/Active-Passive-Losses) differs from the paper's formulas in these loss
 # options (docs/fidelity.md); with fidelity='authors' every loss gets those it accepts.
 AUTHORS_LOSS_OPTIONS = {
-    "halved": True,                    # MAE = 1 - p_y ("reduced MAE").
-    "log_zero": -9.210340371976182,    # RCE's A = log(1e-4) (one-hot clamped to [1e-4, 1]).
-    "min_prob": 1e-7,                  # p clamped to [1e-7, 1] in RCE, GCE, NGCE.
-    "detach_focal_factor": True,       # No gradient through any (1 - p)^gamma factor in FL / NFL.
-    "authors_normalizer": True,        # NRCE's operator-precedence normalizer.
+  "halved": True,  # MAE = 1 - p_y ("reduced MAE").
+  "log_zero": -9.210340371976182,  # RCE's A = log(1e-4) (one-hot clamped to [1e-4, 1]).
+  "min_prob": 1e-7,  # p clamped to [1e-7, 1] in RCE, GCE, NGCE.
+  "detach_focal_factor": True,  # No gradient through any (1 - p)^gamma factor in FL / NFL.
+  "authors_normalizer": True,  # NRCE's operator-precedence normalizer.
 }
 
 
@@ -118,9 +138,11 @@ def authors_noise_options(noise: str, dataset: str) -> dict:
   if noise == "sym":
     return {"method": "exact", "authors_quota": True}
   if noise == "asym":
-    return {"mnist": {"method": "transition"},
-            "cifar10": {"method": "exact", "sequential": True},
-            "cifar100": {"method": "transition", "group": "consecutive"}}.get(dataset, {})
+    return {
+      "mnist": {"method": "transition"},
+      "cifar10": {"method": "exact", "sequential": True},
+      "cifar100": {"method": "transition", "group": "consecutive"},
+    }.get(dataset, {})
   return {}
 
 
@@ -131,10 +153,10 @@ def authors_noise_options(noise: str, dataset: str) -> dict:
 # ANL-FL config.
 ANL_LOSSES = ("anl-ce", "anl-fl")
 ANL = {
-    "mnist": {"alpha": 1.0, "beta": 1.0, "l1": 1e-6},
-    "cifar10": {"alpha": 5.0, "beta": 5.0, "l1": 5e-5},
-    "cifar100": {"alpha": 10.0, "beta": 1.0, "l1": 5e-7, "model": "resnet34"},
-    "webvision": {"alpha": 20.0, "beta": 1.0, "l1": 5e-6},
+  "mnist": {"alpha": 1.0, "beta": 1.0, "l1": 1e-6},
+  "cifar10": {"alpha": 5.0, "beta": 5.0, "l1": 5e-5},
+  "cifar100": {"alpha": 10.0, "beta": 1.0, "l1": 5e-7, "model": "resnet34"},
+  "webvision": {"alpha": 20.0, "beta": 1.0, "l1": 5e-6},
 }
 
 

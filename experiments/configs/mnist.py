@@ -16,23 +16,23 @@ from experiments.configs import common
 
 # The authors' configs/mnist/{sym,asym}/*.yaml (authors_hparams.csv): identical for sym and asym.
 LOSSES = {
-    "ce": {},
-    "fl": {"gamma": 0.5},
-    "gce": {"q": 0.7},
-    "sce": {"alpha": 0.01, "beta": 1.0},
-    "nlnl": {"num_negatives": 1},
-    "nce+mae": {"alpha": 1.0, "beta": 10.0},
-    "nce+rce": {"alpha": 1.0, "beta": 10.0},
-    "nfl+mae": {"alpha": 1.0, "beta": 10.0, "gamma": 0.5},
-    "nfl+rce": {"alpha": 1.0, "beta": 10.0, "gamma": 0.5},
-    "ngce+mae": {"alpha": 1.0, "beta": 10.0, "q": 0.1},
-    "ngce+rce": {"alpha": 1.0, "beta": 10.0, "q": 0.1},
-    # Single losses (Fig. 1/3 ablations): the authors' classes take a constant `scale`.
-    "mae": {"scale": 1.0},
-    "rce": {"scale": 1.0},
-    "nce": {"scale": 10.0},
-    "nfl": {"scale": 1.0, "gamma": 0.5},
-    "ngce": {"scale": 10.0, "q": 0.1},
+  "ce": {},
+  "fl": {"gamma": 0.5},
+  "gce": {"q": 0.7},
+  "sce": {"alpha": 0.01, "beta": 1.0},
+  "nlnl": {"num_negatives": 1},
+  "nce+mae": {"alpha": 1.0, "beta": 10.0},
+  "nce+rce": {"alpha": 1.0, "beta": 10.0},
+  "nfl+mae": {"alpha": 1.0, "beta": 10.0, "gamma": 0.5},
+  "nfl+rce": {"alpha": 1.0, "beta": 10.0, "gamma": 0.5},
+  "ngce+mae": {"alpha": 1.0, "beta": 10.0, "q": 0.1},
+  "ngce+rce": {"alpha": 1.0, "beta": 10.0, "q": 0.1},
+  # Single losses (Fig. 1/3 ablations): the authors' classes take a constant `scale`.
+  "mae": {"scale": 1.0},
+  "rce": {"scale": 1.0},
+  "nce": {"scale": 10.0},
+  "nfl": {"scale": 1.0, "gamma": 0.5},
+  "ngce": {"scale": 10.0, "q": 0.1},
 }
 ASYM = {"ngce": {"scale": 1.0}}  # mnist/asym/ngce.yaml; sym/ngce.yaml has 10.0.
 # As the paper states them (Section 5.2): APL alpha=1, beta=100; weight decay 1e-3.
@@ -47,9 +47,23 @@ def get_config(arg: str | None = None):
     params.update(PAPER_APL)
   params.update(common.fidelity_loss_params(loss, args["fidelity"]))
   config = common.base_config(
-      args, dataset="mnist", model="mnist_cnn", epochs=50, batch_size=128, loss_params=params,
-      optim={"lr": 0.01, "momentum": 0.9, "nesterov": True, "weight_decay": 1e-3 if paper else 1e-2,
-             "grad_clip": 5.0, "schedule": "cosine", "eta_min": 0.001, "decay_rate": 0.0})
+    args,
+    dataset="mnist",
+    model="mnist_cnn",
+    epochs=50,
+    batch_size=128,
+    loss_params=params,
+    optim={
+      "lr": 0.01,
+      "momentum": 0.9,
+      "nesterov": True,
+      "weight_decay": 1e-3 if paper else 1e-2,
+      "grad_clip": 5.0,
+      "schedule": "cosine",
+      "eta_min": 0.001,
+      "decay_rate": 0.0,
+    },
+  )
   if loss == "nlnl" and not paper:
     config.optim.weight_decay = 1e-3  # The authors' NLNL config.
     config.epochs = args["epochs"] or 720

@@ -16,13 +16,13 @@ from experiments.configs import common
 
 # The authors' configs/webvision_mini/*.yaml (authors_hparams.csv).
 LOSSES = {
-    "ce": {},
-    "gce": {"q": 0.7},
-    "sce": {"alpha": 10.0, "beta": 1.0},
-    "nce+mae": {"alpha": 50.0, "beta": 1.0},
-    "nce+rce": {"alpha": 50.0, "beta": 0.1},
-    "nfl+mae": {"alpha": 50.0, "beta": 1.0, "gamma": 0.5},
-    "nfl+rce": {"alpha": 50.0, "beta": 0.1, "gamma": 0.5},
+  "ce": {},
+  "gce": {"q": 0.7},
+  "sce": {"alpha": 10.0, "beta": 1.0},
+  "nce+mae": {"alpha": 50.0, "beta": 1.0},
+  "nce+rce": {"alpha": 50.0, "beta": 0.1},
+  "nfl+mae": {"alpha": 50.0, "beta": 1.0, "gamma": 0.5},
+  "nfl+rce": {"alpha": 50.0, "beta": 0.1, "gamma": 0.5},
 }
 
 
@@ -31,10 +31,23 @@ def get_config(arg: str | None = None):
   params = common.loss_params(LOSSES, args["loss"])
   params.update(common.fidelity_loss_params(args["loss"], args["fidelity"]))
   config = common.base_config(
-      args, dataset="webvision", model="resnet50_imagenet", epochs=250, batch_size=512,
-      loss_params=params,
-      optim={"lr": 0.4, "momentum": 0.9, "nesterov": True, "weight_decay": 3e-5, "grad_clip": 5.0,
-             "schedule": "exponential", "eta_min": 0.0, "decay_rate": 0.97})
+    args,
+    dataset="webvision",
+    model="resnet50_imagenet",
+    epochs=250,
+    batch_size=512,
+    loss_params=params,
+    optim={
+      "lr": 0.4,
+      "momentum": 0.9,
+      "nesterov": True,
+      "weight_decay": 3e-5,
+      "grad_clip": 5.0,
+      "schedule": "exponential",
+      "eta_min": 0.0,
+      "decay_rate": 0.97,
+    },
+  )
   if args["loss"] in common.ANL_LOSSES:
     common.apply_anl(config, "webvision")
   return config
