@@ -14,6 +14,7 @@ s), and the noisy label of an example is a pure function of (config.noise.seed, 
 resumed from any checkpoint therefore ends with exactly the parameters of an uninterrupted run.
 """
 
+import collections
 from collections.abc import Callable, Mapping
 import json
 import os
@@ -31,10 +32,12 @@ import optax
 import orbax.checkpoint as ocp
 
 from aplx import data as data_lib
-from aplx import losses, models
+from aplx import losses, models, rundir
+from aplx import noise as noise_lib
 
-# Config fields that may change between a run and its resumption without invalidating the checkpoint.
-RESUMABLE_CHANGES = ("log_every_steps", "eval_batch_size", "data_dir", "max_steps")
+# How many train steps the host may dispatch ahead of the device: bounds how long a preemption signal
+# waits for already-queued work (a few step times), without a per-step host read of the metrics.
+MAX_STEPS_AHEAD = 2
 
 
 @struct.dataclass
@@ -254,60 +257,128 @@ def _config_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
-def _restore_or_keep(
-  manager: ocp.CheckpointManager, state: TrainState, sums: dict, config
-) -> tuple[TrainState, dict, int]:
-  """Restores (state, epoch sums, completed epochs) from the latest checkpoint, else returns the inputs.
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be read or written; the message says what to do."""
 
-  Never silently starts over: an unreadable or mismatched checkpoint raises.
-  """
-  latest = manager.latest_step()
-  if latest is None:
-    return state, sums, 0
-  where = os.path.join(str(manager.directory), str(latest))
+
+def _short(e: BaseException, limit: int = 240) -> str:
+  """An exception in one short line: orbax/TensorStore errors can carry kilobytes of spec."""
+  text = " ".join(str(e).split()) or type(e).__name__
+  return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def _restore_step(manager, step: int, state: TrainState, sums: dict, config) -> tuple[TrainState, dict, int]:
+  """Restores one checkpoint step; CheckpointError if it is unreadable, ValueError if its config
+  differs from `config` (not a corruption: falling back would not help)."""
+  where = os.path.join(str(manager.directory), str(step))
   try:
-    meta = manager.restore(latest, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    meta = manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
   except Exception as e:  # noqa: BLE001 -- any failure here means an unreadable checkpoint.
-    raise RuntimeError(
-      f"Cannot read the checkpoint metadata at {where}: {e!r}. The checkpoint is corrupted or was not "
-      "written by aplx. Refusing to start from scratch over it: move it away or use another "
-      "--workdir."
-    ) from e
-  saved, now = meta["config"], _config_json(config)
-  changed = sorted(
-    k for k in set(saved) | set(now) if k not in RESUMABLE_CHANGES and saved.get(k) != now.get(k)
-  )
-  if changed:
-    diffs = "; ".join(f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in changed)
-    raise RuntimeError(
-      f"The checkpoint at {where} was written with a different config ({diffs}). Resume with the "
-      "original config, or use a new --workdir to start a different run."
+    raise CheckpointError(f"cannot read the metadata of {where} ({_short(e)})") from e
+  diff = rundir.config_diff(meta["config"], _config_json(config))
+  if diff:
+    raise ValueError(
+      f"The checkpoint at {where} was written with a different config ({'; '.join(diff)}). Resume "
+      "with the original config, or use a new --workdir to start a different run."
     )
   abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (state, sums))
   try:
-    restored, sums = manager.restore(
-      latest, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
-    )["state"]
+    restored, sums = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))[
+      "state"
+    ]
   except Exception as e:  # noqa: BLE001
-    raise RuntimeError(
-      f"Cannot restore the training state from {where}: {e!r}. It does not match this model and "
-      "optimiser (or is corrupted). Refusing to start from scratch over it: move it away or use "
-      "another --workdir."
+    raise CheckpointError(
+      f"cannot restore the training state from {where} ({_short(e)}): corrupted, or written by "
+      "another model / optimiser"
     ) from e
-  logging.info("Resumed from %s (epoch %d, step %d).", where, meta["epoch"], latest)
   return restored, sums, meta["epoch"]
 
 
+def _restore_or_keep(
+  manager: ocp.CheckpointManager, state: TrainState, sums: dict, config
+) -> tuple[TrainState, dict, int]:
+  """Restores (state, epoch sums, completed epochs) from the newest checkpoint that restores, else
+  returns the inputs (no checkpoint).
+
+  A newer checkpoint that cannot be read (e.g. corrupted by a crash mid-write) is moved aside to
+  `<workdir>/checkpoints_unreadable/<step>` (never deleted) and the run resumes from the one before,
+  with a warning. If no checkpoint restores, nothing is moved and the run refuses to start over.
+  """
+  steps = sorted(manager.all_steps(), reverse=True)
+  failures = []
+  for step in steps:
+    try:
+      restored = _restore_step(manager, step, state, sums, config)
+    except CheckpointError as e:
+      failures.append((step, str(e)))
+      continue
+    if failures:
+      _set_aside(manager, [s for s, _ in failures])
+      logging.warning(
+        "RESUMING FROM AN OLDER CHECKPOINT (step %d): the newer %s could not be restored and %s moved "
+        "to %s: %s",
+        step,
+        ", ".join(str(s) for s, _ in failures),
+        "was" if len(failures) == 1 else "were",
+        _aside_dir(manager),
+        "; ".join(f for _, f in failures),
+      )
+    logging.info(
+      "Resumed from %s (epoch %d, step %d).",
+      os.path.join(str(manager.directory), str(step)),
+      restored[2],
+      step,
+    )
+    return restored
+  if failures:
+    raise CheckpointError(
+      f"No checkpoint in {manager.directory} could be restored ({failures[0][1]}). Refusing to start "
+      "from scratch over them: move the directory away (or use another --workdir) to start over."
+    )
+  return state, sums, 0
+
+
+def _aside_dir(manager) -> str:
+  return os.path.join(os.path.dirname(str(manager.directory).rstrip("/")), "checkpoints_unreadable")
+
+
+def _set_aside(manager, steps: list[int]) -> None:
+  """Moves unreadable checkpoint steps out of the manager's directory (process 0), then every process
+  rescans it."""
+  if jax.process_index() == 0:
+    aside = rundir.path(_aside_dir(manager))
+    aside.mkdir(parents=True, exist_ok=True)
+    for step in steps:
+      src = rundir.path(manager.directory) / str(step)
+      dst = aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+      src.rename(dst)
+  if jax.process_count() > 1:
+    from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+    multihost_utils.sync_global_devices("aplx_checkpoints_set_aside")
+  manager.reload()
+
+
 def _save(manager: ocp.CheckpointManager, state: TrainState, sums: dict, epoch: int, config) -> None:
-  """Saves (state, running epoch sums) and `epoch`, the number of completed epochs."""
+  """Saves (state, running epoch sums) and `epoch`, the number of completed epochs, and waits until the
+  checkpoint is committed. A failed write (full disk, lost bucket) raises one CheckpointError naming
+  the directory."""
   step = int(state.step)
-  manager.save(
-    step,
-    args=ocp.args.Composite(
-      state=ocp.args.StandardSave((state, sums)),
-      meta=ocp.args.JsonSave({"epoch": epoch, "step": step, "config": _config_json(config)}),
-    ),
-  )
+  try:
+    manager.save(
+      step,
+      args=ocp.args.Composite(
+        state=ocp.args.StandardSave((state, sums)),
+        meta=ocp.args.JsonSave({"epoch": epoch, "step": step, "config": _config_json(config)}),
+      ),
+    )
+    manager.wait_until_finished()
+  except Exception as e:  # noqa: BLE001
+    raise CheckpointError(
+      f"Could not write the checkpoint of step {step} to {manager.directory} ({_short(e)}). Is the disk "
+      "full or the directory not writable? Free space and rerun the same command: the run resumes from "
+      "its last committed checkpoint."
+    ) from e
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -316,22 +387,22 @@ def _save(manager: ocp.CheckpointManager, state: TrainState, sums: dict, epoch: 
 
 
 class MetricWriter:
-  """JSON lines (`metrics.jsonl`) and TensorBoard summaries in the workdir; process 0 only.
+  """metrics.jsonl (`aplx.rundir`) and TensorBoard summaries in the workdir; process 0 only.
 
   `history` holds every record of the run so far (on process 0), resumed epochs included.
   """
 
   def __init__(self, workdir: str, resume_epoch: int):
     self.active = jax.process_index() == 0
-    self.path = os.path.join(workdir, "metrics.jsonl")
+    self.workdir = workdir
     self.tb = None
     self.history = []
     if not self.active:
       return
-    # Drop lines of epochs that the resumed run will redo, so the log matches an uninterrupted run.
-    self.history = [r for r in read_metrics(workdir) if r["epoch"] <= resume_epoch]
-    with open(self.path, "w") as f:
-      f.writelines(json.dumps(r) + "\n" for r in self.history)
+    # Drop lines of epochs that the resumed run will redo (and a torn last line), so the log matches
+    # an uninterrupted run.
+    self.history = [r for r in rundir.read_metrics(workdir) if r["epoch"] <= resume_epoch]
+    rundir.write_metrics(workdir, self.history)
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
     self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
@@ -340,8 +411,7 @@ class MetricWriter:
     if not self.active:
       return
     self.history.append(record)
-    with open(self.path, "a") as f:
-      f.write(json.dumps(record) + "\n")
+    rundir.append_metrics(self.workdir, record)
     for k, v in record.items():
       if k != "epoch":
         self.tb.add_scalar(k, v, record["epoch"])
@@ -352,13 +422,16 @@ class MetricWriter:
       self.tb.close()
 
 
-def read_metrics(workdir: str) -> list[dict]:
-  """The per-epoch records of a run, as written by `train_and_evaluate`."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  with open(path) as f:
-    return [json.loads(l) for l in f if l.strip()]
+read_metrics = rundir.read_metrics  # The per-epoch records of a run.
+
+
+class Preempted(Exception):
+  """Raised by `train_and_evaluate` after a preemption checkpoint is committed: rerun to resume.
+  `experiments.main` exits with `rundir.PREEMPTED_EXIT_CODE`."""
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(f"Preempted at step {step}; checkpoint committed in {workdir}. Rerun to resume.")
+    self.step = step
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -370,18 +443,59 @@ class NonFiniteLossError(FloatingPointError):
 # ---------------------------------------------------------------------------------------------------
 
 
+def validate_config(config: ml_collections.ConfigDict) -> None:
+  """Checks the whole config before any data is read or the workdir is touched; raises ValueError (or
+  TypeError for loss parameters) naming the field and the fix."""
+
+  def bad(field, value, fix):
+    raise ValueError(f"config.{field}={value!r}: {fix}")
+
+  if config.dataset not in data_lib.DATASETS:
+    bad("dataset", config.dataset, f"use one of {sorted(data_lib.DATASETS)}.")
+  if config.model.name not in models.names():
+    bad("model.name", config.model.name, f"use one of {models.names()}.")
+  losses.get(config.loss.name, **config.loss.get("params", {}))  # Names the valid losses / parameters.
+  kind = config.noise.type.partition(":")[0]
+  if kind not in noise_lib.NOISE_MODELS:
+    bad("noise.type", config.noise.type, f"use one of {sorted(noise_lib.NOISE_MODELS)} (or human:<field>).")
+  if not 0.0 <= config.noise.rate <= 1.0:
+    bad("noise.rate", config.noise.rate, "a noise rate is in [0, 1].")
+  for field in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):
+    value = config[field]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+      bad(field, value, "must be a positive integer (0 is not 'the default': leave the field out).")
+    if field in ("batch_size", "eval_batch_size") and value % jax.device_count():
+      bad(
+        field,
+        value,
+        f"must be divisible by the number of devices ({jax.device_count()}); pick a "
+        f"multiple of {jax.device_count()}.",
+      )
+  if config.get("max_steps") is not None and config.max_steps < 1:
+    bad("max_steps", config.max_steps, "must be >= 1, or None for the whole run.")
+  optim = config.optim
+  if optim.schedule not in ("cosine", "exponential", "constant"):
+    bad("optim.schedule", optim.schedule, "use 'cosine', 'exponential' or 'constant'.")
+  if not optim.lr > 0:
+    bad("optim.lr", optim.lr, "the learning rate must be > 0.")
+  for field in ("momentum", "weight_decay", "grad_clip", "l1"):
+    if optim.get(field) is not None and optim.get(field) < 0:
+      bad(f"optim.{field}", optim.get(field), "must be >= 0 (0 turns it off).")
+
+
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
-  """Trains `config` in `workdir`, resuming from its latest checkpoint. Returns the per-epoch metrics."""
-  workdir = os.path.abspath(workdir)
-  os.makedirs(workdir, exist_ok=True)
+  """Trains `config` in `workdir`, resuming from its newest readable checkpoint. Returns the per-epoch
+  metrics. Raises `Preempted` after a preemption checkpoint is committed (rerun to resume).
+
+  `workdir` is a local path or a URI that etils.epath and orbax understand (gs://...). The run
+  directory's files are described in `aplx.rundir`.
+  """
+  validate_config(config)  # Before any data or the workdir is touched.
+  remote = "://" in str(workdir)
+  workdir = str(workdir) if remote else os.path.abspath(workdir)
+  rundir.path(workdir).mkdir(parents=True, exist_ok=True)
 
   # ----- Data: TFDS dataset with label noise injected from (noise seed, example id). ---------------
-  for name in ("batch_size", "eval_batch_size"):  # Devices of every process, so processes too.
-    if config[name] % jax.device_count():
-      raise ValueError(
-        f"config.{name}={config[name]} must be divisible by the number of devices "
-        f"({jax.device_count()}); pick a multiple of {jax.device_count()}."
-      )
   ds = data_lib.load_dataset(
     config.dataset,
     data_dir=config.get("data_dir"),
@@ -413,29 +527,85 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     os.path.join(workdir, "checkpoints"),
     options=ocp.CheckpointManagerOptions(max_to_keep=config.get("keep_checkpoints", 2), create=True),
   )
-  fresh_sums = jax.jit(zero_sums, out_shardings=state.step.sharding)
-  state, sums, epoch = _restore_or_keep(manager, state, fresh_sums(), config)
-  writer = MetricWriter(workdir, resume_epoch=epoch)
+  writer = None
+  try:
+    fresh_sums = jax.jit(zero_sums, out_shardings=state.step.sharding)
+    state, sums, epoch = _restore_or_keep(manager, state, fresh_sums(), config)
+    writer = MetricWriter(workdir, resume_epoch=epoch)
+    if jax.process_index() == 0:
+      rundir.write_config(workdir, _config_json(config))
+      rundir.write_status(workdir, rundir.RUNNING, step=int(state.step), epoch=epoch)
+    logging.info(
+      "%s | %s noise %.2f | loss %s | model %s | %d train images, %d steps/epoch x %d epochs "
+      "| %d devices, %d processes | workdir %s",
+      config.dataset,
+      config.noise.type,
+      config.noise.rate,
+      config.loss.name,
+      config.model.name,
+      ds.num_train,
+      steps_per_epoch,
+      config.epochs,
+      jax.device_count(),
+      jax.process_count(),
+      workdir,
+    )
+    state = _train_loop(
+      config,
+      ds,
+      state,
+      sums,
+      epoch,
+      train_step,
+      eval_step,
+      schedule,
+      manager,
+      writer,
+      fresh_sums,
+      steps_per_epoch,
+      batch_sharding,
+      layout,
+      workdir,
+    )
+  except BaseException as e:
+    if jax.process_index() == 0:
+      if isinstance(e, Preempted):
+        rundir.write_status(workdir, rundir.PREEMPTED, step=e.step)
+      else:
+        rundir.write_status(workdir, rundir.FAILED, error=_short(e, 1000))
+    raise
+  finally:
+    manager.close()
+    if writer is not None:
+      writer.close()
   if jax.process_index() == 0:
-    with open(os.path.join(workdir, "config.json"), "w") as f:
-      f.write(config.to_json_best_effort(indent=2))
-  logging.info(
-    "%s | %s noise %.2f | loss %s | model %s | %d train images, %d steps/epoch x %d epochs "
-    "| %d devices, %d processes | workdir %s",
-    config.dataset,
-    config.noise.type,
-    config.noise.rate,
-    config.loss.name,
-    config.model.name,
-    ds.num_train,
-    steps_per_epoch,
-    config.epochs,
-    jax.device_count(),
-    jax.process_count(),
-    workdir,
-  )
+    done = int(state.step) >= total_steps
+    rundir.write_status(
+      workdir, rundir.FINISHED if done else rundir.RUNNING, step=int(state.step), epoch=len(writer.history)
+    )
+  return writer.history
 
-  # ----- Train. -----------------------------------------------------------------------------------
+
+def _train_loop(
+  config,
+  ds,
+  state,
+  sums,
+  epoch,
+  train_step,
+  eval_step,
+  schedule,
+  manager,
+  writer,
+  fresh_sums,
+  steps_per_epoch,
+  batch_sharding,
+  layout,
+  workdir,
+) -> TrainState:
+  """Steps until config.epochs (or config.max_steps); at each epoch end evaluates, checkpoints (and
+  waits for the commit), then logs. Stops on preemption after a committed checkpoint."""
+  total_steps = steps_per_epoch * config.epochs
   batches = data_lib.train_batches(
     ds,
     global_batch_size=config.batch_size,
@@ -448,14 +618,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   )
   max_steps = min(config.get("max_steps") or total_steps, total_steps)  # Tests: stop as if killed.
   run_start, run_start_step = time.time(), int(state.step)
-  epoch_start = run_start
+  epoch_start, train_seconds = run_start, 0.0
   step = int(state.step)
+  in_flight = collections.deque()  # Small arrays from recent steps: waiting on the oldest bounds the queue.
   with _PreemptionFlag() as preempted:
     while step < max_steps:
       state, sums = train_step(state, _global_batch(next(batches), batch_sharding), sums)
       step += 1
+      in_flight.append(state.step + 0)  # A new array: the step's outputs are donated to the next step.
+      if len(in_flight) > MAX_STEPS_AHEAD:
+        in_flight.popleft().block_until_ready()
       if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-        _check_finite(sums)
+        _check_finite(sums, config.optim)
         logging.info(
           "epoch %d/%d  step %d/%d  loss %.4f",
           epoch + 1,
@@ -464,7 +638,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
           steps_per_epoch,
           float(sums["loss"]) / max(int(sums["count"]), 1),
         )
-      if step % steps_per_epoch == 0:  # End of an epoch: evaluate, log, checkpoint.
+      if step % steps_per_epoch == 0:  # End of an epoch: evaluate, checkpoint, then log.
+        train_seconds += time.time() - epoch_start  # Synced by the loss read above; no eval time.
         record = {
           "epoch": epoch + 1,
           "step": step,
@@ -472,13 +647,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
           "train_loss": float(sums["loss"]) / int(sums["count"]),
           "train_acc_noisy": int(sums["correct_noisy"]) / int(sums["count"]),
           "train_acc_clean": int(sums["correct_clean"]) / int(sums["count"]),
+          "images_per_sec": int(sums["count"]) / max(train_seconds, 1e-9),
           "test_acc": evaluate(eval_step, state, ds, config, batch_sharding),
-          "images_per_sec": int(sums["count"]) / (time.time() - epoch_start),
         }
         epoch += 1
         sums = fresh_sums()
+        _save(manager, state, sums, epoch, config)  # Committed before the record is written.
         writer.write(record)
-        _save(manager, state, sums, epoch, config)
         eta = (time.time() - run_start) / (step - run_start_step) * (total_steps - step)
         logging.info(
           "epoch %d/%d  loss %.4f  train acc noisy %.2f%% clean %.2f%%  test acc %.2f%%  "
@@ -493,15 +668,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
           record["images_per_sec"],
           _hms(eta),
         )
-        epoch_start = time.time()
+        epoch_start, train_seconds = time.time(), 0.0
+        if step < max_steps and preempted(manager, step):
+          logging.warning("Preempted at step %d (end of epoch %d; its checkpoint is committed).", step, epoch)
+          raise Preempted(step, workdir)
       elif preempted(manager, step):
         logging.warning("Preempted at step %d: saving a mid-epoch checkpoint and stopping.", step)
         _save(manager, state, sums, epoch, config)
-        break
-  manager.wait_until_finished()
-  manager.close()
-  writer.close()
-  return writer.history
+        raise Preempted(step, workdir)
+  return state
 
 
 class _PreemptionFlag:
@@ -528,13 +703,22 @@ class _PreemptionFlag:
       signal.signal(signal.SIGTERM, self.previous)
 
 
-def _check_finite(sums: dict) -> None:
+def _check_finite(sums: dict, optim) -> None:
   bad = int(sums["first_bad_step"])
   if bad != np.iinfo(np.int32).max:
+    if optim.get("grad_clip"):
+      advice = (
+        f"Gradient clipping is already on (global norm {optim.grad_clip}): lower the learning rate "
+        f"(config.optim.lr={optim.lr}) or check the loss hyperparameters."
+      )
+    else:
+      advice = (
+        "Lower the learning rate, check the loss hyperparameters, or enable gradient clipping "
+        "(config.optim.grad_clip=5.0, as the authors do)."
+      )
     raise NonFiniteLossError(
-      f"The training loss became NaN or inf at step {bad}. Stopping; the last good checkpoint is kept. "
-      "Lower the learning rate, check the loss hyperparameters, or enable gradient clipping "
-      "(config.optim.grad_clip)."
+      f"The training loss became NaN or inf at step {bad}. Stopping; the last good checkpoint is "
+      f"kept. {advice}"
     )
 
 

@@ -7,16 +7,21 @@ r"""Trains one paper setting, or with no --config runs the headline demo.
       --config.epochs=5 --workdir runs/m
 
 A run resumes from the latest checkpoint in its --workdir. Multi-host: add --distributed (launch/).
+
+Exit status: 0 finished (or stopped at --config.max_steps), 75 preempted (SIGTERM; a checkpoint was
+committed: rerun the same command to resume), 1 an error (its message says what to do).
 """
 
+import importlib.util
 import os
+import sys
 
 from absl import app, flags, logging
 import jax
 from ml_collections import config_flags
 
 import aplx
-from aplx import distributed, train
+from aplx import distributed, rundir, train
 import experiments
 from experiments import demo
 
@@ -67,7 +72,63 @@ def main(argv):
     return
   if not _WORKDIR.value:
     raise app.UsageError("--workdir is required with --config (checkpoints and metrics go there).")
-  train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  try:
+    train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
+  except train.Preempted as e:
+    logging.warning("%s", e)
+    sys.exit(rundir.PREEMPTED_EXIT_CODE)
+  except (ValueError, TypeError, train.CheckpointError, train.NonFiniteLossError, FileNotFoundError) as e:
+    # Errors whose message names the problem and the fix: no traceback.
+    logging.error("%s", e)
+    sys.exit(1)
+
+
+def _parse_flags(argv: list[str]) -> list[str]:
+  """absl's parser, with a clear message for a mistyped --config.<field> (ml_collections raises a bare
+  AttributeError from deep inside its override parser)."""
+  try:
+    return flags.FLAGS(argv)
+  except flags.IllegalFlagValueError as e:
+    # A config file's get_config rejected its argument: ml_collections puts the whole traceback in the
+    # message; its last line is the error itself.
+    sys.exit(f"FATAL Flags parsing error: {str(e).strip().splitlines()[-1]}")
+  except (AttributeError, KeyError) as e:
+    config = _load_config_arg(argv)
+    for arg in argv[1:]:
+      if arg.startswith("--config.") and config is not None:
+        missing = _missing_field(config, arg[len("--config.") :].partition("=")[0])
+        if missing:
+          sys.exit(f"FATAL Flags parsing error: {arg}: {missing}")
+    sys.exit(f"FATAL Flags parsing error: {e}")
+  except flags.Error as e:  # Unknown flags and the like, as absl reports them.
+    sys.exit(f"FATAL Flags parsing error: {e}\nPass --helpshort or --helpfull to see help on flags.")
+
+
+def _load_config_arg(argv: list[str]):
+  """The ConfigDict that `--config path[:arg]` names, loaded as config_flags does; None if unclear."""
+  spec = next((a.partition("=")[2] for a in argv if a.startswith("--config=")), None)
+  if spec is None and "--config" in argv[:-1]:
+    spec = argv[argv.index("--config") + 1]
+  if not spec:
+    return None
+  path, _, arg = spec.partition(":")
+  module_spec = importlib.util.spec_from_file_location("_aplx_config_file", path)
+  if module_spec is None:
+    return None
+  module = importlib.util.module_from_spec(module_spec)
+  module_spec.loader.exec_module(module)
+  return module.get_config(arg) if arg else module.get_config()
+
+
+def _missing_field(config, dotted: str) -> str | None:
+  """Why `config.<dotted>` does not exist (naming the fields that do), or None if it does."""
+  node, walked = config, "config"
+  for name in dotted.split("."):
+    fields = list(node.keys()) if hasattr(node, "keys") else []
+    if name not in fields:
+      return f"{walked} has no field {name!r}; its fields are: {', '.join(sorted(fields)) or 'none'}."
+    node, walked = node[name], f"{walked}.{name}"
+  return None
 
 
 def _quiet_libraries() -> None:
@@ -80,4 +141,4 @@ def _quiet_libraries() -> None:
 
 
 if __name__ == "__main__":
-  app.run(main)
+  app.run(main, flags_parser=_parse_flags)

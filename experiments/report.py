@@ -22,6 +22,7 @@ from typing import NamedTuple
 from absl import app, flags
 import numpy as np
 
+from aplx import rundir
 from experiments import sweep
 
 PAPER_TABLES = os.path.join(os.path.dirname(__file__), "configs", "paper_tables.csv")
@@ -88,7 +89,7 @@ def _parse_path(root: str, workdir: str) -> tuple[str, float, str, int] | None:
 
 def read_run(root: str, workdir: str) -> RunInfo | None:
   """A workdir's settings, metrics and status; None for a directory that is not a run."""
-  config = sweep.read_json(os.path.join(workdir, "config.json"))
+  config = rundir.read_config(workdir)
   status, detail = sweep.run_status(workdir)
   if config is None:
     parsed = _parse_path(root, workdir)
@@ -105,7 +106,7 @@ def read_run(root: str, workdir: str) -> RunInfo | None:
     float(config["noise"]["rate"]),
     config["loss"]["name"],
     int(config["seed"]),
-    sweep.read_metrics(workdir),
+    rundir.read_metrics(workdir),
     status,
     detail,
   )

@@ -30,6 +30,7 @@ from typing import NamedTuple
 
 from absl import app, flags
 
+from aplx import rundir
 from experiments.configs import common
 
 FINISHED, PARTIAL, MISSING, CONFLICT = "finished", "partial", "missing", "conflict"
@@ -115,65 +116,25 @@ def expand(grid: str, fixed: str, root: str) -> list[Run]:
 # ---------------------------------------------------------------------------------------------------
 
 
-def read_json(path: str) -> dict | None:
-  if not os.path.exists(path):
-    return None
-  with open(path) as f:
-    return json.load(f)
-
-
-def read_metrics(workdir: str) -> list[dict]:
-  """metrics.jsonl as `aplx.train.read_metrics` reads it (without importing JAX); a torn last line is
-  ignored (a run killed mid-write)."""
-  path = os.path.join(workdir, "metrics.jsonl")
-  if not os.path.exists(path):
-    return []
-  records = []
-  with open(path) as f:
-    for line in f:
-      try:
-        records.append(json.loads(line))
-      except json.JSONDecodeError:
-        pass
-  return records
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-  out = {}
-  for k, v in d.items():
-    if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
-    else:
-      out[f"{prefix}{k}"] = v
-  return out
-
-
-def config_diff(saved: dict, expected: dict) -> list[str]:
-  """Fields where a workdir's config.json differs from the expected config, as 'key: saved -> expected'."""
-  a, b = _flatten(saved), _flatten(expected)
-  return [
-    f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-    for k in sorted(set(a) | set(b))
-    if k != "data_dir" and a.get(k) != b.get(k)
-  ]
-
-
 def run_status(workdir: str, expected: dict | None = None) -> tuple[str, str]:
   """(status, detail) of a workdir: finished, partial (resumable), missing, or conflict.
 
-  `expected` is the config (as a JSON dict) that the grid point gives now; without it a run is finished
-  when its last metrics line reaches the epochs of its own config.json.
+  `expected` is the config (as a JSON dict) that the grid point gives now; a workdir whose config.json
+  differs from it in a field that changes the result (`aplx.rundir.config_diff`, the trainer's own
+  rule) is a conflict. Without it a run is finished when its last metrics line reaches the epochs of
+  its own config.json.
   """
-  saved = read_json(os.path.join(workdir, "config.json"))
-  metrics = read_metrics(workdir)
+  saved = rundir.read_config(workdir)
   if saved is None:
     return (PARTIAL, "started, no config.json yet") if os.path.isdir(workdir) else (MISSING, "not started")
   if expected is not None:
-    diff = config_diff(saved, expected)
+    diff = rundir.config_diff(saved, expected)
     if diff:
       return CONFLICT, "config.json differs from the config now: " + "; ".join(diff)
-  done, epochs = (metrics[-1]["epoch"] if metrics else 0), saved["epochs"]
-  return (FINISHED if done >= epochs else PARTIAL), f"epoch {done}/{epochs}"
+  done, epochs = rundir.progress(workdir)
+  last = rundir.read_status(workdir).get("status")
+  detail = f"epoch {done}/{epochs}" + (f", {last}" if last in (rundir.PREEMPTED, rundir.FAILED) else "")
+  return (FINISHED if done >= epochs else PARTIAL), detail
 
 
 def load_config_file(path: str):
@@ -253,15 +214,18 @@ def run_sweep(
 ) -> dict[str, list[tuple[Run, str]]]:
   """Launches every unfinished run (up to `parallel` at once) and reports progress to `out`.
 
-  Returns {'finished': [...], 'failed': [...], 'skipped': [...], 'busy': [...]} of (run, detail); a
-  run is failed when its process exits non-zero, leaves it unfinished, or its workdir is a conflict;
-  busy when another sweep is training it (its log is locked): not a failure, rerun later.
+  Returns {'finished': [...], 'failed': [...], 'skipped': [...], 'busy': [...], 'interrupted': [...]}
+  of (run, detail); a run is failed when its process exits non-zero, leaves it unfinished, or its workdir
+  is a conflict; busy when another sweep is training it (its log is locked): not a failure, rerun later;
+  interrupted when it was preempted (exit `aplx.rundir.PREEMPTED_EXIT_CODE`, checkpoint committed):
+  resumable, and no further run is started (the job is being stopped).
   """
 
   def say(msg):
     print(msg, file=out, flush=True)
 
-  result = {"finished": [], "failed": [], "skipped": [], "busy": []}
+  result = {"finished": [], "failed": [], "skipped": [], "busy": [], "interrupted": []}
+  stopping = threading.Event()
   todo = []
   for run in runs:
     status, detail = run_status(run.workdir, expected(run))
@@ -283,19 +247,27 @@ def run_sweep(
 
   def one(item):
     run, status, detail = item
+    if stopping.is_set():
+      return
     say(f"  start    {run.workdir} ({'resume: ' + detail if status == PARTIAL else 'new'}) log {run.log}")
     start = time.time()
     rc = launch(run)
     status, detail = run_status(run.workdir, expected(run))
     ok = rc == 0 and status == FINISHED
-    kind = "finished" if ok else "busy" if rc == -1 else "failed"
-    if kind == "busy":
-      detail = "running elsewhere (its log is locked)"
-    elif kind == "failed":
-      detail = f"exit code {rc}, {status} ({detail})"
+    if ok:
+      kind = "finished"
+    elif rc == -1:
+      kind, detail = "busy", "running elsewhere (its log is locked)"
+    elif rc == rundir.PREEMPTED_EXIT_CODE:
+      kind, detail = "interrupted", f"preempted, resumable ({detail})"
+      stopping.set()
+    else:
+      kind, detail = "failed", f"exit code {rc}, {status} ({detail})"
     with lock:
       result[kind].append((run, detail))
-      label = {"finished": "finished", "busy": "busy    ", "failed": "FAILED  "}[kind]
+      label = {"finished": "finished", "busy": "busy    ", "failed": "FAILED  ", "interrupted": "stopped "}[
+        kind
+      ]
       say(
         f"[{len(result['finished'])}/{total} done, {len(result['failed'])} failed] "
         f"{label} {run.workdir} in {time.time() - start:.0f}s" + ("" if ok else f": {detail}; log {run.log}")
@@ -306,7 +278,8 @@ def run_sweep(
 
   say(
     f"Done: {len(result['finished'])}/{total} finished, {len(result['failed'])} failed"
-    + (f", {len(result['busy'])} being trained by another sweep." if result["busy"] else ".")
+    + (f", {len(result['busy'])} being trained by another sweep" if result["busy"] else "")
+    + (", interrupted by preemption: rerun the same command to resume." if result["interrupted"] else ".")
   )
   for run, detail in result["failed"]:
     say(f"  FAILED {run.workdir}: {detail}; log {run.log}")
@@ -355,7 +328,9 @@ def main(argv):
     parallel=_PARALLEL.value,
     expected=expected,
   )
-  return 1 if result["failed"] else 0
+  if result["failed"]:
+    return 1
+  return rundir.PREEMPTED_EXIT_CODE if result["interrupted"] else 0
 
 
 if __name__ == "__main__":

@@ -6,6 +6,10 @@ These must be set before JAX initialises its backends, hence here and not in the
 import os
 
 os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
+# The tests read the original MNIST files beside the repository (the library has no such default).
+_SHARED_MNIST = os.path.join(os.path.dirname(__file__), "..", "..", "shared", "data", "mnist")
+if os.path.isdir(_SHARED_MNIST):
+  os.environ.setdefault("APLX_MNIST_DIR", os.path.normpath(_SHARED_MNIST))
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 
 import jax  # noqa: E402

@@ -2,8 +2,12 @@
 
 import io
 import itertools
+import os
 import pickle
+import shutil
+import socket
 import tarfile
+import time
 
 import numpy as np
 import pytest
@@ -67,6 +71,63 @@ def test_missing_data_dir_says_how_to_prepare(tmp_path, monkeypatch):
   monkeypatch.setattr(prepare, "default_mnist_dir", lambda: None)
   with pytest.raises(FileNotFoundError, match=r"python -m aplx\.data\.prepare mnist --raw_dir"):
     data.ensure_prepared("mnist", str(tmp_path), download=False)
+
+
+def _mnist_copy(tmp_path):
+  """The four MNIST files and their SHA256SUMS, copied so that a test may damage them."""
+  src = prepare.default_mnist_dir()
+  raw = tmp_path / "raw"
+  raw.mkdir()
+  for name in os.listdir(src):
+    shutil.copy(os.path.join(src, name), raw / name)
+  return raw
+
+
+def test_truncated_idx_names_the_file(tmp_path):
+  raw = _mnist_copy(tmp_path)
+  path = raw / "t10k-labels-idx1-ubyte.gz"
+  path.write_bytes(path.read_bytes()[:-100])
+  with pytest.raises(ValueError, match=r"t10k-labels-idx1-ubyte\.gz is truncated or corrupted"):
+    prepare.read_idx(path)
+
+
+def test_sha256sums_beside_the_files_are_checked(tmp_path):
+  raw = _mnist_copy(tmp_path)
+  assert (raw / "SHA256SUMS").exists()
+  prepare.verify_sha256sums(raw, sorted(raw.glob("*.gz")))  # The originals pass.
+  path = raw / "t10k-labels-idx1-ubyte.gz"
+  data_bytes = bytearray(path.read_bytes())
+  data_bytes[-1] ^= 1
+  path.write_bytes(bytes(data_bytes))
+  with pytest.raises(
+    ValueError, match=r"t10k-labels-idx1-ubyte\.gz does not match its checksum in .*SHA256SUMS"
+  ):
+    prepare.prepare("mnist", data_dir=str(tmp_path / "tfds"), raw_dir=str(raw))
+
+
+def test_half_made_tfds_directory_is_an_error_not_a_dataset(mnist_data_dir, tmp_path):
+  copy = tmp_path / "tfds"
+  shutil.copytree(mnist_data_dir, copy)
+  version_dir = copy / "mnist" / "3.0.1"
+  victim = sorted(version_dir.glob("mnist-test.array_record*"))[0]
+  victim.unlink()
+  with pytest.raises(FileNotFoundError, match=r"is incomplete: split 'test' lacks mnist-test\.array_record"):
+    data.ensure_prepared("mnist", str(copy), download=False)
+
+
+def test_offline_download_fails_fast(tmp_path, monkeypatch):
+  monkeypatch.delenv("APLX_MNIST_DIR", raising=False)
+
+  def no_network(*args, **kwargs):
+    raise OSError("Network is unreachable")
+
+  monkeypatch.setattr(socket, "create_connection", no_network)
+  start = time.time()
+  with pytest.raises(
+    RuntimeError, match=r"(?s)cannot reach storage\.googleapis\.com.*no network\?.*--raw_dir"
+  ):
+    data.ensure_prepared("mnist", str(tmp_path), download=True)
+  assert time.time() - start < 30  # Not minutes of TFDS retries.
 
 
 def test_subset_is_class_balanced_and_seed_independent(mnist_data_dir):

@@ -3,14 +3,16 @@
 import csv
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 
 import jax
 import numpy as np
 import pytest
 
-from aplx import losses
+from aplx import losses, rundir, train
 from experiments.configs import cifar10, cifar100, common, mnist, webvision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -216,7 +218,12 @@ def test_script_trains_with_overrides(mnist_data_dir, tmp_path):
   [
     (["--config", "experiments/configs/mnist.py:loss=ce"], "--workdir is required"),
     (["--config", "experiments/configs/mnist.py:rate=2", "--workdir=/tmp/x"], "rate=2.0: a noise rate"),
-    (["--config", "experiments/configs/mnist.py", "--config.optim.lrr=1", "--workdir=/tmp/x"], "lrr"),
+    (
+      ["--config", "experiments/configs/mnist.py", "--config.optim.learning_rate=1", "--workdir=/tmp/x"],
+      "config.optim has no field 'learning_rate'; its fields are: decay_rate, eta_min",
+    ),
+    (["--config", "experiments/configs/mnist.py:epochs=0", "--workdir=/tmp/x"], "epochs=0: must be >= 1"),
+    (["--config", "experiments/configs/mnist.py:loss=nce+xyz", "--workdir=/tmp/x"], "Unknown loss 'nce+xyz'"),
     (["--no_such_flag"], "no_such_flag"),
     (["stray"], "Unexpected arguments"),
   ],
@@ -225,3 +232,40 @@ def test_bad_command_lines_fail_clearly(args, message):
   r = _main(*args, timeout=120)
   assert r.returncode != 0
   assert message in r.stderr + r.stdout, r.stderr[-2000:]
+  assert "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_sigterm_stops_within_a_few_steps_exits_75_and_resumes(mnist_data_dir, tmp_path):
+  """A preempted run checkpoints promptly, exits with the documented status, and resumes to the end."""
+  workdir = tmp_path / "run"
+  args = [
+    "--config",
+    "experiments/configs/mnist.py:loss=ce,noise=sym,rate=0.2,subset=4096,epochs=1",
+    f"--config.data_dir={mnist_data_dir}",
+    "--config.log_every_steps=4",
+    f"--workdir={workdir}",
+  ]
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  proc = subprocess.Popen(
+    [sys.executable, "-m", "experiments.main", *args], cwd=REPO, env=env, stderr=subprocess.PIPE, text=True
+  )
+  lines = []
+  for line in proc.stderr:  # Signal once training is under way (the first progress line, step 4).
+    lines.append(line)
+    if "step 4/32" in line:
+      proc.send_signal(signal.SIGTERM)
+      signalled = time.time()
+      break
+  lines.extend(proc.stderr)
+  assert proc.wait(timeout=120) == rundir.PREEMPTED_EXIT_CODE, "".join(lines)[-3000:]
+  exit_seconds = time.time() - signalled
+  status = rundir.read_status(workdir)
+  assert status["status"] == rundir.PREEMPTED
+  # Host at most MAX_STEPS_AHEAD steps ahead of the device: the checkpoint lands within a few steps
+  # of the signal, not at the end of the epoch (32 steps).
+  assert 4 <= status["step"] <= 4 + train.MAX_STEPS_AHEAD + 3, (status, exit_seconds)
+  r = _main(*args)
+  assert r.returncode == 0, r.stderr[-3000:]
+  assert rundir.read_status(workdir)["status"] == rundir.FINISHED
+  assert [m["epoch"] for m in rundir.read_metrics(workdir)] == [1]

@@ -10,6 +10,7 @@ import sys
 import numpy as np
 import pytest
 
+from aplx import rundir
 from experiments import report, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -107,10 +108,31 @@ def test_run_status(tmp_path):
     f.write('{"epoch": 3, "te')
   assert sweep.run_status(part) == (sweep.PARTIAL, "epoch 2/3")
   # config.json that no longer matches what the grid point gives: a conflict, never resumed.
-  expected = sweep.read_json(os.path.join(done, "config.json"))
+  expected = rundir.read_config(done)
   assert sweep.run_status(done, expected)[0] == sweep.FINISHED
   status, detail = sweep.run_status(done, dict(expected, epochs=50))
   assert status == sweep.CONFLICT and "epochs: 3 -> 50" in detail
+  # The trainer's rule, not a stricter one: a change the trainer resumes over is no conflict.
+  assert sweep.run_status(done, dict(expected, log_every_steps=7, eval_batch_size=10))[0] == sweep.FINISHED
+  # A preempted run is partial (resumable), and says so.
+  rundir.write_status(part, rundir.PREEMPTED, step=5)
+  assert sweep.run_status(part) == (sweep.PARTIAL, "epoch 2/3, preempted")
+
+
+def test_preempted_run_stops_the_sweep_as_interrupted_not_failed(tmp_path):
+  runs = sweep.expand("loss=ce,gce;rate=0.8", "epochs=3", str(tmp_path))
+  launched = []
+
+  def launch(run):
+    launched.append(run)
+    make_run(tmp_path, run.workdir.split(os.sep)[-2], 0, 0.8, epochs=3, done=1)
+    return rundir.PREEMPTED_EXIT_CODE
+
+  out = io.StringIO()
+  result = sweep.run_sweep(runs, launch, out=out)
+  assert len(launched) == 1  # The job is being stopped: nothing more is started.
+  assert not result["failed"] and [r for r, _ in result["interrupted"]] == runs[:1]
+  assert "interrupted by preemption: rerun the same command to resume" in out.getvalue()
 
 
 def test_sweep_skips_finished_resumes_partial_reports_failures(tmp_path):

@@ -2,6 +2,7 @@
 
 import json
 import os
+import time
 
 import chex
 from flax import nnx
@@ -10,9 +11,10 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
+import orbax.checkpoint as ocp
 import pytest
 
-from aplx import losses, models, train
+from aplx import losses, models, rundir, train
 from experiments.configs import mnist as mnist_config
 
 
@@ -179,9 +181,11 @@ def test_nonfinite_loss_is_reported_with_its_step():
   for i, b in enumerate(batches):
     state, sums = step(state, train._global_batch(b, sharding), sums)
     if i < 2:
-      train._check_finite(sums)  # Nothing to report yet.
-  with pytest.raises(train.NonFiniteLossError, match="NaN or inf at step 2"):
-    train._check_finite(sums)
+      train._check_finite(sums, _optim())  # Nothing to report yet.
+  with pytest.raises(train.NonFiniteLossError, match="NaN or inf at step 2.*clipping is already on"):
+    train._check_finite(sums, _optim(grad_clip=5.0))
+  with pytest.raises(train.NonFiniteLossError, match="NaN or inf at step 2.*enable gradient clipping"):
+    train._check_finite(sums, _optim(grad_clip=0.0))
 
 
 # ----- End to end on real MNIST: accuracy, resume, checkpoints. -------------------------------------
@@ -249,7 +253,9 @@ def test_preempted_mid_epoch_checkpoint_resumes_exactly(uninterrupted, mnist_dat
   ref_dir, config, ref_history = uninterrupted
   workdir = str(tmp_path)
   monkeypatch.setattr(train._PreemptionFlag, "__call__", lambda self, manager, step: step == 13)
-  train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
+  with pytest.raises(train.Preempted, match="step 13"):
+    train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
+  assert rundir.read_status(workdir) | {"time": None} == {"status": "preempted", "step": 13, "time": None}
   assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()) == [8, 13]
   monkeypatch.undo()
   history = train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
@@ -262,25 +268,110 @@ def test_changed_config_refuses_to_resume(uninterrupted, mnist_data_dir, tmp_pat
   train.train_and_evaluate(_tiny_config(mnist_data_dir, max_steps=8), workdir)
   config = _tiny_config(mnist_data_dir)
   config.loss.params.beta = 1.0
-  with pytest.raises(RuntimeError, match=r"different config \(loss: .*new --workdir"):
+  with pytest.raises(ValueError, match=r"different config \(loss.params.beta: 10.0 -> 1.0\).*new --workdir"):
     train.train_and_evaluate(config, workdir)
 
 
-def test_corrupted_checkpoint_is_an_error_not_a_fresh_start(mnist_data_dir, tmp_path):
-  workdir = str(tmp_path)
-  train.train_and_evaluate(_tiny_config(mnist_data_dir, max_steps=8), workdir)
-  ckpt = os.path.join(workdir, "checkpoints", "8")
-  for root, _, files in os.walk(ckpt):
+def _corrupt(workdir, step):
+  for root, _, files in os.walk(os.path.join(workdir, "checkpoints", str(step))):
     for name in files:
       with open(os.path.join(root, name), "wb") as f:
         f.write(b"garbage")
-  with pytest.raises(RuntimeError, match="Refusing to start from scratch"):
+
+
+def test_corrupted_only_checkpoint_is_an_error_not_a_fresh_start(mnist_data_dir, tmp_path):
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_tiny_config(mnist_data_dir, max_steps=8), workdir)
+  _corrupt(workdir, 8)
+  with pytest.raises(train.CheckpointError, match="No checkpoint in .* could be restored.*Refusing") as e:
     train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
+  assert len(str(e.value)) < 800  # One short message, no TensorStore spec dump.
+  assert os.path.isdir(os.path.join(workdir, "checkpoints", "8"))  # Nothing moved or deleted.
+  assert rundir.read_status(workdir)["status"] == rundir.FAILED
+
+
+def test_corrupted_latest_checkpoint_falls_back_and_is_kept_aside(
+  uninterrupted, mnist_data_dir, tmp_path, monkeypatch
+):
+  """Epoch 2's checkpoint is unreadable: resume from epoch 1's, set the bad one aside, end as the
+  uninterrupted run. Also: a torn metrics line is dropped, and images/s counts training time only."""
+  ref_dir, config, ref_history = uninterrupted
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_tiny_config(mnist_data_dir, keep_checkpoints=3), workdir)
+  _corrupt(workdir, 16)
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"epoch": 3, "te')  # A write torn by a kill.
+  slow_eval = train.evaluate
+
+  def evaluate(*args):
+    time.sleep(12.0)  # Longer than compiling and training the 8 steps of an epoch here.
+    return slow_eval(*args)
+
+  monkeypatch.setattr(train, "evaluate", evaluate)
+  config2 = _tiny_config(mnist_data_dir, keep_checkpoints=3, epochs=2)
+  history = train.train_and_evaluate(config2, workdir)
+  assert _strip_timing(history) == _strip_timing(ref_history)
+  aside = os.listdir(os.path.join(workdir, "checkpoints_unreadable"))
+  assert len(aside) == 1 and aside[0].startswith("16-")
+  chex.assert_trees_all_equal(_final_params(workdir, config).params, _final_params(ref_dir, config).params)
+  # 1,024 images per epoch; with the 12 s of evaluation counted the rate would be below 1024 / 12.
+  assert history[-1]["images_per_sec"] > 1024 / 12
+  assert rundir.read_status(workdir)["status"] == rundir.FINISHED
+
+
+def test_torn_metrics_line_resumes(uninterrupted, mnist_data_dir, tmp_path):
+  _, _, ref_history = uninterrupted
+  workdir = str(tmp_path)
+  train.train_and_evaluate(_tiny_config(mnist_data_dir, max_steps=11), workdir)
+  with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
+    f.write('{"epoch": 2, "step": 1')
+  assert len(rundir.read_metrics(workdir)) == 1
+  history = train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
+  assert _strip_timing(history) == _strip_timing(ref_history)
+
+
+def test_failed_checkpoint_write_is_one_clear_error_and_no_metrics_line(
+  mnist_data_dir, tmp_path, monkeypatch
+):
+  workdir = str(tmp_path)
+
+  def full_disk(self, step, *args, **kwargs):
+    raise OSError(28, "No space left on device")
+
+  monkeypatch.setattr(ocp.CheckpointManager, "save", full_disk)
+  with pytest.raises(train.CheckpointError, match=r"checkpoint of step 8 to .*checkpoints.*disk full"):
+    train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
+  assert rundir.read_metrics(workdir) == []  # The epoch whose checkpoint was lost is not recorded.
+
+
+@pytest.mark.parametrize(
+  "override, message",
+  [
+    ({"epochs": 0}, "config.epochs=0: must be a positive integer"),
+    ({"loss.name": "nce+xyz"}, "Unknown loss 'nce\\+xyz'"),
+    ({"model.name": "vgg"}, "config.model.name='vgg': use one of"),
+    ({"dataset": "imagenet"}, "config.dataset='imagenet'"),
+    ({"optim.schedule": "step"}, "config.optim.schedule='step'"),
+    ({"noise.type": "gaussian"}, "config.noise.type='gaussian'"),
+  ],
+)
+def test_bad_config_is_rejected_before_data_or_workdir(tmp_path, override, message):
+  config = _tiny_config("/nonexistent/data_dir")
+  for path, value in override.items():
+    *parents, leaf = path.split(".")
+    node = config
+    for p in parents:
+      node = node[p]
+    node[leaf] = value
+  workdir = tmp_path / "run"
+  with pytest.raises(ValueError, match=message):
+    train.train_and_evaluate(config, str(workdir))
+  assert not workdir.exists()  # Neither the data nor the workdir was touched.
 
 
 @pytest.mark.parametrize("field", ["batch_size", "eval_batch_size"])
 def test_batch_sizes_must_divide_over_devices(mnist_data_dir, tmp_path, field):
-  with pytest.raises(ValueError, match=f"config.{field}=100 must be divisible by the number of devices"):
+  with pytest.raises(ValueError, match=f"config.{field}=100: must be divisible by the number of devices"):
     train.train_and_evaluate(_tiny_config(mnist_data_dir, **{field: 100}), str(tmp_path))
 
 

@@ -26,11 +26,16 @@ from __future__ import annotations
 
 import argparse
 import gzip
+import hashlib
 import io
 import os
 from pathlib import Path
 import pickle
+import socket
+import sys
 import tarfile
+import urllib.parse
+import zlib
 
 import numpy as np
 import tensorflow_datasets as tfds
@@ -51,16 +56,13 @@ __all__ = [
 # Settings
 # ---------------------------------------------------------------------------------------------------
 
-_REPO_ROOT = Path(__file__).resolve().parents[2]
-
 
 def default_mnist_dir() -> str | None:
-  """`APLX_MNIST_DIR`, else `<repo root>/../shared/data/mnist` when it exists, else None."""
-  env = os.environ.get("APLX_MNIST_DIR")
-  if env:
-    return env
-  shared = _REPO_ROOT.parent / "shared" / "data" / "mnist"
-  return str(shared) if shared.is_dir() else None
+  """`APLX_MNIST_DIR` (a directory of MNIST IDX files), else None: TFDS's download.
+
+  (`experiments/` and the tests default it to the repository's ../shared/data/mnist when present.)
+  """
+  return os.environ.get("APLX_MNIST_DIR") or None
 
 
 def default_data_dir() -> str:
@@ -81,13 +83,43 @@ def _open_maybe_gzip(path: Path):
 
 def read_idx(path) -> np.ndarray:
   """Reads an IDX file (optionally gzipped) into a uint8 array of its declared shape."""
-  with _open_maybe_gzip(Path(path)) as f:
-    data = f.read()
-  if data[:2] != b"\x00\x00" or data[2] != 0x08:
+  try:
+    with _open_maybe_gzip(Path(path)) as f:
+      data = f.read()
+  except (EOFError, OSError, zlib.error) as e:
+    raise ValueError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); download it again.") from e
+  if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
     raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()}).")
   ndim = data[3]
   shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
+  if len(data) != 4 + 4 * ndim + int(np.prod(shape)):
+    raise ValueError(
+      f"{path} is truncated: its header declares shape {shape} ({int(np.prod(shape))} bytes of data), "
+      f"the file holds {len(data) - 4 - 4 * ndim}. Download it again."
+    )
   return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
+
+
+def verify_sha256sums(raw_dir: Path, files) -> None:
+  """Checks `files` against a `SHA256SUMS` file beside them (`sha256sum` format), if there is one."""
+  sums_file = raw_dir / "SHA256SUMS"
+  if not sums_file.exists():
+    return
+  expected = {}
+  for line in sums_file.read_text().splitlines():
+    digest, _, name = line.strip().partition(" ")
+    if digest:
+      expected[name.strip().lstrip("*")] = digest.lower()
+  for f in files:
+    want = expected.get(Path(f).name)
+    if want is None:
+      continue
+    got = hashlib.sha256(Path(f).read_bytes()).hexdigest()
+    if got != want:
+      raise ValueError(
+        f"{f} does not match its checksum in {sums_file} (sha256 {got[:16]}..., expected {want[:16]}...): "
+        "the file is corrupted or truncated; download it again."
+      )
 
 
 _MNIST_FILES = {
@@ -162,6 +194,7 @@ class Mnist(_LocalSourceMixin, tfds_mnist.MNIST, skip_registration=True):
       files = {
         split: tuple(_find(self._raw_dir, stem) for stem in stems) for split, stems in _MNIST_FILES.items()
       }
+      verify_sha256sums(self._raw_dir, [f for pair in files.values() for f in pair])
     else:
       urls = {
         f"{split}_{i}": self.URL + stem + ".gz"
@@ -270,12 +303,42 @@ def prepare_command(name: str, data_dir: str | None = None, raw_dir: str | None 
 
 
 def is_prepared(name: str, data_dir: str | None = None) -> bool:
-  """Whether TFDS `name` (its current version) is already in `data_dir`."""
+  """Whether TFDS `name` (its current version) is in `data_dir`, complete.
+
+  Raises FileNotFoundError for a half-made directory (dataset_info.json present, data files missing
+  or empty, e.g. an interrupted copy), naming it: TFDS would otherwise take it as prepared.
+  """
   data_dir = data_dir or default_data_dir()
   try:
-    return tfds.builder(name, data_dir=data_dir).is_prepared()
+    builder = tfds.builder(name, data_dir=data_dir)
+    prepared = builder.is_prepared()
   except Exception:  # pylint: disable=broad-except  (unknown names etc. count as not prepared)
     return False
+  if prepared:
+    for split, info in builder.info.splits.items():
+      for f in info.filepaths:
+        if not f.exists() or f.stat().length == 0:
+          raise FileNotFoundError(
+            f"{builder.data_path} is incomplete: split {split!r} lacks {f.name}. Delete that directory "
+            f"and prepare the dataset again:\n  {prepare_command(name, data_dir)}"
+          )
+  return prepared
+
+
+def _check_reachable(url: str, timeout: float = 5.0) -> None:
+  """Fails in seconds, not minutes of TFDS retries, when the download host cannot be reached."""
+  host = urllib.parse.urlparse(url).hostname
+  try:
+    socket.create_connection((host, 443), timeout=timeout).close()
+  except OSError as e:
+    raise ConnectionError(f"cannot reach {host} to download ({e}); no network?") from e
+
+
+_DOWNLOAD_URLS = {
+  "mnist": tfds_mnist.MNIST.URL,
+  "cifar10": _CIFAR_PY["cifar10"][0],
+  "cifar100": _CIFAR_PY["cifar100"][0],
+}
 
 
 def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = None) -> str:
@@ -291,6 +354,10 @@ def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = Non
   data_dir = data_dir or default_data_dir()
   if raw_dir is not None and not Path(raw_dir).expanduser().exists():
     raise FileNotFoundError(f"--raw_dir {raw_dir} does not exist.")
+  if raw_dir is None:
+    _check_reachable(_DOWNLOAD_URLS[name])
+  if raw_dir is not None or not sys.stderr.isatty():
+    tfds.disable_progress_bar()  # Nothing is downloaded, or nobody watches the bars.
   builder = BUILDERS[name](data_dir=data_dir, raw_dir=raw_dir)
   builder.download_and_prepare(file_format="array_record")
   return str(builder.data_path)
@@ -299,8 +366,8 @@ def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = Non
 def ensure_prepared(name: str, data_dir: str | None = None, *, download: bool = True) -> str:
   """Makes sure TFDS `name` is in `data_dir` (default `default_data_dir()`); returns `data_dir`.
 
-  Already prepared: nothing to do. mnist with a local IDX directory (`APLX_MNIST_DIR`, default
-  ../shared/data/mnist): built offline from it. Otherwise, with `download=True`, TFDS's normal
+  Already prepared: nothing to do. mnist with a local IDX directory (`APLX_MNIST_DIR`): built
+  offline from it. Otherwise, with `download=True`, TFDS's normal
   download path (array_record, no TensorFlow needed for mnist/cifar10/cifar100). Any failure raises
   an error with the exact command to prepare the dataset by hand.
   """
@@ -333,8 +400,8 @@ def main(argv=None) -> None:
   parser.add_argument(
     "--raw_dir",
     default=None,
-    help="local raw files: MNIST IDX dir (default $APLX_MNIST_DIR or "
-    "../shared/data/mnist) or CIFAR python tarball/dir; omit to download.",
+    help="local raw files: MNIST IDX dir (default $APLX_MNIST_DIR) or CIFAR python tarball/dir; "
+    "omit to download.",
   )
   parser.add_argument(
     "--data_dir", default=None, help="TFDS data dir (default $APLX_DATA_DIR or ~/tensorflow_datasets)."

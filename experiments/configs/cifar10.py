@@ -60,7 +60,8 @@ def get_config(arg: str | None = None):
   if args["fidelity"] == "authors":
     config.noise.options = common.authors_noise_options(args["noise"], "cifar10")
   if args["loss"] == "nlnl" and args["fidelity"] == "authors":
-    config.epochs = args["epochs"] or 1000  # The authors train their single-stage NLNL this long.
+    # The authors train their single-stage NLNL this long.
+    config.epochs = 1000 if args["epochs"] is None else args["epochs"]
   if args["loss"] in common.ANL_LOSSES:
     common.apply_anl(config, "cifar10")
   return config

@@ -64,7 +64,8 @@ def get_config(arg: str | None = None):
   if not paper:
     config.noise.options = common.authors_noise_options(args["noise"], "cifar100")
   if args["loss"] == "nlnl" and args["fidelity"] == "authors":
-    config.epochs = args["epochs"] or 2000  # The authors train their single-stage NLNL this long.
+    # The authors train their single-stage NLNL this long.
+    config.epochs = 2000 if args["epochs"] is None else args["epochs"]
   if args["loss"] in common.ANL_LOSSES:
     common.apply_anl(config, "cifar100")
   return config

@@ -11,16 +11,18 @@ import ml_collections
 
 from aplx import losses
 
-# Keys the config argument understands, with their types and defaults.
-ARG_DEFAULTS = {
-  "loss": "nce+rce",
-  "noise": "sym",
-  "rate": 0.0,
-  "seed": 0,
-  "subset": 0,
-  "epochs": 0,
-  "fidelity": "authors",
+# Keys the config argument understands: (type, default). None means "unset": the config's own value
+# (all training images, the setting's epochs).
+ARG_SPEC = {
+  "loss": (str, "nce+rce"),
+  "noise": (str, "sym"),
+  "rate": (float, 0.0),
+  "seed": (int, 0),
+  "subset": (int, None),
+  "epochs": (int, None),
+  "fidelity": (str, "authors"),
 }
+ARG_DEFAULTS = {k: default for k, (_, default) in ARG_SPEC.items()}
 NOISE_TYPES = ("none", "sym", "asym", "pairflip", "idn", "human")
 
 
@@ -34,11 +36,17 @@ def parse_arg(arg: str | None, **defaults) -> dict:
         f"Bad config argument {item!r} in {arg!r}: expected comma-separated key=value with "
         f"keys {sorted(ARG_DEFAULTS)}, e.g. 'loss=nce+rce,noise=sym,rate=0.8'."
       )
-    kind = type(ARG_DEFAULTS[key])
+    kind = ARG_SPEC[key][0]
     try:
       out[key] = kind(value)
     except ValueError:
       raise ValueError(f"Config argument {key}={value!r} must be a {kind.__name__}.") from None
+  for key in ("subset", "epochs"):
+    if out[key] is not None and out[key] < 1:
+      raise ValueError(
+        f"{key}={out[key]}: must be >= 1 (leave {key} out for the setting's own value; 0 does not mean "
+        "'default')."
+      )
   if out["noise"] not in NOISE_TYPES and not out["noise"].startswith("human:"):
     raise ValueError(f"noise={out['noise']!r}: use one of {NOISE_TYPES} (or human:<field> for CIFAR-N).")
   if not 0.0 <= out["rate"] <= 1.0:
@@ -65,7 +73,9 @@ def base_config(
   c = ml_collections.ConfigDict()
   c.dataset = dataset
   c.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: $APLX_DATA_DIR or TFDS's.
-  c.subset = args["subset"] or ml_collections.FieldReference(None, field_type=int)
+  c.subset = (
+    args["subset"] if args["subset"] is not None else ml_collections.FieldReference(None, field_type=int)
+  )
   c.seed = args["seed"]
 
   c.noise = ml_collections.ConfigDict()
@@ -83,7 +93,7 @@ def base_config(
   c.model.kwargs = ml_collections.ConfigDict()
 
   c.optim = ml_collections.ConfigDict(dict(optim))
-  c.epochs = args["epochs"] or epochs
+  c.epochs = args["epochs"] if args["epochs"] is not None else epochs
   c.batch_size = batch_size
   # The authors' PyTorch loaders keep the last partial batch of an epoch (drop_last=False); the paper
   # does not say. aplx's default, big_vision's, drops it.

@@ -66,7 +66,7 @@ def get_config(arg: str | None = None):
   )
   if loss == "nlnl" and not paper:
     config.optim.weight_decay = 1e-3  # The authors' NLNL config.
-    config.epochs = args["epochs"] or 720
+    config.epochs = 720 if args["epochs"] is None else args["epochs"]
   config.augment = False
   if not paper:
     # Authors' noise: symmetric flips K * int(int(rate * n) / K) labels exactly; asymmetric MNIST

@@ -1,0 +1,139 @@
+"""The run directory: what a training run leaves in its workdir, written and read in one place.
+
+  <workdir>/config.json     the run's config (`ConfigDict.to_json_best_effort`), written at start
+  <workdir>/metrics.jsonl   one JSON object per finished epoch, appended only once that epoch's
+                            checkpoint is committed; a torn last line (a run killed mid-write) is
+                            ignored by `read_metrics` and dropped when the run resumes
+  <workdir>/status.json     {"status": RUNNING | FINISHED | PREEMPTED | FAILED, "step", "epoch",
+                            "time", "error"}: how the last process left the run
+  <workdir>/checkpoints/    orbax checkpoints (aplx.train)
+  <workdir>/tensorboard/    TensorBoard event files
+
+`aplx.train` writes it; `experiments.sweep` and `experiments.report` read it. Paths go through
+`etils.epath`, so a workdir may be local or a cloud bucket (`gs://...`). No JAX import here.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+
+from etils import epath
+
+RUNNING, FINISHED, PREEMPTED, FAILED = "running", "finished", "preempted", "failed"
+
+# Exit status of `experiments.main` after a preemption (SIGTERM, or a multi-host preemption notice)
+# whose checkpoint was committed: EX_TEMPFAIL, "try again". `experiments.sweep` treats it as
+# interrupted and resumable, not failed.
+PREEMPTED_EXIT_CODE = 75
+
+# Config fields that may change between a run and its resumption without changing what it computes.
+RESUMABLE_CHANGES = ("log_every_steps", "eval_batch_size", "data_dir", "max_steps", "keep_checkpoints")
+
+
+def path(workdir: str | epath.Path) -> epath.Path:
+  """The workdir as an `epath.Path` (local paths made absolute; URIs such as gs:// kept)."""
+  p = epath.Path(workdir)
+  return p if "://" in str(workdir) else epath.Path(p.expanduser().resolve())
+
+
+# ---------------------------------------------------------------------------------------------------
+# metrics.jsonl
+# ---------------------------------------------------------------------------------------------------
+
+
+def read_metrics(workdir) -> list[dict]:
+  """The per-epoch records, in order. A torn or otherwise unreadable line ends the log there (a run
+  killed while writing leaves at most its last line torn)."""
+  p = path(workdir) / "metrics.jsonl"
+  if not p.exists():
+    return []
+  records = []
+  for line in p.read_text().splitlines():
+    if not line.strip():
+      continue
+    try:
+      records.append(json.loads(line))
+    except json.JSONDecodeError:
+      break
+  return records
+
+
+def write_metrics(workdir, records: list[dict]) -> None:
+  """Replaces metrics.jsonl with `records` (write to a temporary file, then rename)."""
+  p = path(workdir) / "metrics.jsonl"
+  tmp = p.parent / (p.name + ".tmp")
+  tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
+  tmp.replace(p)
+
+
+def append_metrics(workdir, record: dict) -> None:
+  with (path(workdir) / "metrics.jsonl").open("a") as f:
+    f.write(json.dumps(record) + "\n")
+
+
+# ---------------------------------------------------------------------------------------------------
+# config.json and config differences
+# ---------------------------------------------------------------------------------------------------
+
+
+def write_config(workdir, config_json: dict) -> None:
+  (path(workdir) / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True))
+
+
+def read_config(workdir) -> dict | None:
+  p = path(workdir) / "config.json"
+  return json.loads(p.read_text()) if p.exists() else None
+
+
+def _flatten(d: dict, prefix: str = "") -> dict:
+  out = {}
+  for k, v in d.items():
+    if isinstance(v, dict):
+      out.update(_flatten(v, f"{prefix}{k}."))
+    else:
+      out[f"{prefix}{k}"] = v
+  return out
+
+
+def config_diff(saved: dict, now: dict) -> list[str]:
+  """Fields (dotted paths) that differ between two configs, as 'key: saved -> now', ignoring
+  RESUMABLE_CHANGES. Empty: a run written with `saved` may be resumed with `now`."""
+  a, b = _flatten(saved), _flatten(now)
+  return [
+    f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
+    for k in sorted(set(a) | set(b))
+    if k.split(".")[0] not in RESUMABLE_CHANGES and a.get(k) != b.get(k)
+  ]
+
+
+# ---------------------------------------------------------------------------------------------------
+# status.json
+# ---------------------------------------------------------------------------------------------------
+
+
+def write_status(workdir, status: str, **info) -> None:
+  p = path(workdir) / "status.json"
+  tmp = p.parent / "status.json.tmp"
+  tmp.write_text(json.dumps({"status": status, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **info}))
+  tmp.replace(p)
+
+
+def read_status(workdir) -> dict:
+  """{"status": ...} as the last process left it; {} if none was written (older runs, not started)."""
+  p = path(workdir) / "status.json"
+  try:
+    return json.loads(p.read_text()) if p.exists() else {}
+  except json.JSONDecodeError:
+    return {}
+
+
+def progress(workdir) -> tuple[int, int | None]:
+  """(finished epochs, configured epochs or None) of a run."""
+  config, metrics = read_config(workdir), read_metrics(workdir)
+  return (metrics[-1]["epoch"] if metrics else 0), (config or {}).get("epochs")
+
+
+def is_finished(workdir) -> bool:
+  done, epochs = progress(workdir)
+  return epochs is not None and done >= epochs
