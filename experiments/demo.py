@@ -8,6 +8,7 @@ setting (60k images, 50 epochs, Table 2) is `experiments/configs/mnist.py:loss=c
 """
 
 import os
+import time
 
 from aplx import train
 from experiments.configs import mnist
@@ -17,16 +18,30 @@ ARG = "noise=sym,rate=0.8,subset=10000,epochs=20"
 
 
 def run(workdir: str) -> dict[str, list[dict]]:
-  history = {}
-  for loss in LOSSES:
+  history, start = {}, time.time()
+  print(f"Demo: {len(LOSSES)} runs one after the other ({', '.join(LOSSES)}); rerunning resumes.", flush=True)
+  for i, loss in enumerate(LOSSES):
     config = mnist.get_config(f"loss={loss},{ARG}")
+    done = time.time() - start
+    eta = f", demo ETA {train._hms(done / i * (len(LOSSES) - i))}" if i else ""
     print(
-      f"\n=== {loss}: {config.dataset}, {config.noise.type} noise {config.noise.rate}, "
-      f"{config.subset} train images, {config.epochs} epochs -> {os.path.join(workdir, loss)}",
+      f"\n=== run {i + 1}/{len(LOSSES)}: {loss}: {config.dataset}, {config.noise.type} noise "
+      f"{config.noise.rate}, {config.subset} train images, {config.epochs} epochs -> "
+      f"{os.path.join(workdir, loss)}{eta}",
       flush=True,
     )
     history[loss] = train.train_and_evaluate(config, os.path.join(workdir, loss))
-  print(comparison_table(history), flush=True)
+  table = comparison_table(history)
+  print(table, flush=True)
+  out = os.path.join(workdir, "comparison.md")
+  with open(out, "w") as f:
+    f.write(table.lstrip() + "\n")
+  print(
+    f"\nDemo done in {train._hms(time.time() - start)}. The table above: {out}. Per-epoch metrics: "
+    f"{os.path.join(workdir, '<loss>', 'metrics.jsonl')}. TensorBoard: pip install tensorboard && "
+    f"tensorboard --logdir {workdir}",
+    flush=True,
+  )
   return history
 
 

@@ -41,7 +41,9 @@ def curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray
 
 def _band(ax, histories, key, label, color, linestyle="-"):
   x, mean, std = curve(histories, key)
-  ax.plot(x, 100 * mean, linestyle, color=color, label=label, linewidth=1.5)
+  # A marker when there are few points: a one-epoch curve is otherwise invisible.
+  marker = "o" if len(x) <= 20 else None
+  ax.plot(x, 100 * mean, linestyle, color=color, label=label, linewidth=1.5, marker=marker, markersize=3)
   if len(histories) > 1:
     ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=color, alpha=0.15, linewidth=0)
 

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from aplx import losses, rundir, train
+from experiments import demo
 from experiments.configs import cifar10, cifar100, common, mnist, webvision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -269,3 +270,16 @@ def test_sigterm_stops_within_a_few_steps_exits_75_and_resumes(mnist_data_dir, t
   assert r.returncode == 0, r.stderr[-3000:]
   assert rundir.read_status(workdir)["status"] == rundir.FINISHED
   assert [m["epoch"] for m in rundir.read_metrics(workdir)] == [1]
+
+
+def test_demo_reports_total_progress_and_where_its_outputs_are(mnist_data_dir, tmp_path, monkeypatch, capsys):
+  monkeypatch.setenv("APLX_DATA_DIR", mnist_data_dir)
+  monkeypatch.setattr(demo, "ARG", "noise=sym,rate=0.8,subset=1024,epochs=1")
+  history = demo.run(str(tmp_path))
+  out = capsys.readouterr().out
+  assert "Demo: 2 runs one after the other (ce, nce+rce)" in out
+  assert "=== run 1/2: ce" in out and "=== run 2/2: nce+rce" in out and "demo ETA" in out
+  with open(tmp_path / "comparison.md") as f:
+    table = f.read()
+  assert table.startswith("Clean test accuracy (%)") and f"{100 * history['ce'][-1]['test_acc']:.2f}" in table
+  assert f"tensorboard --logdir {tmp_path}" in out and str(tmp_path / "comparison.md") in out

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from aplx import rundir
-from experiments import report, sweep
+from experiments import plots, report, sweep
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -336,3 +336,16 @@ def test_run_trained_by_another_sweep_is_busy_not_failed(tmp_path):
   result = sweep.run_sweep(runs, lambda run: -1, out=out)  # -1: its log is locked elsewhere.
   assert not result["failed"] and len(result["busy"]) == 1
   assert "busy" in out.getvalue() and "1 being trained by another sweep" in out.getvalue()
+
+
+def test_one_epoch_curve_is_drawn_with_a_visible_marker():
+  """A 1-epoch sweep gives one point per curve: without a marker nothing would show."""
+  plt = plots._pyplot()
+  fig, ax = plt.subplots()
+  one = [[{"epoch": 1, "test_acc": 0.5}]]
+  plots._band(ax, one, "test_acc", "ce", "C0")
+  long = [[{"epoch": e, "test_acc": 0.5} for e in range(1, 51)]]
+  plots._band(ax, long, "test_acc", "ce", "C0")
+  assert ax.lines[0].get_marker() == "o" and len(ax.lines[0].get_xdata()) == 1
+  assert ax.lines[1].get_marker() in (None, "None", "")  # Dense curves stay plain lines.
+  plt.close(fig)
