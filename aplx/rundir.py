@@ -126,14 +126,3 @@ def read_status(workdir) -> dict:
     return json.loads(p.read_text()) if p.exists() else {}
   except json.JSONDecodeError:
     return {}
-
-
-def progress(workdir) -> tuple[int, int | None]:
-  """(finished epochs, configured epochs or None) of a run."""
-  config, metrics = read_config(workdir), read_metrics(workdir)
-  return (metrics[-1]["epoch"] if metrics else 0), (config or {}).get("epochs")
-
-
-def is_finished(workdir) -> bool:
-  done, epochs = progress(workdir)
-  return epochs is not None and done >= epochs

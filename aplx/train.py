@@ -550,23 +550,79 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
       jax.process_count(),
       workdir,
     )
-    state = _train_loop(
-      config,
+    # ----- Train. ---------------------------------------------------------------------------------
+    batches = data_lib.train_batches(
       ds,
-      state,
-      sums,
-      epoch,
-      train_step,
-      eval_step,
-      schedule,
-      manager,
-      writer,
-      fresh_sums,
-      steps_per_epoch,
-      batch_sharding,
-      layout,
-      workdir,
+      global_batch_size=config.batch_size,
+      seed=config.seed,
+      start_step=int(state.step),
+      process_index=jax.process_index(),
+      process_count=jax.process_count(),
+      augment=config.get("augment", True),
+      **layout,
     )
+    max_steps = min(config.get("max_steps") or total_steps, total_steps)  # Tests: stop as if killed.
+    run_start, run_start_step = time.time(), int(state.step)
+    epoch_start = run_start
+    step = int(state.step)
+    in_flight = collections.deque()  # Small arrays from recent steps: waiting on the oldest bounds the queue.
+    with _PreemptionFlag() as preempted:
+      while step < max_steps:
+        state, sums = train_step(state, _global_batch(next(batches), batch_sharding), sums)
+        step += 1
+        in_flight.append(state.step + 0)  # A new array: the step's outputs are donated to the next step.
+        if len(in_flight) > MAX_STEPS_AHEAD:
+          in_flight.popleft().block_until_ready()
+        if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+          _check_finite(sums, config.optim)
+          logging.info(
+            "epoch %d/%d  step %d/%d  loss %.4f",
+            epoch + 1,
+            config.epochs,
+            step - epoch * steps_per_epoch,
+            steps_per_epoch,
+            float(sums["loss"]) / max(int(sums["count"]), 1),
+          )
+        if step % steps_per_epoch == 0:  # End of an epoch: evaluate, checkpoint, then log.
+          train_seconds = time.time() - epoch_start  # Synced by the loss read above; no eval time.
+          record = {
+            "epoch": epoch + 1,
+            "step": step,
+            "lr": float(schedule(step - 1)),
+            "train_loss": float(sums["loss"]) / int(sums["count"]),
+            "train_acc_noisy": int(sums["correct_noisy"]) / int(sums["count"]),
+            "train_acc_clean": int(sums["correct_clean"]) / int(sums["count"]),
+            "images_per_sec": int(sums["count"]) / max(train_seconds, 1e-9),
+            "test_acc": evaluate(eval_step, state, ds, config, batch_sharding),
+          }
+          epoch += 1
+          sums = fresh_sums()
+          _save(manager, state, sums, epoch, config)  # Committed before the record is written.
+          writer.write(record)
+          eta = (time.time() - run_start) / (step - run_start_step) * (total_steps - step)
+          logging.info(
+            "epoch %d/%d  loss %.4f  train acc noisy %.2f%% clean %.2f%%  test acc %.2f%%  "
+            "lr %.5f  %.0f img/s  ETA %s",
+            epoch,
+            config.epochs,
+            record["train_loss"],
+            100 * record["train_acc_noisy"],
+            100 * record["train_acc_clean"],
+            100 * record["test_acc"],
+            record["lr"],
+            record["images_per_sec"],
+            _hms(eta),
+          )
+          epoch_start = time.time()
+          if step < max_steps and preempted(manager, step):
+            logging.warning(
+              "Preempted at step %d (end of epoch %d; its checkpoint is committed).", step, epoch
+            )
+            raise Preempted(step, workdir)
+        elif preempted(manager, step):
+          logging.warning("Preempted at step %d: saving a mid-epoch checkpoint and stopping.", step)
+          _save(manager, state, sums, epoch, config)
+          raise Preempted(step, workdir)
   except BaseException as e:
     if jax.process_index() == 0:
       if isinstance(e, Preempted):
@@ -584,99 +640,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
       workdir, rundir.FINISHED if done else rundir.RUNNING, step=int(state.step), epoch=len(writer.history)
     )
   return writer.history
-
-
-def _train_loop(
-  config,
-  ds,
-  state,
-  sums,
-  epoch,
-  train_step,
-  eval_step,
-  schedule,
-  manager,
-  writer,
-  fresh_sums,
-  steps_per_epoch,
-  batch_sharding,
-  layout,
-  workdir,
-) -> TrainState:
-  """Steps until config.epochs (or config.max_steps); at each epoch end evaluates, checkpoints (and
-  waits for the commit), then logs. Stops on preemption after a committed checkpoint."""
-  total_steps = steps_per_epoch * config.epochs
-  batches = data_lib.train_batches(
-    ds,
-    global_batch_size=config.batch_size,
-    seed=config.seed,
-    start_step=int(state.step),
-    process_index=jax.process_index(),
-    process_count=jax.process_count(),
-    augment=config.get("augment", True),
-    **layout,
-  )
-  max_steps = min(config.get("max_steps") or total_steps, total_steps)  # Tests: stop as if killed.
-  run_start, run_start_step = time.time(), int(state.step)
-  epoch_start, train_seconds = run_start, 0.0
-  step = int(state.step)
-  in_flight = collections.deque()  # Small arrays from recent steps: waiting on the oldest bounds the queue.
-  with _PreemptionFlag() as preempted:
-    while step < max_steps:
-      state, sums = train_step(state, _global_batch(next(batches), batch_sharding), sums)
-      step += 1
-      in_flight.append(state.step + 0)  # A new array: the step's outputs are donated to the next step.
-      if len(in_flight) > MAX_STEPS_AHEAD:
-        in_flight.popleft().block_until_ready()
-      if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
-        _check_finite(sums, config.optim)
-        logging.info(
-          "epoch %d/%d  step %d/%d  loss %.4f",
-          epoch + 1,
-          config.epochs,
-          step - epoch * steps_per_epoch,
-          steps_per_epoch,
-          float(sums["loss"]) / max(int(sums["count"]), 1),
-        )
-      if step % steps_per_epoch == 0:  # End of an epoch: evaluate, checkpoint, then log.
-        train_seconds += time.time() - epoch_start  # Synced by the loss read above; no eval time.
-        record = {
-          "epoch": epoch + 1,
-          "step": step,
-          "lr": float(schedule(step - 1)),
-          "train_loss": float(sums["loss"]) / int(sums["count"]),
-          "train_acc_noisy": int(sums["correct_noisy"]) / int(sums["count"]),
-          "train_acc_clean": int(sums["correct_clean"]) / int(sums["count"]),
-          "images_per_sec": int(sums["count"]) / max(train_seconds, 1e-9),
-          "test_acc": evaluate(eval_step, state, ds, config, batch_sharding),
-        }
-        epoch += 1
-        sums = fresh_sums()
-        _save(manager, state, sums, epoch, config)  # Committed before the record is written.
-        writer.write(record)
-        eta = (time.time() - run_start) / (step - run_start_step) * (total_steps - step)
-        logging.info(
-          "epoch %d/%d  loss %.4f  train acc noisy %.2f%% clean %.2f%%  test acc %.2f%%  "
-          "lr %.5f  %.0f img/s  ETA %s",
-          epoch,
-          config.epochs,
-          record["train_loss"],
-          100 * record["train_acc_noisy"],
-          100 * record["train_acc_clean"],
-          100 * record["test_acc"],
-          record["lr"],
-          record["images_per_sec"],
-          _hms(eta),
-        )
-        epoch_start, train_seconds = time.time(), 0.0
-        if step < max_steps and preempted(manager, step):
-          logging.warning("Preempted at step %d (end of epoch %d; its checkpoint is committed).", step, epoch)
-          raise Preempted(step, workdir)
-      elif preempted(manager, step):
-        logging.warning("Preempted at step %d: saving a mid-epoch checkpoint and stopping.", step)
-        _save(manager, state, sums, epoch, config)
-        raise Preempted(step, workdir)
-  return state
 
 
 class _PreemptionFlag:

@@ -131,7 +131,8 @@ def run_status(workdir: str, expected: dict | None = None) -> tuple[str, str]:
     diff = rundir.config_diff(saved, expected)
     if diff:
       return CONFLICT, "config.json differs from the config now: " + "; ".join(diff)
-  done, epochs = rundir.progress(workdir)
+  metrics = rundir.read_metrics(workdir)
+  done, epochs = (metrics[-1]["epoch"] if metrics else 0), saved["epochs"]
   last = rundir.read_status(workdir).get("status")
   detail = f"epoch {done}/{epochs}" + (f", {last}" if last in (rundir.PREEMPTED, rundir.FAILED) else "")
   return (FINISHED if done >= epochs else PARTIAL), detail
