@@ -470,3 +470,16 @@ def test_idn_on_full_mnist(mnist_data_dir):
   T = noise.realised_transition_matrix(ds.train_clean_labels, ds.train_noisy_labels, 10)
   # Instance-dependent: flips spread over many targets, and every class keeps a majority of its labels.
   assert (T - np.diag(np.diag(T)) > 0).sum() > 30 and np.diag(T).min() > 0.3
+
+
+def test_preparing_from_local_files_silences_tfds_progress_bars(tmp_path, monkeypatch):
+  """Nothing is downloaded: no 'Dl Completed... Unknown size' bars on stderr."""
+  from tensorflow_datasets.core.utils import tqdm_utils
+
+  monkeypatch.setattr(tqdm_utils, "_active", True)
+  raw = _mnist_copy(tmp_path)
+  path = raw / "t10k-labels-idx1-ubyte.gz"
+  path.write_bytes(path.read_bytes()[:-100])  # Fail fast after the setup: the bars matter, not the data.
+  with pytest.raises(Exception):
+    prepare.prepare("mnist", data_dir=str(tmp_path / "tfds"), raw_dir=str(raw))
+  assert tqdm_utils._active is False
