@@ -166,6 +166,15 @@ def _cifar_images(d: dict) -> np.ndarray:
   return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
 
 
+def _check_reachable(url: str, timeout: float = 5.0) -> None:
+  """Fails in seconds, not minutes of TFDS retries, when the download host cannot be reached."""
+  host = urllib.parse.urlparse(url).hostname
+  try:
+    socket.create_connection((host, 443), timeout=timeout).close()
+  except OSError as e:
+    raise ConnectionError(f"cannot reach {host} to download ({e}); no network?") from e
+
+
 # ---------------------------------------------------------------------------------------------------
 # Builders: stock TFDS builders with NumPy readers and an optional local source
 # ---------------------------------------------------------------------------------------------------
@@ -196,6 +205,7 @@ class Mnist(_LocalSourceMixin, tfds_mnist.MNIST, skip_registration=True):
       }
       verify_sha256sums(self._raw_dir, [f for pair in files.values() for f in pair])
     else:
+      _check_reachable(self.URL)
       urls = {
         f"{split}_{i}": self.URL + stem + ".gz"
         for split, stems in _MNIST_FILES.items()
@@ -239,6 +249,8 @@ class _CifarPythonMixin(_LocalSourceMixin):
 
   def _split_generators(self, dl_manager):
     url, folder, train_files, test_files, meta_file, keys = _CIFAR_PY[self.name]
+    if self._raw_dir is None:
+      _check_reachable(url)
     raw = self._raw_dir if self._raw_dir is not None else Path(dl_manager.download(url))
     if not raw.exists():
       raise FileNotFoundError(f"{raw} does not exist (expected {Path(url).name} or {folder}/).")
@@ -314,7 +326,7 @@ def is_prepared(name: str, data_dir: str | None = None) -> bool:
     prepared = builder.is_prepared()
   except Exception:  # pylint: disable=broad-except  (unknown names etc. count as not prepared)
     return False
-  if prepared:
+  if prepared and (builder.data_path / "dataset_info.json").exists():  # (Mocked datasets have none.)
     for split, info in builder.info.splits.items():
       for f in info.filepaths:
         if not f.exists() or f.stat().length == 0:
@@ -323,22 +335,6 @@ def is_prepared(name: str, data_dir: str | None = None) -> bool:
             f"and prepare the dataset again:\n  {prepare_command(name, data_dir)}"
           )
   return prepared
-
-
-def _check_reachable(url: str, timeout: float = 5.0) -> None:
-  """Fails in seconds, not minutes of TFDS retries, when the download host cannot be reached."""
-  host = urllib.parse.urlparse(url).hostname
-  try:
-    socket.create_connection((host, 443), timeout=timeout).close()
-  except OSError as e:
-    raise ConnectionError(f"cannot reach {host} to download ({e}); no network?") from e
-
-
-_DOWNLOAD_URLS = {
-  "mnist": tfds_mnist.MNIST.URL,
-  "cifar10": _CIFAR_PY["cifar10"][0],
-  "cifar100": _CIFAR_PY["cifar100"][0],
-}
 
 
 def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = None) -> str:
@@ -354,8 +350,6 @@ def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = Non
   data_dir = data_dir or default_data_dir()
   if raw_dir is not None and not Path(raw_dir).expanduser().exists():
     raise FileNotFoundError(f"--raw_dir {raw_dir} does not exist.")
-  if raw_dir is None:
-    _check_reachable(_DOWNLOAD_URLS[name])
   if raw_dir is not None or not sys.stderr.isatty():
     tfds.disable_progress_bar()  # Nothing is downloaded, or nobody watches the bars.
   builder = BUILDERS[name](data_dir=data_dir, raw_dir=raw_dir)
