@@ -241,7 +241,7 @@ def test_sigterm_stops_within_a_few_steps_exits_75_and_resumes(mnist_data_dir, t
   workdir = tmp_path / "run"
   args = [
     "--config",
-    "experiments/configs/mnist.py:loss=ce,noise=sym,rate=0.2,subset=4096,epochs=1",
+    "experiments/configs/mnist.py:loss=ce,noise=sym,rate=0.2,subset=2048,epochs=1",
     f"--config.data_dir={mnist_data_dir}",
     "--config.log_every_steps=4",
     f"--workdir={workdir}",
@@ -254,7 +254,7 @@ def test_sigterm_stops_within_a_few_steps_exits_75_and_resumes(mnist_data_dir, t
   lines = []
   for line in proc.stderr:  # Signal once training is under way (the first progress line, step 4).
     lines.append(line)
-    if "step 4/32" in line:
+    if "step 4/16" in line:
       proc.send_signal(signal.SIGTERM)
       signalled = time.time()
       break
@@ -264,7 +264,7 @@ def test_sigterm_stops_within_a_few_steps_exits_75_and_resumes(mnist_data_dir, t
   status = rundir.read_status(workdir)
   assert status["status"] == rundir.PREEMPTED
   # Host at most MAX_STEPS_AHEAD steps ahead of the device: the checkpoint lands within a few steps
-  # of the signal, not at the end of the epoch (32 steps).
+  # of the signal, not at the end of the epoch (16 steps).
   assert 4 <= status["step"] <= 4 + train.MAX_STEPS_AHEAD + 3, (status, exit_seconds)
   r = _main(*args)
   assert r.returncode == 0, r.stderr[-3000:]
@@ -272,6 +272,7 @@ def test_sigterm_stops_within_a_few_steps_exits_75_and_resumes(mnist_data_dir, t
   assert [m["epoch"] for m in rundir.read_metrics(workdir)] == [1]
 
 
+@pytest.mark.slow  # Two training runs, by design of the demo (~1 min).
 def test_demo_reports_total_progress_and_where_its_outputs_are(mnist_data_dir, tmp_path, monkeypatch, capsys):
   monkeypatch.setenv("APLX_DATA_DIR", mnist_data_dir)
   monkeypatch.setattr(demo, "ARG", "noise=sym,rate=0.8,subset=1024,epochs=1")
