@@ -268,7 +268,7 @@ def _short(e: BaseException, limit: int = 240) -> str:
 
 
 def _restore_step(manager, step: int, state: TrainState, sums: dict, config) -> tuple[TrainState, dict, int]:
-  """Restores one checkpoint step; CheckpointError if it is unreadable, ValueError if its config
+  """Restores one checkpoint step; CheckpointError if it is unreadable, ConfigError if its config
   differs from `config` (not a corruption: falling back would not help)."""
   where = os.path.join(str(manager.directory), str(step))
   try:
@@ -277,7 +277,7 @@ def _restore_step(manager, step: int, state: TrainState, sums: dict, config) -> 
     raise CheckpointError(f"cannot read the metadata of {where} ({_short(e)})") from e
   diff = rundir.config_diff(meta["config"], _config_json(config))
   if diff:
-    raise ValueError(
+    raise ConfigError(
       f"The checkpoint at {where} was written with a different config ({'; '.join(diff)}). Resume "
       "with the original config, or use a new --workdir to start a different run."
     )
@@ -443,18 +443,25 @@ class NonFiniteLossError(FloatingPointError):
 # ---------------------------------------------------------------------------------------------------
 
 
+class ConfigError(ValueError):
+  """The config cannot run as given; the message names the field and the fix."""
+
+
 def validate_config(config: ml_collections.ConfigDict) -> None:
-  """Checks the whole config before any data is read or the workdir is touched; raises ValueError (or
-  TypeError for loss parameters) naming the field and the fix."""
+  """Checks the whole config before any data is read or the workdir is touched; raises ConfigError
+  naming the field and the fix."""
 
   def bad(field, value, fix):
-    raise ValueError(f"config.{field}={value!r}: {fix}")
+    raise ConfigError(f"config.{field}={value!r}: {fix}")
 
   if config.dataset not in data_lib.DATASETS:
     bad("dataset", config.dataset, f"use one of {sorted(data_lib.DATASETS)}.")
   if config.model.name not in models.names():
     bad("model.name", config.model.name, f"use one of {models.names()}.")
-  losses.get(config.loss.name, **config.loss.get("params", {}))  # Names the valid losses / parameters.
+  try:
+    losses.get(config.loss.name, **config.loss.get("params", {}))
+  except (ValueError, TypeError) as e:  # The registry's message names the valid losses / parameters.
+    raise ConfigError(f"config.loss: {e}") from e
   kind = config.noise.type.partition(":")[0]
   if kind not in noise_lib.NOISE_MODELS:
     bad("noise.type", config.noise.type, f"use one of {sorted(noise_lib.NOISE_MODELS)} (or human:<field>).")

@@ -77,8 +77,8 @@ def main(argv):
   except train.Preempted as e:
     logging.warning("%s", e)
     sys.exit(rundir.PREEMPTED_EXIT_CODE)
-  except (ValueError, TypeError, train.CheckpointError, train.NonFiniteLossError, FileNotFoundError) as e:
-    # Errors whose message names the problem and the fix: no traceback.
+  except (train.ConfigError, train.CheckpointError, train.NonFiniteLossError, FileNotFoundError) as e:
+    # Errors whose message names the problem and the fix: no traceback (other errors keep theirs).
     logging.error("%s", e)
     sys.exit(1)
 
