@@ -12,7 +12,6 @@ Exit status: 0 finished (or stopped at --config.max_steps), 75 preempted (SIGTER
 committed: rerun the same command to resume), 1 an error (its message says what to do).
 """
 
-import importlib.util
 import os
 import sys
 
@@ -24,6 +23,7 @@ import aplx
 from aplx import distributed, rundir, train
 import experiments
 from experiments import demo
+from experiments.configs import common
 
 _CONFIG = config_flags.DEFINE_config_file(
   "config",
@@ -112,11 +112,7 @@ def _load_config_arg(argv: list[str]):
   if not spec:
     return None
   path, _, arg = spec.partition(":")
-  module_spec = importlib.util.spec_from_file_location("_aplx_config_file", path)
-  if module_spec is None:
-    return None
-  module = importlib.util.module_from_spec(module_spec)
-  module_spec.loader.exec_module(module)
+  module = common.load_config_file(path)
   return module.get_config(arg) if arg else module.get_config()
 
 

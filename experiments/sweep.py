@@ -17,7 +17,6 @@ touched: resuming it would mix two settings. Exits non-zero if any run failed.
 from collections.abc import Callable, Sequence
 import concurrent.futures
 import fcntl
-import importlib.util
 import itertools
 import json
 import os
@@ -136,14 +135,6 @@ def run_status(workdir: str, expected: dict | None = None) -> tuple[str, str]:
   last = rundir.read_status(workdir).get("status")
   detail = f"epoch {done}/{epochs}" + (f", {last}" if last in (rundir.PREEMPTED, rundir.FAILED) else "")
   return (FINISHED if done >= epochs else PARTIAL), detail
-
-
-def load_config_file(path: str):
-  """The module of a config file (as ml_collections' config_flags loads it)."""
-  spec = importlib.util.spec_from_file_location(f"_sweep_config_{abs(hash(path))}", path)
-  module = importlib.util.module_from_spec(spec)
-  spec.loader.exec_module(module)
-  return module
 
 
 def expected_config(module, arg: str) -> dict:
@@ -313,7 +304,7 @@ def main(argv):
   if not _CONFIG_FILE.value or not _ROOT.value:
     raise app.UsageError("--config_file and --root are required.")
   runs = expand(_GRID.value, _FIXED.value, _ROOT.value)
-  module = load_config_file(_CONFIG_FILE.value)
+  module = common.load_config_file(_CONFIG_FILE.value)
   expected = lambda run: expected_config(module, run.arg)  # noqa: E731
   if _PRINT_COMMANDS.value:
     return (

@@ -6,6 +6,7 @@ overridden on the command line (`--config.optim.lr=0.05`, `--config.loss.params.
 """
 
 from collections.abc import Mapping
+import importlib.util
 
 import ml_collections
 
@@ -24,6 +25,14 @@ ARG_SPEC = {
 }
 ARG_DEFAULTS = {k: default for k, (_, default) in ARG_SPEC.items()}
 NOISE_TYPES = ("none", "sym", "asym", "pairflip", "idn", "human")
+
+
+def load_config_file(path: str):
+  """The module of a config file (as ml_collections' config_flags loads it)."""
+  spec = importlib.util.spec_from_file_location(f"_aplx_config_{abs(hash(path))}", path)
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  return module
 
 
 def parse_arg(arg: str | None, **defaults) -> dict:
