@@ -226,14 +226,16 @@ def info(name: str) -> LossInfo:
   return LossInfo(canon, "+".join(fn.kind for fn in fns), any(fn.needs_key for fn in fns), params, ref)
 
 
-def _bind(fn: LossFn, params: dict[str, Any], label: str) -> LossFn:
+def _bind(fn: LossFn, params: dict[str, Any], label: str, scale=None) -> LossFn:
+  """`fn` with `params` bound (checked against its keyword parameters), times `scale` if given."""
   accepted = _kw_params(fn)
   unknown = sorted(set(params) - set(accepted))
   if unknown:
     raise TypeError(f"{label}: unknown parameter(s) {unknown}; accepted: {sorted(accepted) or 'none'}.")
 
   def bound(logits, labels, **kw):
-    return fn(logits, labels, **params, **kw)
+    value = fn(logits, labels, **params, **kw)
+    return value if scale is None else scale * value
 
   bound.__name__ = fn.__name__
   bound.kind = fn.kind
@@ -266,9 +268,9 @@ def get(name: str, **params: Any) -> LossFn:
   if len(parts) == 1:
     scale = params.pop("scale", 1.0)
     _base._check_weights(f"get({name!r})", scale=scale)
-    fn = _bind(_BASE[canon][0], params, f"get({name!r})")
-    if not (_base._is_static(scale) and float(scale) == 1.0):
-      fn = _scaled(fn, scale)
+    unit = _base._is_static(scale) and float(scale) == 1.0
+    fn = _bind(_BASE[canon][0], params, f"get({name!r})", scale=None if unit else scale)
+    if not unit:
       params = {"scale": scale, **params}
   else:
     if "scale" in params:
@@ -299,16 +301,6 @@ def get(name: str, **params: Any) -> LossFn:
   loss_fn.params = dict(params)
   loss_fn.reference = meta.reference
   return loss_fn
-
-
-def _scaled(fn: LossFn, scale) -> LossFn:
-  def scaled(logits, labels, **kw):
-    return scale * fn(logits, labels, **kw)
-
-  scaled.__name__ = fn.__name__
-  scaled.kind = fn.kind
-  scaled.needs_key = fn.needs_key
-  return scaled
 
 
 def _eager_check(fn: LossFn, meta: LossInfo) -> None:
