@@ -212,10 +212,15 @@ def _stats(z: jax.Array, labels: jax.Array) -> _Stats:
 
 
 def _gather(x: jax.Array, labels: jax.Array) -> jax.Array:
-  """x[..., labels]; out-of-range (also negative) labels give NaN instead of a wrapped/clamped value."""
-  return jnp.take_along_axis(
-    x, labels[..., None], axis=-1, mode="fill", fill_value=jnp.nan, wrap_negative_indices=False
-  )[..., 0]
+  """x[..., labels]; out-of-range (also negative) labels give NaN instead of a wrapped/clamped value.
+
+  Negative labels are mapped to K first, so `mode="fill"` fills them too on every supported jax
+  (older releases wrap negative indices and have no `wrap_negative_indices` switch).
+  """
+  num_classes = x.shape[-1]
+  labels = labels.astype(jnp.promote_types(labels.dtype, jnp.int32))  # K must fit (int8 labels)
+  labels = jnp.where(labels < 0, num_classes, labels)
+  return jnp.take_along_axis(x, labels[..., None], axis=-1, mode="fill", fill_value=jnp.nan)[..., 0]
 
 
 def _one_minus_exp(logp: jax.Array) -> jax.Array:
