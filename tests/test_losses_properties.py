@@ -211,7 +211,9 @@ class NumericsTest(chex.TestCase):
       _close(got, _call(fn, zl.astype(jnp.float32), y), tol=1e-6)
 
   def test_float64_input_gives_float64(self):
-    with jax.enable_x64(True):
+    # Older jax (the 0.4.38 floor that .ci/run tests) has only jax.experimental.enable_x64.
+    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+    with enable_x64(True):
       z = jnp.asarray(np.random.default_rng(0).standard_normal((4, 10)), jnp.float64)
       y = jnp.arange(4)
       for name in ("ce", "nce+rce", "ngce", "nfl"):
@@ -339,6 +341,10 @@ class NLNLTest(chex.TestCase):
     _close(fn(z, y, key=key), L.nce(z, y) + 0.5 * L.nlnl(z, y, key=key))
     with self.assertRaisesRegex(ValueError, "needs a PRNG key"):
       fn(z, y)
+    # apl sees through functools.partial, which carries no `needs_key` attribute
+    pair = L.apl(L.nce, functools.partial(L.nlnl, num_negatives=2), beta=0.5)
+    self.assertTrue(pair.needs_key)
+    _close(pair(z, y, key=key), L.nce(z, y) + 0.5 * L.nlnl(z, y, key=key, num_negatives=2))
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -524,8 +530,8 @@ class ErrorMessageTest(chex.TestCase):
       L.nce(z, y.astype(jnp.float32))
     with self.assertRaisesRegex(
       ValueError,
-      r"must have shape logits.shape\[:-1\] = \(4,\).*"
-      r"got \(4, 10\)\. It looks one-hot: pass labels.argmax\(-1\)",
+      r"must have shape \(4,\) \(logits.shape without the class axis -1;.*"
+      r"got \(4, 10\)\. It looks one-hot: pass labels.argmax\(-1\), or labels.astype\(jnp.float32\)",
     ):
       L.nce(z, jax.nn.one_hot(y, 10).astype(jnp.int32))
     with self.assertRaisesRegex(ValueError, r"rce: `labels` must have shape .* got \(3,\)"):

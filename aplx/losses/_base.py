@@ -30,12 +30,18 @@ _FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 # ----------------------------------------------------------------------------------------------------
 
 
-def _annotate(kind: str, needs_key: bool = False) -> Callable[[Callable], Callable]:
-  """Attaches `kind` ('active' / 'passive' / 'active+passive') and `needs_key` to a loss function."""
+def _annotate(
+  kind: str, needs_key: bool = False, soft_labels: bool = False
+) -> Callable[[Callable], Callable]:
+  """Attaches `kind` ('active' / 'passive' / 'active+passive'), `needs_key` and `soft_labels` to a loss.
+
+  `soft_labels` must match the loss's `_validate(..., soft_labels=...)` call (a test checks both).
+  """
 
   def wrap(fn):
     fn.kind = kind
     fn.needs_key = needs_key
+    fn.soft_labels = soft_labels
     return fn
 
   return wrap
@@ -45,9 +51,21 @@ def _annotate(kind: str, needs_key: bool = False) -> Callable[[Callable], Callab
 # Validation (trace time)
 # ----------------------------------------------------------------------------------------------------
 
+# The losses whose `_validate` call has soft_labels=True (checked against the registry by a test).
+SOFT_LABEL_LOSSES = "ce, fl, gce, mae, rce, sce, nce, nfl, ngce, nmae, nrce, poly1"
 
-def _validate(name: str, logits, labels) -> tuple[jax.Array, jax.Array, int]:
-  """Checks ranks and dtypes; returns (logits in compute dtype, labels, K)."""
+
+def _validate(
+  name: str, logits, labels, *, axis=-1, where=None, soft_labels: bool = False
+) -> tuple[jax.Array, jax.Array, int, jax.Array | None]:
+  """Checks ranks and dtypes, moves the class axis last and neutralises the entries `where` excludes.
+
+  Returns (logits [..., K] in the compute dtype, labels, K, where). labels are integer ids [...] or,
+  for a loss with `soft_labels=True`, probabilities [..., K] in the compute dtype. where is None or a
+  bool [...]; where it is False the logits are set to 0 and the label to class 0 (integer) or the
+  uniform distribution (soft), so that the value computed there is finite and `_masked` gives an
+  exactly zero loss and gradient even if those entries held NaN logits or ignore-index labels.
+  """
   logits = jnp.asarray(logits) if not isinstance(logits, jax.Array) else logits
   labels = jnp.asarray(labels) if not isinstance(labels, jax.Array) else labels
   if logits.ndim < 1:
@@ -57,27 +75,102 @@ def _validate(name: str, logits, labels) -> tuple[jax.Array, jax.Array, int]:
       f"{name}: `logits` must be floating point (float32, bfloat16, float16, float64), got "
       f"{logits.dtype}. Cast with logits.astype(jnp.float32)."
     )
-  if not jnp.issubdtype(labels.dtype, jnp.integer):
-    raise TypeError(
-      f"{name}: `labels` must be integer class ids of shape logits.shape[:-1], got dtype "
-      f"{labels.dtype}. If you have one-hot labels use labels.argmax(-1); if you have float ids "
-      f"use labels.astype(jnp.int32)."
+  if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
+    raise TypeError(f"{name}: `axis` must be one int (the class axis of `logits`), got {axis!r}.")
+  if not -logits.ndim <= axis < logits.ndim:
+    raise ValueError(
+      f"{name}: `axis` = {axis} is out of range for `logits` of shape {logits.shape} (ndim {logits.ndim})."
     )
-  if labels.shape != logits.shape[:-1]:
+  ax = int(axis) % logits.ndim
+  batch_shape = logits.shape[:ax] + logits.shape[ax + 1 :]
+  num_classes = logits.shape[ax]
+  soft = jnp.issubdtype(labels.dtype, jnp.floating) and labels.shape == logits.shape
+  if soft and not soft_labels:
+    raise TypeError(
+      f"{name}: soft (probability) labels are not supported: this loss is defined for integer class "
+      f"labels only (docs/losses.md, 'Soft labels'). Pass integer class ids of shape {batch_shape} "
+      f"(e.g. labels.argmax({axis})), or use a loss that takes probabilities: {SOFT_LABEL_LOSSES}, "
+      f"their pairs, or normalize(any_loss)."
+    )
+  if not soft and not jnp.issubdtype(labels.dtype, jnp.integer):
+    raise TypeError(
+      f"{name}: `labels` must be integer class ids of shape {batch_shape} (logits' shape without the "
+      f"class axis {axis})"
+      + (f" or class probabilities of shape logits.shape = {logits.shape}" if soft_labels else "")
+      + f", got dtype {labels.dtype} and shape {labels.shape}. If you have float ids use "
+      f"labels.astype(jnp.int32)."
+    )
+  if not soft and labels.shape != batch_shape:
     hint = ""
     if labels.shape == logits.shape:
-      hint = " It looks one-hot: pass labels.argmax(-1)."
+      hint = f" It looks one-hot: pass labels.argmax({axis})"
+      hint += ", or labels.astype(jnp.float32) as probabilities." if soft_labels else "."
     elif labels.ndim == logits.ndim - 2 or labels.ndim == logits.ndim:
-      hint = " Check that `logits` has exactly one trailing class axis."
+      hint = f" Check that `logits` has exactly one class axis (axis={axis})."
     raise ValueError(
-      f"{name}: `labels` must have shape logits.shape[:-1] = {logits.shape[:-1]} (one integer "
-      f"class id per example), got {labels.shape}.{hint}"
+      f"{name}: `labels` must have shape {batch_shape} (logits.shape without the class axis {axis}; "
+      f"one integer class id per example), got {labels.shape}.{hint}"
     )
-  num_classes = logits.shape[-1]
   if num_classes < 2:
-    raise ValueError(f"{name}: need at least 2 classes on the last axis of `logits`, got K = {num_classes}.")
+    raise ValueError(f"{name}: need at least 2 classes on axis {axis} of `logits`, got K = {num_classes}.")
+  if where is not None:
+    where = jnp.asarray(where) if not isinstance(where, jax.Array) else where
+    if where.dtype != jnp.bool_:
+      raise TypeError(
+        f"{name}: `where` must be a boolean mask (True = include), got dtype {where.dtype}. Use "
+        f"where.astype(bool); for per-example weights multiply the returned loss instead."
+      )
+    if where.shape != batch_shape:
+      hint = ""
+      if where.shape == logits.shape:
+        hint = " A class mask of logits' shape (which optax also accepts) is not supported."
+      raise ValueError(
+        f"{name}: `where` must have shape {batch_shape}, one entry per example (the shape of the "
+        f"loss), got {where.shape}.{hint}"
+      )
+  if ax != logits.ndim - 1:
+    logits = jnp.moveaxis(logits, ax, -1)
+    if soft:
+      labels = jnp.moveaxis(labels, ax, -1)
   compute = jnp.promote_types(logits.dtype, jnp.float32)
-  return logits.astype(compute), labels, num_classes
+  logits = logits.astype(compute)
+  if soft:
+    _check_soft_labels(name, labels, where)
+    labels = labels.astype(compute)
+  if where is not None:
+    logits = jnp.where(where[..., None], logits, 0.0)
+    labels = jnp.where(where[..., None], labels, 1.0 / num_classes) if soft else jnp.where(where, labels, 0)
+  return logits, labels, num_classes, where
+
+
+def _check_soft_labels(name: str, q: jax.Array, where) -> None:
+  """Probabilities [..., K]: >= 0, rows summing to 1. Checked only on concrete (not traced) values."""
+  if isinstance(q, jax.core.Tracer) or isinstance(where, jax.core.Tracer):
+    return
+  rows = np.asarray(q, np.float64).reshape(-1, q.shape[-1])
+  if where is not None:
+    rows = rows[np.asarray(where).reshape(-1)]
+  if not np.all(np.isfinite(rows)):
+    raise ValueError(f"{name}: soft `labels` must be finite probabilities; got NaN or inf.")
+  if np.any(rows < 0):
+    raise ValueError(
+      f"{name}: soft `labels` must be probabilities >= 0, got a minimum of {rows.min():.4g}. If they "
+      f"are logits, pass jax.nn.softmax(labels, axis) instead."
+    )
+  tol = max(1e-3, 2 * float(jnp.finfo(q.dtype).eps))
+  sums = rows.sum(-1)
+  bad = np.abs(sums - 1.0) > tol
+  if np.any(bad):
+    raise ValueError(
+      f"{name}: each row of soft `labels` must sum to 1 over the class axis (tolerance {tol:g}); "
+      f"{int(bad.sum())} row(s) do not, e.g. {sums[bad][0]:.6g}. Normalise with "
+      f"labels / labels.sum(axis, keepdims=True)."
+    )
+
+
+def _masked(loss: jax.Array, where) -> jax.Array:
+  """0 where `where` is False. Safe for gradients because `_validate` made those entries finite."""
+  return loss if where is None else jnp.where(where, loss, 0.0)
 
 
 def _is_static(x) -> bool:
@@ -183,19 +276,30 @@ class _Stats:
   """Log-space pieces of softmax(z) over the last axis, computed once.
 
   z: logits in the compute dtype. lse: logsumexp(z) (jax.nn.logsumexp: max-shifted, one exp per
-  logit, the same work as CE). logp_y: log p_y = z_y - lse (NaN for out-of-range labels, see
-  `check_labels`). num_classes: K.
+  logit, the same work as CE). logp_y: log p_y = z_y - lse for integer labels (NaN for out-of-range
+  labels, see `check_labels`); None for soft labels. q: the soft labels [..., K] (None for integer
+  labels). num_classes: K.
   """
 
   z: jax.Array
   lse: jax.Array
-  logp_y: jax.Array
+  logp_y: jax.Array | None
   num_classes: int
+  q: jax.Array | None = None
 
   @property
   def logp(self) -> jax.Array:
     """log p_k for every class, [..., K]."""
     return self.z - self.lse[..., None]
+
+  def expect(self, per_label: Callable[[jax.Array], jax.Array]) -> jax.Array:
+    """The label-weighted sum of a per-label term f(log p_k): f(log p_y), or sum_k q_k f(log p_k).
+
+    For one-hot q the soft form adds exact zeros to f(log p_y), so both agree to rounding.
+    """
+    if self.q is None:
+      return per_label(self.logp_y)
+    return jnp.sum(self.q * per_label(self.logp), axis=-1)
 
   def sum_logp(self) -> jax.Array:
     """sum_k log p_k = sum_k z_k - K logsumexp(z): one extra reduction, no per-logit log.
@@ -207,7 +311,10 @@ class _Stats:
 
 
 def _stats(z: jax.Array, labels: jax.Array) -> _Stats:
+  """Statistics for integer labels [...] or soft labels [..., K] (floating dtype)."""
   lse = jax.nn.logsumexp(z, axis=-1)
+  if jnp.issubdtype(labels.dtype, jnp.floating):
+    return _Stats(z=z, lse=lse, logp_y=None, num_classes=z.shape[-1], q=labels)
   return _Stats(z=z, lse=lse, logp_y=_gather(z, labels) - lse, num_classes=z.shape[-1])
 
 

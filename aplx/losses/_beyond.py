@@ -2,7 +2,9 @@
 Taylor CE, epsilon-softmax CE, and NLNL's negative-learning term.
 
 Each docstring gives the source and the formula as checked against the paper and the authors'
-public code; differences between the two are keyword options whose default is the paper.
+public code; differences between the two are keyword options whose default is the paper. All take
+`axis` and `where` as the losses of Ma et al. do; only `poly1` takes soft labels (the others are
+defined for integer labels only and raise a TypeError for probabilities; docs/losses.md).
 """
 
 from __future__ import annotations
@@ -43,7 +45,14 @@ def _nnfl_core(
 
 
 @_base._annotate("passive")
-def nnce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, min_prob: float = 1e-7) -> jax.Array:
+def nnce(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  min_prob: float = 1e-7,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   """Normalized negative cross entropy (ANL), NNCE = 1 - (A + log p_y) / sum_k (A + log p_k).
 
   log p is clamped at log(min_prob) and A = -log(min_prob), so every A + log p_k is in [0, A].
@@ -51,8 +60,10 @@ def nnce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, min_prob
 
   Args:
     logits: [..., K] float scores.
-    labels: [...] integer class ids.
+    labels: [...] integer class ids (soft labels: TypeError; ANL defines it for a label y).
     min_prob: the clamp (ANL: 1e-7); must satisfy min_prob * K < 1.
+    axis: the class axis of `logits` (e.g. 1 for NCHW logits [B, K, H, W] with labels [B, H, W]).
+    where: optional bool mask [...]; False entries give 0 loss and exactly 0 gradient.
 
   Returns:
     [...] per-example loss in [0, 1].
@@ -60,10 +71,10 @@ def nnce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, min_prob
   Reference: Ye et al., 'Active Negative Loss Functions for Learning with Noisy Labels', NeurIPS
   2023, Eq. for NNCE; official code Virusdoll/Active-Negative-Loss `NormalizedNegativeCrossEntropy`.
   """
-  z, labels, k = _base._validate("nnce", logits, labels)
+  z, labels, k, where = _base._validate("nnce", logits, labels, axis=axis, where=where)
   _base._check_min_prob("nnce", min_prob, k)
   s = _base._stats(z, labels)
-  return _nnce_core(s, labels, min_prob)
+  return _base._masked(_nnce_core(s, labels, min_prob), where)
 
 
 @_base._annotate("passive")
@@ -75,6 +86,8 @@ def nnfl(
   min_prob: float = 1e-7,
   detach_focal_factor: bool = False,
   stop_gradient_normalizer: bool = False,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Normalized negative focal loss (ANL), NNFL = 1 - (A - FL_y) / sum_k (A - FL_k).
 
@@ -82,7 +95,7 @@ def nnfl(
 
   Args:
     logits: [..., K] float scores.
-    labels: [...] integer class ids.
+    labels: [...] integer class ids (soft labels: TypeError; ANL defines it for a label y).
     gamma: focusing parameter >= 0.
     min_prob: the clamp (ANL: 1e-7).
     detach_focal_factor: no gradient through any focal factor (1 - p_k)^gamma, in the numerator
@@ -91,17 +104,20 @@ def nnfl(
       to reproduce the published runs.
     stop_gradient_normalizer: no gradient through the whole normalizer (an ablation; not the
       official code). Both default to False = the paper's mathematics.
+    axis: the class axis of `logits` (e.g. 1 for NCHW logits [B, K, H, W] with labels [B, H, W]).
+    where: optional bool mask [...]; False entries give 0 loss and exactly 0 gradient.
 
   Returns:
     [...] per-example loss in [0, 1].
 
   Reference: Ye et al., NeurIPS 2023; official code `NormalizedNegativeFocalLoss`.
   """
-  z, labels, k = _base._validate("nnfl", logits, labels)
+  z, labels, k, where = _base._validate("nnfl", logits, labels, axis=axis, where=where)
   _base._check_range("nnfl", "gamma", gamma, lo=0.0, fix="Use gamma >= 0.")
   _base._check_min_prob("nnfl", min_prob, k)
   s = _base._stats(z, labels)
-  return _nnfl_core(s, labels, gamma, min_prob, detach_focal_factor, stop_gradient_normalizer)
+  value = _nnfl_core(s, labels, gamma, min_prob, detach_focal_factor, stop_gradient_normalizer)
+  return _base._masked(value, where)
 
 
 @_base._annotate("active+passive")
@@ -112,19 +128,23 @@ def anl_ce(
   alpha: float = 1.0,
   beta: float = 1.0,
   min_prob: float = 1e-7,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """ANL-CE = alpha NCE + beta NNCE.
 
   The ANL paper also adds an L1 penalty delta * ||theta||_1 on the weights; that belongs to the
-  training configuration (`config.optim.l1`), not to this per-example loss.
+  training configuration (`config.optim.l1`), not to this per-example loss. `axis` and `where` as
+  in `nnce`; integer labels only (soft labels: TypeError).
 
   Reference: Ye et al., NeurIPS 2023 (ANL-CE; e.g. CIFAR-10 alpha = beta = 5).
   """
-  z, labels, k = _base._validate("anl_ce", logits, labels)
+  z, labels, k, where = _base._validate("anl_ce", logits, labels, axis=axis, where=where)
   _base._check_weights("anl_ce", alpha=alpha, beta=beta)
   _base._check_min_prob("anl_ce", min_prob, k)
   s = _base._stats(z, labels)
-  return alpha * (s.logp_y / s.sum_logp()) + beta * _nnce_core(s, labels, min_prob)
+  value = alpha * (s.logp_y / s.sum_logp()) + beta * _nnce_core(s, labels, min_prob)
+  return _base._masked(value, where)
 
 
 @_base._annotate("active+passive")
@@ -138,34 +158,36 @@ def anl_fl(
   min_prob: float = 1e-7,
   detach_focal_factor: bool = False,
   stop_gradient_normalizer: bool = False,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """ANL-FL = alpha NFL + beta NNFL (same gamma and detach options for both terms).
 
   `detach_focal_factor=True` is the official code in both terms: every focal factor detached, in
-  numerators and normalizers, log p live.
+  numerators and normalizers, log p live. `axis` and `where` as in `nnce`; integer labels only.
 
   Reference: Ye et al., NeurIPS 2023 (ANL-FL). The L1 weight penalty belongs to the training config
   (`config.optim.l1`).
   """
-  _, _, k = _base._validate("anl_fl", logits, labels)
+  z, labels, k, where = _base._validate("anl_fl", logits, labels, axis=axis, where=where)
   _base._check_weights("anl_fl", alpha=alpha, beta=beta)
   _base._check_min_prob("anl_fl", min_prob, k)
   active = _normalized.nfl(
-    logits,
+    z,
     labels,
     gamma=gamma,
     detach_focal_factor=detach_focal_factor,
     stop_gradient_normalizer=stop_gradient_normalizer,
   )
   passive = nnfl(
-    logits,
+    z,
     labels,
     gamma=gamma,
     min_prob=min_prob,
     detach_focal_factor=detach_focal_factor,
     stop_gradient_normalizer=stop_gradient_normalizer,
   )
-  return alpha * active + beta * passive
+  return _base._masked(alpha * active + beta * passive, where)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -175,14 +197,22 @@ def anl_fl(
 
 @_base._annotate("active")
 def agce(
-  logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float = 0.6, q: float = 0.6
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  a: float = 0.6,
+  q: float = 0.6,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Asymmetric generalized cross entropy, AGCE = ((a + 1)^q - (a + p_y)^q) / q.
 
   Args:
     logits: [..., K] float scores.
-    labels: [...] integer class ids.
+    labels: [...] integer class ids (soft labels: TypeError; defined on p_y).
     a: > 0. q: > 0. (Defaults: the CIFAR-10 values of the official configs.)
+    axis: the class axis of `logits` (e.g. 1 for NCHW logits [B, K, H, W] with labels [B, H, W]).
+    where: optional bool mask [...]; False entries give 0 loss and exactly 0 gradient.
 
   Returns:
     [...] per-example loss in [0, ((a+1)^q - a^q)/q].
@@ -190,56 +220,73 @@ def agce(
   Reference: Zhou et al., 'Asymmetric Loss Functions for Learning with Noisy Labels', ICML 2021;
   official code hitcszx/ALFs `AGCELoss`. A function of p_y only, hence active (Ma et al. Def. 1).
   """
-  z, labels, _ = _base._validate("agce", logits, labels)
+  z, labels, _, where = _base._validate("agce", logits, labels, axis=axis, where=where)
   _base._check_range("agce", "a", a, lo=0.0, lo_open=True, fix="AGCE needs a > 0.")
   _base._check_range("agce", "q", q, lo=0.0, lo_open=True, fix="AGCE needs q > 0.")
   s = _base._stats(z, labels)
   p_y = jnp.exp(s.logp_y)
-  return ((a + 1.0) ** q - jnp.exp(q * jnp.log(a + p_y))) / q
+  return _base._masked(((a + 1.0) ** q - jnp.exp(q * jnp.log(a + p_y))) / q, where)
 
 
 @_base._annotate("active")
 def aul(
-  logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float = 5.5, q: float = 3.0
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  a: float = 5.5,
+  q: float = 3.0,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Asymmetric unhinged loss, AUL = ((a - p_y)^q - (a - 1)^q) / q.
 
   Args:
     logits: [..., K] float scores.
-    labels: [...] integer class ids.
+    labels: [...] integer class ids (soft labels: TypeError; defined on p_y).
     a: > 1 (so that a - p_y > 0 and the gradient is finite). q: > 0.
+    axis: the class axis of `logits` (e.g. 1 for NCHW logits [B, K, H, W] with labels [B, H, W]).
+    where: optional bool mask [...]; False entries give 0 loss and exactly 0 gradient.
 
   Returns:
     [...] per-example loss.
 
   Reference: Zhou et al., ICML 2021; official code `AUELoss`. Active.
   """
-  z, labels, _ = _base._validate("aul", logits, labels)
+  z, labels, _, where = _base._validate("aul", logits, labels, axis=axis, where=where)
   _base._check_range("aul", "a", a, lo=1.0, lo_open=True, fix="AUL needs a > 1.")
   _base._check_range("aul", "q", q, lo=0.0, lo_open=True, fix="AUL needs q > 0.")
   s = _base._stats(z, labels)
   p_y = jnp.exp(s.logp_y)
-  return (jnp.exp(q * jnp.log(a - p_y)) - (a - 1.0) ** q) / q
+  return _base._masked((jnp.exp(q * jnp.log(a - p_y)) - (a - 1.0) ** q) / q, where)
 
 
 @_base._annotate("active")
-def ael(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float = 2.5) -> jax.Array:
+def ael(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  a: float = 2.5,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   """Asymmetric exponential loss, AEL = exp(-p_y / a).
 
   Args:
     logits: [..., K] float scores.
-    labels: [...] integer class ids.
+    labels: [...] integer class ids (soft labels: TypeError; defined on p_y).
     a: > 0.
+    axis: the class axis of `logits` (e.g. 1 for NCHW logits [B, K, H, W] with labels [B, H, W]).
+    where: optional bool mask [...]; False entries give 0 loss and exactly 0 gradient.
 
   Returns:
     [...] per-example loss in [exp(-1/a), 1].
 
   Reference: Zhou et al., ICML 2021; official code `AExpLoss`. Active.
   """
-  z, labels, _ = _base._validate("ael", logits, labels)
+  z, labels, _, where = _base._validate("ael", logits, labels, axis=axis, where=where)
   _base._check_range("ael", "a", a, lo=0.0, lo_open=True, fix="AEL needs a > 0.")
   s = _base._stats(z, labels)
-  return jnp.exp(-jnp.exp(s.logp_y) / a)
+  return _base._masked(jnp.exp(-jnp.exp(s.logp_y) / a), where)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -247,38 +294,59 @@ def ael(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, a: float 
 # ----------------------------------------------------------------------------------------------------
 
 
-@_base._annotate("active")
-def poly1(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, epsilon: float = 1.0) -> jax.Array:
+@_base._annotate("active", soft_labels=True)
+def poly1(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  epsilon: float = 1.0,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   """Poly-1 loss, CE + epsilon (1 - p_y).
+
+  Soft labels: -sum_k q_k log p_k + epsilon (1 - sum_k q_k p_k) = sum_k q_k Poly1(f, k), which is what
+  Leng et al.'s code listing computes (pt = sum(labels * softmax(logits))) for probability labels.
 
   Args:
     logits: [..., K] float scores.
-    labels: [...] integer class ids.
+    labels: [...] integer class ids, or [..., K] probabilities.
     epsilon: >= -1 (the loss stays non-negative and monotone).
+    axis: the class axis of `logits` (e.g. 1 for NCHW logits [B, K, H, W] with labels [B, H, W]).
+    where: optional bool mask [...]; False entries give 0 loss and exactly 0 gradient.
 
   Reference: Leng et al., 'PolyLoss: A Polynomial Expansion Perspective of Classification Loss
   Functions', ICLR 2022, Eq. (3). Active.
   """
-  z, labels, _ = _base._validate("poly1", logits, labels)
+  z, labels, _, where = _base._validate("poly1", logits, labels, axis=axis, where=where, soft_labels=True)
   _base._check_range("poly1", "epsilon", epsilon, lo=-1.0, fix="Poly-1 needs epsilon >= -1.")
   s = _base._stats(z, labels)
-  return -s.logp_y + epsilon * _base._one_minus_exp(s.logp_y)
+  return _base._masked(s.expect(lambda lp: -lp + epsilon * _base._one_minus_exp(lp)), where)
 
 
 @_base._annotate("active")
-def taylor_ce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, order: int = 2) -> jax.Array:
+def taylor_ce(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  order: int = 2,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
+) -> jax.Array:
   """Taylor cross entropy, sum_{j=1..t} (1 - p_y)^j / j (CE's Taylor series at p_y = 1, cut at t).
 
   t = 1 is 1 - p_y = MAE / 2; t -> infinity is CE.
 
   Args:
     logits: [..., K] float scores.
-    labels: [...] integer class ids.
+    labels: [...] integer class ids (soft labels: TypeError; a series in 1 - p_y).
     order: t, an integer >= 1.
+    axis: the class axis of `logits` (e.g. 1 for NCHW logits [B, K, H, W] with labels [B, H, W]).
+    where: optional bool mask [...]; False entries give 0 loss and exactly 0 gradient.
 
   Reference: Feng et al., 'Can Cross Entropy Loss Be Robust to Label Noise?', IJCAI 2020. Active.
   """
-  z, labels, _ = _base._validate("taylor_ce", logits, labels)
+  z, labels, _, where = _base._validate("taylor_ce", logits, labels, axis=axis, where=where)
   if isinstance(order, bool) or not isinstance(order, int) or order < 1:
     raise ValueError(f"taylor_ce: `order` must be a Python int >= 1, got {order!r}.")
   s = _base._stats(z, labels)
@@ -286,12 +354,18 @@ def taylor_ce(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, ord
   acc = jnp.zeros_like(u)
   for j in range(order, 0, -1):  # Horner: u (1 + u (1/2 + u (1/3 + ...)))
     acc = u * (1.0 / j + acc)
-  return acc
+  return _base._masked(acc, where)
 
 
 @_base._annotate("active")
 def ce_eps(
-  logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, m: float = 1e5, min_prob: float | None = None
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  *,
+  m: float = 1e5,
+  min_prob: float | None = None,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """CE on the epsilon-softmax output: p'_k = (p_k + m [k = argmax p]) / (1 + m), CE = -log p'_y.
 
@@ -300,15 +374,17 @@ def ce_eps(
 
   Args:
     logits: [..., K] float scores.
-    labels: [...] integer class ids.
+    labels: [...] integer class ids (soft labels: TypeError; the argmax test compares with y).
     m: >= 0 (m = 0 is CE; the official CIFAR-10 symmetric config uses 1e5).
     min_prob: if set, p'_y is clamped to [min_prob, 1] (official code: 1e-8, which bounds the
       loss by -log(min_prob)). Default None = the paper's formula.
+    axis: the class axis of `logits` (e.g. 1 for NCHW logits [B, K, H, W] with labels [B, H, W]).
+    where: optional bool mask [...]; False entries give 0 loss and exactly 0 gradient.
 
   Reference: Wang et al., 'epsilon-Softmax: Approximating One-Hot Vectors for Mitigating Label
   Noise', NeurIPS 2024; official code cswjl/eps-softmax `ECELoss`. Active.
   """
-  z, labels, k = _base._validate("ce_eps", logits, labels)
+  z, labels, k, where = _base._validate("ce_eps", logits, labels, axis=axis, where=where)
   _base._check_range("ce_eps", "m", m, lo=0.0, fix="epsilon-softmax needs m >= 0.")
   _base._check_min_prob("ce_eps", min_prob, k)
   s = _base._stats(z, labels)
@@ -317,7 +393,7 @@ def ce_eps(
   logp_eps = log_num - math.log1p(m)
   if min_prob is not None:
     logp_eps = jnp.maximum(logp_eps, math.log(min_prob))
-  return -logp_eps
+  return _base._masked(-logp_eps, where)
 
 
 # ----------------------------------------------------------------------------------------------------
@@ -335,6 +411,8 @@ def nlnl(
   reduce_negatives: str = "sum",
   class_weight: jax.typing.ArrayLike | None = None,
   min_prob: float | None = None,
+  axis: int = -1,
+  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """NLNL's negative-learning term, -sum_n log(1 - p_ybar_n) over random complementary labels ybar_n != y.
 
@@ -344,7 +422,7 @@ def nlnl(
 
   Args:
     logits: [..., K] float scores.
-    labels: [...] integer class ids.
+    labels: [...] integer class ids (soft labels: TypeError; complementary labels are drawn from y).
     key: a PRNG key (required). In a train step pass `jax.random.fold_in(step_key, step)`;
       `aplx.losses.get('nlnl').needs_key` is True so a trainer knows to pass it.
     num_negatives: complementary labels per example (official `ln_neg`, drawn independently, with
@@ -355,6 +433,8 @@ def nlnl(
     class_weight: optional [K] weights, applied as class_weight[y] (the official code uses
       max-count / count per class of the noisy training labels).
     min_prob: if set, 1 - p_ybar is clamped to [min_prob, 1] (official code: 1e-5).
+    axis: the class axis of `logits` (e.g. 1 for NCHW logits [B, K, H, W] with labels [B, H, W]).
+    where: optional bool mask [...]; False entries give 0 loss and exactly 0 gradient.
 
   Returns:
     [...] per-example loss (NaN for out-of-range labels).
@@ -362,7 +442,7 @@ def nlnl(
   Reference: Kim et al., 'NLNL: Negative Learning for Noisy Labels', ICCV 2019, Eq. (2) (only the
   negative-learning stage; the 3-stage schedule belongs to the trainer). Passive.
   """
-  z, labels, k = _base._validate("nlnl", logits, labels)
+  z, labels, k, where = _base._validate("nlnl", logits, labels, axis=axis, where=where)
   if isinstance(num_negatives, bool) or not isinstance(num_negatives, int) or num_negatives < 1:
     raise ValueError(f"nlnl: `num_negatives` must be a Python int >= 1, got {num_negatives!r}.")
   if reduce_negatives not in ("sum", "mean"):
@@ -394,4 +474,4 @@ def nlnl(
   if class_weight is not None:
     loss = loss * jnp.take(jnp.asarray(class_weight, loss.dtype), jnp.clip(labels, 0, k - 1))
   valid = (labels >= 0) & (labels < k)
-  return jnp.where(valid, loss, jnp.nan)
+  return _base._masked(jnp.where(valid, loss, jnp.nan), where)

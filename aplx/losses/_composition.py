@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import functools
 import inspect
 from typing import Any, Callable
 
@@ -22,8 +23,12 @@ LossFn = Callable[..., jax.Array]
 def normalize(loss_fn: LossFn) -> LossFn:
   """Eq. (1) for any loss: L_norm(f(x), y) = L(f(x), y) / sum_{j=1..K} L(f(x), j).
 
-  Works for any `loss_fn(logits, labels, **kw) -> [...]`; keyword arguments (hyperparameters, `key`)
-  are passed through to every evaluation.
+  Works for any `loss_fn(logits, labels, **kw) -> [...]` written for integer labels and a last class
+  axis; keyword arguments (hyperparameters, `key`) are passed through to every evaluation. The
+  returned function also takes `axis` and `where` (it moves the class axis and masks itself, so
+  `loss_fn` need not support them) and soft labels q [..., K], for which it returns the expectation
+  of Eq. (1) over y ~ q: sum_k q_k L(f(x), k) / sum_j L(f(x), j) (only integer labels reach
+  `loss_fn`, so this works for every loss).
 
   Cost: K evaluations of `loss_fn` (vmapped over the candidate label), so K times the time and
   an extra [K, ..., K]-sized intermediate; prefer the closed forms (`nce`, `nfl`, `ngce`, `nmae`,
@@ -34,7 +39,7 @@ def normalize(loss_fn: LossFn) -> LossFn:
       carried over.
 
   Returns:
-    The normalized loss, same signature.
+    The normalized loss, `fn(logits, labels, *, axis=-1, where=None, **kw)`.
 
   Example:
     >>> normalize(cross_entropy)(logits, labels)  # == nce(logits, labels)
@@ -42,21 +47,42 @@ def normalize(loss_fn: LossFn) -> LossFn:
   Reference: Ma et al. 2020, Eq. (1).
   """
 
-  def normalized(logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, **kwargs) -> jax.Array:
-    _, labels_v, k = _base._validate("normalize", logits, labels)
-    cand = jnp.broadcast_to(
-      jnp.arange(k, dtype=labels_v.dtype).reshape((k,) + (1,) * labels_v.ndim), (k,) + labels_v.shape
+  def normalized(
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    axis: int = -1,
+    where: jax.typing.ArrayLike | None = None,
+    **kwargs,
+  ) -> jax.Array:
+    z, labels_v, k, where = _base._validate(
+      "normalize", logits, labels, axis=axis, where=where, soft_labels=True
     )
-    all_labels = jax.vmap(lambda j: loss_fn(logits, j, **kwargs))(cand)  # [K, ...]
+    soft = jnp.issubdtype(labels_v.dtype, jnp.floating)
+    batch_shape = z.shape[:-1]
+    dtype = jnp.int32 if soft else labels_v.dtype
+    cand = jnp.broadcast_to(
+      jnp.arange(k, dtype=dtype).reshape((k,) + (1,) * len(batch_shape)), (k,) + batch_shape
+    )
+    all_labels = jax.vmap(lambda j: loss_fn(z, j, **kwargs))(cand)  # [K, ...]
     all_labels = jnp.moveaxis(all_labels, 0, -1)  # [..., K]
-    return _base._gather(all_labels, labels_v) / jnp.sum(all_labels, axis=-1)
+    num = jnp.sum(labels_v * all_labels, axis=-1) if soft else _base._gather(all_labels, labels_v)
+    return _base._masked(num / jnp.sum(all_labels, axis=-1), where)
 
   name = getattr(loss_fn, "__name__", "loss")
   normalized.__name__ = f"normalized_{name}"
-  normalized.__doc__ = f"Eq. (1) normalization of `{name}` (K evaluations)."
+  normalized.__doc__ = f"Eq. (1) normalization of `{name}` (K evaluations); see aplx.losses.normalize."
   normalized.kind = getattr(loss_fn, "kind", "unknown")
-  normalized.needs_key = getattr(loss_fn, "needs_key", False)
+  normalized.needs_key = _needs_key(loss_fn)
+  normalized.soft_labels = True
   return normalized
+
+
+def _needs_key(fn: LossFn) -> bool:
+  """`fn.needs_key`, looking through functools.partial (`partial(nlnl, ...)` has no attributes)."""
+  while isinstance(fn, functools.partial) and not hasattr(fn, "needs_key"):
+    fn = fn.func
+  return bool(getattr(fn, "needs_key", False))
 
 
 def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.0) -> LossFn:
@@ -65,6 +91,8 @@ def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.
   Bind the components' hyperparameters first (`functools.partial(nfl, gamma=0.5)`), or use
   `get('nfl+rce', gamma=0.5, ...)`, which does it for you. If a component needs a PRNG key
   (`needs_key`), the returned function takes `key=` and passes it on (split if both need one).
+  `axis` and `where` are handled here (the components see a last class axis and no mask, so any
+  loss works); soft labels are passed on to both components, which raise if they do not take them.
 
   Args:
     active: loss_fn(logits, labels) -> [...], the active term (e.g. `nce`).
@@ -74,7 +102,8 @@ def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.
     beta: weight of the passive term, >= 0.
 
   Returns:
-    loss_fn(logits, labels[, *, key]) -> [...], with `kind` = '<active kind>+<passive kind>'.
+    loss_fn(logits, labels, *, key=None, axis=-1, where=None) -> [...], with `kind` =
+    '<active kind>+<passive kind>'.
 
   Example:
     >>> loss = apl(nce, functools.partial(rce, log_zero=-4.0), alpha=1.0, beta=1.0)
@@ -82,11 +111,16 @@ def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.
   Reference: Ma et al. 2020, Eq. (6).
   """
   _base._check_weights("apl", alpha=alpha, beta=beta)
-  need_a = getattr(active, "needs_key", False)
-  need_p = getattr(passive, "needs_key", False)
+  need_a = _needs_key(active)
+  need_p = _needs_key(passive)
 
   def combined(
-    logits: jax.typing.ArrayLike, labels: jax.typing.ArrayLike, *, key: jax.Array | None = None
+    logits: jax.typing.ArrayLike,
+    labels: jax.typing.ArrayLike,
+    *,
+    key: jax.Array | None = None,
+    axis: int = -1,
+    where: jax.typing.ArrayLike | None = None,
   ) -> jax.Array:
     kw_a, kw_p = {}, {}
     if need_a or need_p:
@@ -99,7 +133,12 @@ def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.
         kw_a = {"key": key}
       else:
         kw_p = {"key": key}
-    return alpha * active(logits, labels, **kw_a) + beta * passive(logits, labels, **kw_p)
+    if axis != -1 or where is not None:
+      logits, labels, _, where = _base._validate(
+        "apl", logits, labels, axis=axis, where=where, soft_labels=True
+      )
+    value = alpha * active(logits, labels, **kw_a) + beta * passive(logits, labels, **kw_p)
+    return _base._masked(value, where)
 
   kind_a = getattr(active, "kind", "unknown")
   kind_p = getattr(passive, "kind", "unknown")
@@ -174,6 +213,7 @@ class LossInfo:
   needs_key: bool  # call as loss_fn(logits, labels, key=...) when True
   params: dict[str, Any]  # parameters `get` accepts -> default (single losses: also `scale`)
   reference: str
+  soft_labels: bool = False  # accepts class probabilities [..., K] as labels (pairs: both terms)
 
 
 def _canonical(name: str) -> str:
@@ -184,12 +224,16 @@ def _canonical(name: str) -> str:
   return "+".join(parts)
 
 
+# Keyword arguments of every loss that belong to the call (data), not to the hyperparameters `get` binds.
+_CALL_ARGS = ("key", "axis", "where")
+
+
 def _kw_params(fn: LossFn) -> dict[str, Any]:
   sig = inspect.signature(fn)
   return {
     p.name: p.default
     for p in sig.parameters.values()
-    if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name != "key"
+    if p.kind == inspect.Parameter.KEYWORD_ONLY and p.name not in _CALL_ARGS
   }
 
 
@@ -215,7 +259,7 @@ def info(name: str) -> LossInfo:
   canon = "+".join(parts)
   if len(parts) == 1:
     fn, ref = _BASE[canon]
-    return LossInfo(canon, fn.kind, fn.needs_key, {**_kw_params(fn), "scale": 1.0}, ref)
+    return LossInfo(canon, fn.kind, fn.needs_key, {**_kw_params(fn), "scale": 1.0}, ref, fn.soft_labels)
   fns = [_BASE[p][0] for p in parts]
   params: dict[str, Any] = {"alpha": 1.0, "beta": 1.0}
   for fn in fns:
@@ -223,24 +267,99 @@ def info(name: str) -> LossInfo:
       if k not in ("alpha", "beta"):
         params.setdefault(k, v)
   ref = _PAIRS.get(canon, "Ma et al. 2020 Eq. 6 (alpha * first + beta * second)")
-  return LossInfo(canon, "+".join(fn.kind for fn in fns), any(fn.needs_key for fn in fns), params, ref)
+  kind = "+".join(fn.kind for fn in fns)
+  soft = all(fn.soft_labels for fn in fns)
+  return LossInfo(canon, kind, any(fn.needs_key for fn in fns), params, ref, soft)
+
+
+def _reject_call_args(params: dict[str, Any], label: str) -> None:
+  for arg in _CALL_ARGS:
+    if arg in params:
+      raise TypeError(
+        f"{label}: `{arg}` is an argument of each call, not a hyperparameter to bind: pass it to the "
+        f"returned function, loss_fn(logits, labels, {arg}=...)."
+      )
 
 
 def _bind(fn: LossFn, params: dict[str, Any], label: str, scale=None) -> LossFn:
-  """`fn` with `params` bound (checked against its keyword parameters), times `scale` if given."""
+  """`fn` with `params` bound as new defaults (partial semantics; the signature and docstring kept).
+
+  Times `scale` if given. Keywords passed to the call override the bound ones, as with
+  functools.partial.
+  """
+  _reject_call_args(params, label)
   accepted = _kw_params(fn)
   unknown = sorted(set(params) - set(accepted))
   if unknown:
     raise TypeError(f"{label}: unknown parameter(s) {unknown}; accepted: {sorted(accepted) or 'none'}.")
 
+  @functools.wraps(fn)
   def bound(logits, labels, **kw):
-    value = fn(logits, labels, **params, **kw)
+    value = fn(logits, labels, **{**params, **kw})
     return value if scale is None else scale * value
 
-  bound.__name__ = fn.__name__
-  bound.kind = fn.kind
-  bound.needs_key = fn.needs_key
+  sig = inspect.signature(fn)
+  bound.__signature__ = sig.replace(
+    parameters=[p.replace(default=params[p.name]) if p.name in params else p for p in sig.parameters.values()]
+  )
   return bound
+
+
+def _pair(canon: str, comps: list[LossFn], hyper: dict[str, Any], meta: LossInfo) -> LossFn:
+  """One closure for alpha * comps[0] + beta * comps[1]; `hyper` (alpha, beta, the bound component
+  parameters) are its keyword defaults and can be overridden per call."""
+  kw_only = inspect.Parameter.KEYWORD_ONLY
+  positional = inspect.Parameter.POSITIONAL_OR_KEYWORD
+  call_params = [inspect.Parameter("key", kw_only, default=None)] if meta.needs_key else []
+  sig = inspect.Signature(
+    [inspect.Parameter("logits", positional), inspect.Parameter("labels", positional)]
+    + [inspect.Parameter(k, kw_only, default=v) for k, v in hyper.items()]
+    + call_params
+    + [inspect.Parameter("axis", kw_only, default=-1), inspect.Parameter("where", kw_only, default=None)]
+  )
+  accepted = [_kw_params(c) for c in comps]
+
+  def loss_fn(logits, labels, **kw):
+    args = sig.bind(logits, labels, **kw)  # TypeError for a keyword not in the signature
+    args.apply_defaults()
+    a = dict(args.arguments)
+    logits, labels, alpha, beta = a.pop("logits"), a.pop("labels"), a.pop("alpha"), a.pop("beta")
+    call = {k: a.pop(k) for k in _CALL_ARGS if k in a}
+    first, second = (
+      functools.partial(c, **{k: v for k, v in a.items() if k in acc}) for c, acc in zip(comps, accepted)
+    )
+    return apl(first, second, alpha=alpha, beta=beta)(logits, labels, **call)
+
+  first, second = canon.split("+")
+  soft = (
+    "supported (both terms take them)" if meta.soft_labels else "not supported (a term does not take them)"
+  )
+  loss_fn.__signature__ = sig
+  loss_fn.__name__ = loss_fn.__qualname__ = canon.replace("+", "_plus_").replace("-", "_")
+  loss_fn.__doc__ = f"""alpha * {first} + beta * {second} (Eq. 6): aplx.losses.get({canon!r}).
+
+  Kind {meta.kind}; {meta.reference}. The keyword defaults shown in the signature are the values
+  given to `get` (alpha, beta and the components' hyperparameters); passing one overrides it.
+  Soft labels: {soft}.
+
+  Args:
+    logits: [..., K] float scores.
+    labels: [...] integer class ids{", or [..., K] probabilities" if meta.soft_labels else ""}.
+    key: a PRNG key, passed to the term(s) that need one (only when `needs_key`).
+    axis: the class axis of `logits`.
+    where: optional bool mask [...]; False entries give 0 loss and exactly 0 gradient.
+
+  Returns:
+    [...] per-example loss.
+
+  {first}: {_summary(comps[0])}
+  {second}: {_summary(comps[1])}
+  """
+  return loss_fn
+
+
+def _summary(fn: LossFn) -> str:
+  return (inspect.getdoc(fn) or fn.__name__).splitlines()[0]
 
 
 def get(name: str, **params: Any) -> LossFn:
@@ -254,53 +373,61 @@ def get(name: str, **params: Any) -> LossFn:
   listing the valid ones; parameters that no component accepts raise TypeError; invalid values raise
   ValueError now, not at the first step.
 
-  The returned function has attributes `name`, `kind` ('active', 'passive', or e.g.
-  'active+passive' for APL), `needs_key` (if True call it as loss_fn(logits, labels, key=key)),
-  `params` and `reference`.
+  The result behaves like `functools.partial`: `inspect.signature` shows
+  `(logits, labels, *, <hyperparameters with the bound values>, [key,] axis=-1, where=None)`, help()
+  shows the loss's docstring, and a keyword passed to the call overrides the bound value. `axis` and
+  `where` (and `key` for NLNL) are per-call arguments and cannot be bound here. For backward
+  compatibility it carries `name`, `kind` ('active', 'passive', or e.g. 'active+passive' for APL),
+  `needs_key` (if True call it as loss_fn(logits, labels, key=key)), `params` and `reference`; the
+  same metadata is `info(name)`.
 
   Example:
     >>> loss_fn = aplx.losses.get('nce+rce', alpha=1.0, beta=1.0)
     >>> loss = loss_fn(logits, labels).mean()
+    >>> loss = loss_fn(logits_nchw, labels_nhw, axis=1, where=labels_nhw != 255).sum() / n_valid
   """
   parts = _parts(name)
   canon = "+".join(parts)
   meta = info(canon)
+  label = f"get({name!r})"
+  _reject_call_args(params, label)
   if len(parts) == 1:
     scale = params.pop("scale", 1.0)
-    _base._check_weights(f"get({name!r})", scale=scale)
+    _base._check_weights(label, scale=scale)
     unit = _base._is_static(scale) and float(scale) == 1.0
-    fn = _bind(_BASE[canon][0], params, f"get({name!r})", scale=None if unit else scale)
+    fn = _bind(_BASE[canon][0], params, label, scale=None if unit else scale)
+    bound_text = ", ".join(f"{k}={v!r}" for k, v in params.items())
+    fn.__doc__ = (fn.__doc__ or "") + (
+      f"\n\n  Returned by aplx.losses.get({canon!r}{', ' if params else ''}{bound_text}"
+      f"{'' if unit else f', scale={scale!r}'}): the bound values are the keyword defaults"
+      f"{'' if unit else f' and the loss is multiplied by {scale!r}'}.\n"
+    )
     if not unit:
       params = {"scale": scale, **params}
   else:
     if "scale" in params:
-      raise TypeError(f"get({name!r}): a pair takes `alpha` and `beta` as its weights, not `scale`.")
+      raise TypeError(f"{label}: a pair takes `alpha` and `beta` as its weights, not `scale`.")
     alpha = params.pop("alpha", 1.0)
     beta = params.pop("beta", 1.0)
     comps = [_BASE[p][0] for p in parts]
-    routed = [{k: v for k, v in params.items() if k in _kw_params(c)} for c in comps]
-    unused = sorted(set(params) - set().union(*[set(r) for r in routed]))
+    accepted = set().union(*[set(_kw_params(c)) for c in comps])
+    unused = sorted(set(params) - accepted)
     if unused:
       raise TypeError(
-        f"get({name!r}): parameter(s) {unused} are not accepted by {parts[0]!r} or "
+        f"{label}: parameter(s) {unused} are not accepted by {parts[0]!r} or "
         f"{parts[1]!r}; accepted: {sorted(meta.params)}."
       )
-    bound = [_bind(c, r, f"get({name!r})") for c, r in zip(comps, routed)]
-    fn = apl(bound[0], bound[1], alpha=alpha, beta=beta)
+    _base._check_weights("apl", alpha=alpha, beta=beta)
     params = {"alpha": alpha, "beta": beta, **params}
+    fn = _pair(canon, comps, params, meta)
   _eager_check(fn, meta)
-
-  def loss_fn(logits, labels, **kw):
-    return fn(logits, labels, **kw)
-
-  loss_fn.__name__ = canon.replace("+", "_plus_").replace("-", "_")
-  loss_fn.__doc__ = f"aplx.losses.get({canon!r}, **{params!r}); kind {meta.kind}."
-  loss_fn.name = canon
-  loss_fn.kind = meta.kind
-  loss_fn.needs_key = meta.needs_key
-  loss_fn.params = dict(params)
-  loss_fn.reference = meta.reference
-  return loss_fn
+  fn.name = canon
+  fn.kind = meta.kind
+  fn.needs_key = meta.needs_key
+  fn.soft_labels = meta.soft_labels
+  fn.params = dict(params)
+  fn.reference = meta.reference
+  return fn
 
 
 def _eager_check(fn: LossFn, meta: LossInfo) -> None:
