@@ -7,8 +7,12 @@ the environment; elsewhere (the local launcher, tests) they are passed explicitl
 
 import os
 
-from absl import logging
 import jax
+
+from aplx import _deps
+
+with _deps.extra("train", __name__):
+  from absl import logging
 
 
 def initialize(

@@ -38,9 +38,13 @@ import urllib.parse
 import zlib
 
 import numpy as np
-import tensorflow_datasets as tfds
-from tensorflow_datasets.image_classification import cifar as tfds_cifar
-from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+from aplx import _deps
+
+with _deps.extra("data", __name__):
+  import tensorflow_datasets as tfds
+  from tensorflow_datasets.image_classification import cifar as tfds_cifar
+  from tensorflow_datasets.image_classification import mnist as tfds_mnist
 
 __all__ = [
   "BUILDERS",

@@ -13,7 +13,10 @@ from __future__ import annotations
 
 from typing import Callable
 
-from flax import nnx
+from aplx import _deps
+
+with _deps.extra("train", __name__):
+  from flax import nnx
 
 from aplx.models._cnn import ToyCNN, cifar10_cnn, mnist_cnn
 from aplx.models._layers import BatchNorm, max_pool_2x2_fast, max_pool_2x2_reference
