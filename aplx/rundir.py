@@ -10,15 +10,28 @@
   <workdir>/tensorboard/    TensorBoard event files
 
 `aplx.train` writes it; `experiments.sweep` and `experiments.report` read it. Paths go through
-`etils.epath`, so a workdir may be local or a cloud bucket (`gs://...`). No JAX import here.
+`etils.epath`, so a workdir may be local or a cloud bucket (`gs://...`).
+
+Comparing config.json with the config a run is resumed (or swept) with, `config_diff`: a field that one
+side lacks matches when the other side holds that field's default (`field_defaults`: the loss's
+parameters, the model's options, ADDED_FIELDS). So fields added to the configs later (every loss
+parameter in `loss.params`, `model.kwargs.dtype`, `val_fraction`) keep older runs resumable and
+finished. No JAX import at module level (the defaults import `aplx.losses` / `aplx.models` when needed).
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import time
+from typing import Any
 
-from etils import epath
+import numpy as np
+
+from aplx import _deps
+
+with _deps.extra("train", __name__):
+  from etils import epath
 
 RUNNING, FINISHED, PREEMPTED, FAILED = "running", "finished", "preempted", "failed"
 
@@ -29,6 +42,10 @@ PREEMPTED_EXIT_CODE = 75
 
 # Config fields that may change between a run and its resumption without changing what it computes.
 RESUMABLE_CHANGES = ("log_every_steps", "eval_batch_size", "data_dir", "max_steps", "keep_checkpoints")
+
+# Top-level config fields added after runs were written, with the value that gives what a config without
+# them gave (0.0: no validation split, the paper's protocol).
+ADDED_FIELDS = {"val_fraction": 0.0, "val_fold": 0}
 
 
 def path(workdir: str | epath.Path) -> epath.Path:
@@ -96,15 +113,58 @@ def _flatten(d: dict, prefix: str = "") -> dict:
   return out
 
 
+def loss_defaults(name: str) -> dict[str, Any]:
+  """Every hyperparameter `aplx.losses.get(name)` accepts (`aplx.losses.info(name).params`), with its
+  default; {} for an unknown name."""
+  from aplx import losses  # pylint: disable=g-import-not-at-top
+
+  try:
+    return dict(losses.info(name).params)
+  except (TypeError, ValueError):
+    return {}  # aplx.losses.get reports the name, listing the valid ones.
+
+
+def model_defaults(name: str) -> dict[str, Any]:
+  """The keyword options of `aplx.models.get(name)` (besides num_classes and rngs) with their defaults,
+  as a config holds them (a dtype by name: 'float32'); {} for an unknown name."""
+  from aplx import models  # pylint: disable=g-import-not-at-top
+
+  if name not in models.names():
+    return {}
+  builder = getattr(models, name)  # Each registered model is exported under its name.
+  out = {}
+  for p in inspect.signature(builder).parameters.values():
+    if p.kind == p.KEYWORD_ONLY and p.default is not p.empty and p.name not in ("num_classes", "rngs"):
+      out[p.name] = np.dtype(p.default).name if p.name == "dtype" else p.default
+  return out
+
+
+def field_defaults(config: dict) -> dict[str, Any]:
+  """{dotted path: default} of the fields a config may leave out: ADDED_FIELDS, `loss.params.<p>` for
+  every parameter of its loss and `model.kwargs.<k>` for every option of its model."""
+  out = dict(ADDED_FIELDS)
+  loss, model = config.get("loss") or {}, config.get("model") or {}
+  out.update({f"loss.params.{k}": v for k, v in loss_defaults(loss.get("name")).items()})
+  out.update({f"model.kwargs.{k}": v for k, v in model_defaults(model.get("name")).items()})
+  return out
+
+
 def config_diff(saved: dict, now: dict) -> list[str]:
   """Fields (dotted paths) that differ between two configs, as 'key: saved -> now', ignoring
-  RESUMABLE_CHANGES. Empty: a run written with `saved` may be resumed with `now`."""
+  RESUMABLE_CHANGES. A field that one side lacks is equal when the other holds its default
+  (`field_defaults`). Empty: a run written with `saved` may be resumed with `now`."""
   a, b = _flatten(saved), _flatten(now)
-  return [
-    f"{k}: {a.get(k)!r} -> {b.get(k)!r}"
-    for k in sorted(set(a) | set(b))
-    if k.split(".")[0] not in RESUMABLE_CHANGES and a.get(k) != b.get(k)
-  ]
+  keys = [k for k in sorted(set(a) | set(b)) if k.split(".")[0] not in RESUMABLE_CHANGES]
+  defaults = field_defaults(now) if any((k in a) != (k in b) for k in keys) else {}
+  missing = object()
+
+  def same(k):
+    if k in a and k in b:
+      return a[k] == b[k]
+    default = defaults.get(k, missing)
+    return default is not missing and a.get(k, b.get(k)) == default
+
+  return [f"{k}: {a.get(k)!r} -> {b.get(k)!r}" for k in keys if not same(k)]
 
 
 # ---------------------------------------------------------------------------------------------------

@@ -1,8 +1,9 @@
 """Training and evaluation: data parallel over a device mesh, orbax checkpoints, exact resume.
 
 `train_and_evaluate(config, workdir)` is the whole program, readable top to bottom. The parts it is made of
-(`make_optimizer`, `make_train_step`, `make_eval_step`, `create_train_state`) are importable on their own
-for tests and benchmarks.
+(`load_data`, `make_optimizer`, `make_train_step`, `make_eval_step`, `create_train_state`) are importable
+on their own for tests, benchmarks and tools (`experiments.predict` adds `make_predict_step` and
+`restore_checkpoint`).
 
 Parallelism: one `jax.jit` over a 1-D device mesh with axis 'data'. Batches are sharded `P('data')`,
 parameters, batch statistics and optimiser state are replicated `P()`; XLA inserts the all-reduces, so
@@ -10,8 +11,9 @@ BatchNorm statistics and gradients are global across devices and hosts. The same
 fake CPU devices, a GPU node, a multi-host GPU cluster or a TPU slice.
 
 Determinism: the batch at global step s and the PRNG key of step s are pure functions of (config.seed,
-s), and the noisy label of an example is a pure function of (config.noise.seed, example id). A run
-resumed from any checkpoint therefore ends with exactly the parameters of an uninterrupted run.
+s), the noisy label of an example is a pure function of (config.noise.seed, example id), and whether it
+is held out for validation (`config.val_fraction`) of (config.seed, example id). A run resumed from any
+checkpoint therefore ends with exactly the parameters of an uninterrupted run.
 """
 
 import collections
@@ -22,18 +24,22 @@ import signal
 import threading
 import time
 
-from absl import logging
-from flax import nnx, struct
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
-import optax
-import orbax.checkpoint as ocp
 
-from aplx import data as data_lib
-from aplx import losses, models, rundir
+from aplx import _deps, losses
 from aplx import noise as noise_lib
+
+with _deps.extra("train,data", __name__):
+  from absl import logging
+  from flax import nnx, struct
+  import ml_collections
+  import optax
+  import orbax.checkpoint as ocp
+
+  from aplx import data as data_lib
+  from aplx import models, rundir
 
 # How many train steps the host may dispatch ahead of the device: bounds how long a preemption signal
 # waits for already-queued work (a few step times), without a per-step host read of the metrics.
@@ -214,27 +220,52 @@ def zero_sums() -> dict:
   }
 
 
-def make_eval_step(eval_graphdef: nnx.GraphDef) -> Callable[..., jax.Array]:
-  """Returns `step(state, batch) -> [correct, count]` over the unpadded (mask == 1) rows."""
+def make_eval_step(eval_graphdef: nnx.GraphDef) -> Callable[..., dict]:
+  """Returns `step(state, batch) -> {"correct", "count"}` over the unpadded (mask == 1) rows, correct
+  against `batch["label"]` (clean); plus "correct_noisy" against `batch["noisy_label"]` when the batch
+  has one (the train and validation splits)."""
 
-  def step(state: TrainState, batch: Mapping[str, jax.Array]) -> jax.Array:
+  def step(state: TrainState, batch: Mapping[str, jax.Array]) -> dict:
     model = nnx.merge(eval_graphdef, state.params, state.batch_stats)
-    correct = (model(batch["image"]).argmax(-1) == batch["label"]) * batch["mask"]
-    return jnp.stack([correct.sum(), batch["mask"].sum()]).astype(jnp.int32)
+    pred = model(batch["image"]).argmax(-1)
+    mask = batch["mask"].astype(jnp.int32)
+    sums = {"correct": ((pred == batch["label"]) * mask).sum(), "count": mask.sum()}
+    if "noisy_label" in batch:
+      sums["correct_noisy"] = ((pred == batch["noisy_label"]) * mask).sum()
+    return sums
 
   return step
 
 
-def evaluate(eval_step, state: TrainState, ds, config, batch_sharding) -> float:
-  totals = np.zeros(2, np.int64)
+def evaluate(eval_step, state: TrainState, ds, batch_size: int, batch_sharding, split: str = "test") -> dict:
+  """Accuracy on a split of `ds` (`data.eval_batches`: every process reads its rows of each global
+  batch): {"acc_clean"} against the clean labels, plus {"acc_noisy"} on the train and val splits."""
+  totals = collections.Counter()
   for batch in data_lib.eval_batches(
     ds,
-    batch_size=config.eval_batch_size,
+    batch_size=batch_size,
+    split=split,
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   ):
-    totals += np.asarray(eval_step(state, _global_batch(batch, batch_sharding)))
-  return float(totals[0] / max(totals[1], 1))
+    for k, v in eval_step(state, _global_batch(batch, batch_sharding)).items():
+      totals[k] += int(v)
+  count = max(totals["count"], 1)
+  out = {"acc_clean": totals["correct"] / count}
+  if "correct_noisy" in totals:
+    out["acc_noisy"] = totals["correct_noisy"] / count
+  return out
+
+
+def make_predict_step(eval_graphdef: nnx.GraphDef) -> Callable[..., jax.Array]:
+  """Returns `step(state, batch) -> probs`, float32 [b, K]: the softmax of the model in eval mode
+  (`experiments.predict`)."""
+
+  def step(state: TrainState, batch: Mapping[str, jax.Array]) -> jax.Array:
+    model = nnx.merge(eval_graphdef, state.params, state.batch_stats)
+    return jax.nn.softmax(model(batch["image"]).astype(jnp.float32), axis=-1)
+
+  return step
 
 
 def make_mesh() -> jax.sharding.Mesh:
@@ -336,6 +367,31 @@ def _restore_or_keep(
       "from scratch over them: move the directory away (or use another --workdir) to start over."
     )
   return state, sums, 0
+
+
+def restore_checkpoint(
+  workdir: str, state: TrainState, config: ml_collections.ConfigDict, step: int | None = None
+) -> tuple[TrainState, int]:
+  """(state, completed epochs) from the checkpoint of `step` (default: the newest) in `workdir`, read
+  only: nothing is moved or written. For tools that use a trained run (`experiments.predict`); `state`
+  (`create_train_state`) gives the structure and the shardings; `config` must be the run's."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not rundir.path(directory).exists():
+    raise CheckpointError(f"No checkpoint directory {directory}: is {workdir} a run's workdir?")
+  manager = ocp.CheckpointManager(directory, options=ocp.CheckpointManagerOptions(read_only=True))
+  try:
+    steps = sorted(manager.all_steps())
+    if step is None and not steps:
+      raise CheckpointError(f"No checkpoint in {directory} yet: a run saves one per finished epoch.")
+    if step is not None and step not in steps:
+      raise CheckpointError(
+        f"No checkpoint of step {step} in {directory}; its steps are {steps} (the run keeps the "
+        "newest config.keep_checkpoints)."
+      )
+    state, _, epoch = _restore_step(manager, steps[-1] if step is None else step, state, zero_sums(), config)
+  finally:
+    manager.close()
+  return state, epoch
 
 
 def _aside_dir(manager) -> str:
@@ -480,6 +536,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       )
   if config.get("max_steps") is not None and config.max_steps < 1:
     bad("max_steps", config.max_steps, "must be >= 1, or None for the whole run.")
+  fraction, fold = config.get("val_fraction", 0.0), config.get("val_fold", 0)  # Absent in older configs.
+  if isinstance(fraction, bool) or not isinstance(fraction, (int, float)) or not 0.0 <= fraction < 1.0:
+    bad("val_fraction", fraction, "the fraction held out for validation is in [0, 1) (0: none, the paper's).")
+  if isinstance(fold, bool) or not isinstance(fold, int) or fold < 0:
+    bad("val_fold", fold, "must be an integer >= 0.")
+  if fold and not fraction:
+    bad("val_fold", fold, "needs config.val_fraction > 0 (folds of width val_fraction).")
+  if (fold + 1) * fraction > 1.0 + 1e-9:
+    last = int(1.0 / fraction + 1e-9) - 1
+    bad("val_fold", fold, f"with val_fraction={fraction} the folds are 0 .. {last}.")
   optim = config.optim
   if optim.schedule not in ("cosine", "exponential", "constant"):
     bad("optim.schedule", optim.schedule, "use 'cosine', 'exponential' or 'constant'.")
@@ -488,6 +554,39 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
   for field in ("momentum", "weight_decay", "grad_clip", "l1"):
     if optim.get(field) is not None and optim.get(field) < 0:
       bad(f"optim.{field}", optim.get(field), "must be >= 0 (0 turns it off).")
+
+
+def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
+  """The dataset of `config` as the trainer sees it: TFDS in RAM, label noise from (noise seed, example
+  id), and the validation split (`config.val_fraction`, `config.val_fold`) from (seed, example id),
+  held out of the training set (`data.hold_out`). ConfigError if the split leaves nothing to validate
+  on or too little to train on."""
+  ds = data_lib.load_dataset(
+    config.dataset,
+    data_dir=config.get("data_dir"),
+    subset=config.get("subset"),
+    noise=config.noise.type,
+    rate=config.noise.rate,
+    noise_seed=config.noise.seed,
+    **config.noise.get("options", {}),
+  )
+  fraction, fold = config.get("val_fraction", 0.0), config.get("val_fold", 0)
+  if not fraction:
+    return ds
+  n = ds.num_train
+  ds = data_lib.hold_out(ds, fraction, seed=config.seed, fold=fold)
+  if ds.num_val == 0:
+    raise ConfigError(
+      f"config.val_fraction={fraction!r} (fold {fold}, seed {config.seed}) holds out none of the {n} "
+      f"training examples (each is held out with that probability): raise it well above 1/{n}, or set 0 "
+      "to hold out nothing."
+    )
+  if ds.num_train < config.batch_size:
+    raise ConfigError(
+      f"config.val_fraction={fraction!r} leaves {ds.num_train} of the {n} training examples, fewer than "
+      f"config.batch_size={config.batch_size}: lower val_fraction or the batch size."
+    )
+  return ds
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -502,16 +601,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   workdir = str(workdir) if remote else os.path.abspath(workdir)
   rundir.path(workdir).mkdir(parents=True, exist_ok=True)
 
-  # ----- Data: TFDS dataset with label noise injected from (noise seed, example id). ---------------
-  ds = data_lib.load_dataset(
-    config.dataset,
-    data_dir=config.get("data_dir"),
-    subset=config.get("subset"),
-    noise=config.noise.type,
-    rate=config.noise.rate,
-    noise_seed=config.noise.seed,
-    **config.noise.get("options", {}),
-  )
+  # ----- Data: TFDS, label noise from (noise seed, id), validation split from (seed, id). ----------
+  ds = load_data(config)
   # drop_remainder=False (the authors' PyTorch loaders): a smaller last step per epoch, rounded down to
   # a multiple of the device count; it compiles the train step once more.
   layout = {"drop_remainder": config.get("drop_remainder", True), "multiple_of": jax.device_count()}
@@ -557,6 +648,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
       jax.process_count(),
       workdir,
     )
+    if ds.num_val:
+      logging.info(
+        "Validation split: %d training examples held out by id (val_fraction %g, fold %d); %d left to "
+        "train on, hence %d steps/epoch.",
+        ds.num_val,
+        config.val_fraction,
+        config.get("val_fold", 0),
+        ds.num_train,
+        steps_per_epoch,
+      )
     # ----- Train. ---------------------------------------------------------------------------------
     batches = data_lib.train_batches(
       ds,
@@ -600,15 +701,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
             "train_acc_noisy": int(sums["correct_noisy"]) / int(sums["count"]),
             "train_acc_clean": int(sums["correct_clean"]) / int(sums["count"]),
             "images_per_sec": int(sums["count"]) / max(train_seconds, 1e-9),
-            "test_acc": evaluate(eval_step, state, ds, config, batch_sharding),
+            "test_acc": evaluate(eval_step, state, ds, config.eval_batch_size, batch_sharding)["acc_clean"],
           }
+          if ds.num_val:  # The same eval path on the held-out examples, against both of their labels.
+            val = evaluate(eval_step, state, ds, config.eval_batch_size, batch_sharding, "val")
+            record["val_acc_noisy"], record["val_acc_clean"] = val["acc_noisy"], val["acc_clean"]
           epoch += 1
           sums = fresh_sums()
           _save(manager, state, sums, epoch, config)  # Committed before the record is written.
           writer.write(record)
           eta = (time.time() - run_start) / (step - run_start_step) * (total_steps - step)
           logging.info(
-            "epoch %d/%d  loss %.4f  train acc noisy %.2f%% clean %.2f%%  test acc %.2f%%  "
+            "epoch %d/%d  loss %.4f  train acc noisy %.2f%% clean %.2f%%  test acc %.2f%%%s  "
             "lr %.5f  %.0f img/s  ETA %s",
             epoch,
             config.epochs,
@@ -616,6 +720,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
             100 * record["train_acc_noisy"],
             100 * record["train_acc_clean"],
             100 * record["test_acc"],
+            "".join(f"  {k} {100 * v:.2f}%" for k, v in record.items() if k.startswith("val_")),
             record["lr"],
             record["images_per_sec"],
             _hms(eta),

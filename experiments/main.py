@@ -96,7 +96,7 @@ def _parse_flags(argv: list[str]) -> list[str]:
     config = _load_config_arg(argv)
     for arg in argv[1:]:
       if arg.startswith("--config.") and config is not None:
-        missing = _missing_field(config, arg[len("--config.") :].partition("=")[0])
+        missing = common.missing_field(config, arg[len("--config.") :].partition("=")[0])
         if missing:
           sys.exit(f"FATAL Flags parsing error: {arg}: {missing}")
     sys.exit(f"FATAL Flags parsing error: {e}")
@@ -114,17 +114,6 @@ def _load_config_arg(argv: list[str]):
   path, _, arg = spec.partition(":")
   module = common.load_config_file(path)
   return module.get_config(arg) if arg else module.get_config()
-
-
-def _missing_field(config, dotted: str) -> str | None:
-  """Why `config.<dotted>` does not exist (naming the fields that do), or None if it does."""
-  node, walked = config, "config"
-  for name in dotted.split("."):
-    fields = list(node.keys()) if hasattr(node, "keys") else []
-    if name not in fields:
-      return f"{walked} has no field {name!r}; its fields are: {', '.join(sorted(fields)) or 'none'}."
-    node, walked = node[name], f"{walked}.{name}"
-  return None
 
 
 def _quiet_libraries() -> None:

@@ -2,6 +2,8 @@ r"""The paper's Tables 2-5 (and Figures 1-4) from a sweep's workdirs, with the p
 
   python -m experiments.report --root runs/mnist --out results/mnist/table.md --plots results/mnist
 
+  python -m experiments.report --root runs/sweep --select val               # select by validation accuracy
+
 Reads every workdir under --root (config.json + metrics.jsonl, as `experiments.sweep` lays them out),
 groups finished runs by (dataset, protocol, noise, rate, loss) over seeds and writes one markdown table
 per dataset and protocol: rows are losses in the paper's order, columns are noise settings, and each
@@ -10,6 +12,15 @@ of the column in bold), the paper's (experiments/configs/paper_tables.csv) and t
 Unfinished and missing runs are listed under the table, never dropped silently; a protocol other than
 the paper's (a training subset, fewer epochs) is stated above it. --plots DIR adds, per noise setting,
 test accuracy per epoch for every loss and train accuracy on noisy vs clean labels.
+
+Hyperparameter variants (workdirs `<root>/<noise><rate>/<loss>/<path>=<v>,.../seed<k>`, the sweep's
+config-path axes) are rows of their own with --select last (the default, the paper's protocol: the
+last epoch). --select val (runs trained with config.val_fraction > 0) picks, per run, the epoch of
+highest validation accuracy (ties: the earliest) and, per cell, the variant whose runs have the highest
+validation accuracy averaged over their seeds (one setting for every seed, as one would deploy it), and
+reports the test accuracy there beside the last epoch's. --val_labels noisy (default) validates on the
+held-out examples' noisy labels, all a practitioner has; clean is an oracle, for analysis. A finished
+run without validation metrics is listed as "no validation split" and left out, never read as last.
 """
 
 import collections
@@ -51,14 +62,20 @@ class RunInfo(NamedTuple):
   metrics: list
   status: str  # sweep.FINISHED / PARTIAL / MISSING
   detail: str
+  variant: str = ""  # The workdir's config-override component ('loss.params.beta=10'); '' for none.
+  val_fraction: float = 0.0  # Held out of the training set for validation (config.val_fraction).
 
   @property
   def setting(self) -> tuple[str, float]:
     return (self.noise, self.rate)
 
   @property
-  def protocol(self) -> tuple[str | None, int | None, int | None]:
-    return (self.dataset, self.subset, self.epochs)
+  def row(self) -> tuple[str, str]:
+    return (self.loss, self.variant)
+
+  @property
+  def protocol(self) -> tuple[str | None, int | None, int | None, float]:
+    return (self.dataset, self.subset, self.epochs, self.val_fraction)
 
   @property
   def last_test_acc(self) -> float:
@@ -74,29 +91,28 @@ def _paper_noise(noise: str) -> str:
   return "clean" if noise == "none" else noise
 
 
-def _parse_path(root: str, workdir: str) -> tuple[str, float, str, int] | None:
-  """(noise, rate, loss, seed) from `<root>/<noise><rate>/<loss>/seed<seed>`, or None if not that layout."""
-  parts = os.path.relpath(workdir, root).split(os.sep)
-  if len(parts) != 3 or not parts[2].startswith("seed") or not parts[2][4:].isdigit():
+def _parse_path(root: str, workdir: str) -> tuple[str, float, str, str, int] | None:
+  """(noise, rate, loss, variant, seed) of a workdir of the sweep's layout (`sweep.parse_workdir`:
+  `<root>/<noise><rate>/<loss>[/<path>=<value>,...]/seed<seed>`), or None if not that layout. `variant`
+  is the config-override component as written ('' without one): variants are told apart by it."""
+  parsed = sweep.parse_workdir(root, workdir)
+  if parsed is None:
     return None
-  head = parts[0].rstrip("0123456789.")
-  try:
-    rate = float(parts[0][len(head) :])
-  except ValueError:
-    return None
-  return _paper_noise(head), rate, parts[1], int(parts[2][4:])
+  noise, rate = parsed.setting
+  variant = ",".join(f"{k}={v}" for k, v in parsed.overrides.items())
+  return _paper_noise(noise), rate, parsed.loss, variant, parsed.seed
 
 
 def read_run(root: str, workdir: str) -> RunInfo | None:
   """A workdir's settings, metrics and status; None for a directory that is not a run."""
   config = rundir.read_config(workdir)
   status, detail = sweep.run_status(workdir)
+  parsed = _parse_path(root, workdir)
   if config is None:
-    parsed = _parse_path(root, workdir)
     if parsed is None:
       return None
-    noise, rate, loss, seed = parsed
-    return RunInfo(workdir, None, None, None, noise, rate, loss, seed, [], status, detail)
+    noise, rate, loss, variant, seed = parsed
+    return RunInfo(workdir, None, None, None, noise, rate, loss, seed, [], status, detail, variant)
   return RunInfo(
     workdir,
     config["dataset"],
@@ -109,6 +125,8 @@ def read_run(root: str, workdir: str) -> RunInfo | None:
     rundir.read_metrics(workdir),
     status,
     detail,
+    parsed[3] if parsed else "",
+    float(config.get("val_fraction") or 0.0),
   )
 
 
@@ -133,11 +151,14 @@ def expected_missing(runs: Sequence[RunInfo], root: str, grid: str = "") -> list
   missing = []
   for _, group in _groups(runs).items():
     settings = sorted({r.setting for r in group})
-    losses = sorted({r.loss for r in group})
+    rows = sorted({r.row for r in group})
     seeds = sorted({r.seed for r in group})
-    for (noise, rate), loss, seed in itertools.product(settings, losses, seeds):
+    for (noise, rate), (loss, variant), seed in itertools.product(settings, rows, seeds):
+      overrides = dict(item.split("=", 1) for item in variant.split(",")) if variant else None
       workdir = sweep.workdir_for(
-        root, {"noise": "none" if noise == "clean" else noise, "rate": rate, "loss": loss, "seed": seed}
+        root,
+        {"noise": "none" if noise == "clean" else noise, "rate": rate, "loss": loss, "seed": seed},
+        overrides,
       )
       if os.path.normpath(workdir) not in have:
         missing.append(workdir)
@@ -145,7 +166,7 @@ def expected_missing(runs: Sequence[RunInfo], root: str, grid: str = "") -> list
 
 
 def _groups(runs: Iterable[RunInfo]) -> dict[tuple, list[RunInfo]]:
-  """Runs with a config.json, by (dataset, subset, epochs): one table each."""
+  """Runs with a config.json, by (dataset, subset, epochs, val_fraction): one table each."""
   out = collections.defaultdict(list)
   for r in runs:
     if r.dataset is not None:
@@ -204,18 +225,69 @@ def setting_slug(setting: tuple[str, float]) -> str:
   return f"{'none' if noise == 'clean' else noise}{format(rate, 'g')}"
 
 
-def aggregate(runs: Iterable[RunInfo]) -> dict[tuple[str, tuple[str, float]], dict]:
-  """{(loss, setting): {'mean', 'std', 'n', 'accs'}} over the finished runs' last-epoch test accuracy (%).
+SELECT = ("last", "val")
+VAL_LABELS = ("noisy", "clean")
 
-  std is the population std over seeds (numpy's default, ddof=0).
+
+def row_label(row: tuple[str, str]) -> str:
+  loss, variant = row
+  return loss.upper() + (f" [{variant}]" if variant else "")
+
+
+def best_epoch(metrics: Sequence[dict], key: str) -> dict | None:
+  """The record of the epoch with the highest `key` (ties: the earliest); None if no record has it."""
+  scored = [r for r in metrics if key in r]
+  return max(scored, key=lambda r: r[key]) if scored else None  # max keeps the first of equal values.
+
+
+def _stats(accs: list[float]) -> dict:
+  return {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "n": len(accs), "accs": accs}
+
+
+def aggregate(
+  runs: Iterable[RunInfo], select: str = "last", val_key: str = "val_acc_noisy"
+) -> dict[tuple[tuple[str, str], tuple[str, float]], dict]:
+  """{(row, setting): stats} over the finished runs, accuracies in %; std is the population std over
+  seeds (numpy's default, ddof=0).
+
+  select='last': a row (loss, variant) per hyperparameter variant; the last-epoch test accuracy.
+  select='val': a row (loss, '') per loss. Per run, the epoch of highest `val_key` (`best_epoch`); per
+  cell, the variant whose runs have the highest mean of that validation accuracy (ties: the first by
+  name, '' first). Stats of the test accuracy at the selected epochs, plus 'last' (the same runs'
+  last-epoch stats), 'variant', 'val' (its mean validation accuracy), 'epochs' (selected, per seed) and
+  'variants' ({variant: (mean validation accuracy, n)}). Runs without `val_key` are left out.
   """
-  accs = collections.defaultdict(list)
-  for r in runs:
-    if r.status == sweep.FINISHED:
-      accs[(r.loss, r.setting)].append(r.last_test_acc)
-  return {
-    k: {"mean": float(np.mean(v)), "std": float(np.std(v)), "n": len(v), "accs": v} for k, v in accs.items()
-  }
+  finished = [r for r in runs if r.status == sweep.FINISHED]
+  if select == "last":
+    accs = collections.defaultdict(list)
+    for r in finished:
+      accs[(r.row, r.setting)].append(r.last_test_acc)
+    return {k: _stats(v) for k, v in accs.items()}
+  if select != "val":
+    raise ValueError(f"select={select!r}: use one of {SELECT}.")
+  cells = collections.defaultdict(lambda: collections.defaultdict(list))  # cell -> variant -> [(run, rec)]
+  for r in finished:
+    record = best_epoch(r.metrics, val_key)
+    if record is not None:
+      cells[((r.loss, ""), r.setting)][r.variant].append((r, record))
+  out = {}
+  for cell, variants in cells.items():
+    scores = {v: float(np.mean([100 * rec[val_key] for _, rec in chosen])) for v, chosen in variants.items()}
+    winner = max(sorted(scores), key=scores.get)
+    chosen = sorted(variants[winner], key=lambda c: c[0].seed)
+    out[cell] = _stats([100 * rec["test_acc"] for _, rec in chosen]) | {
+      "last": _stats([r.last_test_acc for r, _ in chosen]),
+      "variant": winner,
+      "val": scores[winner],
+      "epochs": [rec["epoch"] for _, rec in chosen],
+      "variants": {v: (scores[v], len(variants[v])) for v in sorted(scores)},
+    }
+  return out
+
+
+def no_validation_split(runs: Iterable[RunInfo], val_key: str) -> list[RunInfo]:
+  """Finished runs that have no `val_key` in their metrics (trained without config.val_fraction)."""
+  return [r for r in runs if r.status == sweep.FINISHED and best_epoch(r.metrics, val_key) is None]
 
 
 def top2(values: dict[str, float]) -> set[str]:
@@ -228,10 +300,10 @@ def top2(values: dict[str, float]) -> set[str]:
   return {k for k, v in rounded.items() if v >= cut}
 
 
-def protocol_note(dataset: str, subset: int | None, epochs: int) -> str | None:
+def protocol_note(dataset: str, subset: int | None, epochs: int, val_fraction: float = 0.0) -> str | None:
   """A line stating how this protocol differs from the paper's, or None if it is the paper's."""
   paper_n, paper_epochs = PAPER_PROTOCOL.get(dataset, (None, None))
-  if not subset and (paper_epochs is None or epochs == paper_epochs):
+  if not subset and not val_fraction and (paper_epochs is None or epochs == paper_epochs):
     return None
   ours = [
     f"{subset // 1000}k-image subset"
@@ -241,6 +313,8 @@ def protocol_note(dataset: str, subset: int | None, epochs: int) -> str | None:
     else "full training set",
     f"{epochs} epochs",
   ]
+  if val_fraction:
+    ours[0] += f" less {100 * val_fraction:g}% held out for validation"
   paper = ("" if paper_n is None else f"{paper_n // 1000}k/") + (
     f"{paper_epochs} epochs" if paper_epochs else "the paper's epochs"
   )
@@ -250,29 +324,55 @@ def protocol_note(dataset: str, subset: int | None, epochs: int) -> str | None:
   )
 
 
-def render_table(runs: Sequence[RunInfo], paper: dict) -> str:
-  """One markdown table for runs of one (dataset, subset, epochs) protocol."""
-  dataset, subset, epochs = runs[0].protocol
-  stats = aggregate(runs)
+def _mean_std(st: dict) -> str:
+  return f"{st['mean']:.2f}" + (f" ± {st['std']:.2f}" if st["n"] > 1 else "")
+
+
+def render_table(
+  runs: Sequence[RunInfo], paper: dict, select: str = "last", val_labels: str = "noisy"
+) -> str:
+  """One markdown table for runs of one (dataset, subset, epochs, val_fraction) protocol."""
+  dataset, subset, epochs, val_fraction = runs[0].protocol
+  val_key = f"val_acc_{val_labels}"
+  stats = aggregate(runs, select, val_key)
   settings = setting_order(r.setting for r in runs)
-  losses = loss_order(r.loss for r in runs)
-  tables = sorted({p["table"] for s in settings for l in losses if (p := paper_cell(paper, dataset, *s, l))})
-  lines = [f"## {dataset}: last-epoch clean test accuracy (%)", ""]
-  note = protocol_note(dataset, subset, epochs)
+  by_val = select == "val"
+  rows = [
+    (loss, variant)
+    for loss in loss_order(r.loss for r in runs)
+    for variant in ([""] if by_val else sorted({r.variant for r in runs if r.loss == loss}))
+  ]
+  tables = sorted(
+    {p["table"] for s in settings for loss, _ in rows if (p := paper_cell(paper, dataset, *s, loss))}
+  )
+  if by_val:
+    title = f"clean test accuracy (%) at the epoch of best validation accuracy ({val_labels} labels)"
+  else:
+    title = "last-epoch clean test accuracy (%)"
+  lines = [f"## {dataset}: {title}", ""]
+  note = protocol_note(dataset, subset, epochs, val_fraction)
   lines += [f"> {note}" if note else f"Protocol: the paper's (full training set, {epochs} epochs).", ""]
-  header = ["loss"] + [h for s in settings for h in (f"{setting_label(s)} ours", "paper", "Δ")]
+  columns = ("ours", "last", "paper", "Δ") if by_val else ("ours", "paper", "Δ")
+  header = ["loss"] + [f"{setting_label(s)} {c}" if c == "ours" else c for s in settings for c in columns]
   lines += ["| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-  bold = {s: top2({l: stats[(l, s)]["mean"] for l in losses if (l, s) in stats}) for s in settings}
-  for loss in losses:
-    cells = [loss.upper()]
+  bold = {s: top2({row: stats[(row, s)]["mean"] for row in rows if (row, s) in stats}) for s in settings}
+  for row in rows:
+    loss = row[0]
+    cells = [row_label(row)]
     for s in settings:
-      st, p = stats.get((loss, s)), paper_cell(paper, dataset, *s, loss)
+      st, p = stats.get((row, s)), paper_cell(paper, dataset, *s, loss)
       if st is None:
-        unfinished = sum(r.loss == loss and r.setting == s for r in runs)
-        cells.append(f"— ({unfinished} unfinished)" if unfinished else "")
+        mine = [r for r in runs if r.setting == s and (r.loss == loss if by_val else r.row == row)]
+        unfinished = sum(r.status != sweep.FINISHED for r in mine)
+        cells.append(
+          f"— ({unfinished} unfinished)" if unfinished else "— (no validation split)" if mine else ""
+        )
       else:
-        value = f"{st['mean']:.2f}" + (f" ± {st['std']:.2f}" if st["n"] > 1 else "")
-        cells.append((f"**{value}**" if loss in bold[s] else value) + f" ({st['n']})")
+        value = _mean_std(st)
+        winner = f" [{st['variant']}]" if by_val and (st["variant"] or len(st["variants"]) > 1) else ""
+        cells.append((f"**{value}**" if row in bold[s] else value) + f" ({st['n']})" + winner)
+      if by_val:
+        cells.append("" if st is None else _mean_std(st["last"]))
       cells.append(
         "" if p is None else f"{p['mean']:.2f}" + (f" ± {p['std']:.2f}" if p["std"] is not None else "")
       )
@@ -282,35 +382,77 @@ def render_table(runs: Sequence[RunInfo], paper: dict) -> str:
         diff = st["mean"] - p["mean"]
         cells.append(f"{diff:+.2f}" + (" †" if p["std"] is not None and abs(diff) > p["std"] else ""))
     lines.append("| " + " | ".join(cells) + " |")
-  lines += [
-    "",
+  caption = (
     f"ours: mean ± std (population, ddof=0) over (n) finished seeds, top 2 of each setting in "
     f"bold. paper: Ma et al. 2020, Table{'s' * (len(tables) > 1)} {', '.join(tables) or '—'} "
-    "(mean ± std of 3 runs). Δ = ours − paper; † marks |Δ| larger than the paper's std.",
-  ]
+    "(mean ± std of 3 runs). Δ = ours − paper; † marks |Δ| larger than the paper's std."
+  )
+  if by_val:
+    caption += (
+      f" Selected by validation accuracy on the held-out split's {val_labels} labels"
+      + (" (an oracle: clean labels are not available in practice)" if val_labels == "clean" else "")
+      + ": per run, the epoch of highest validation accuracy (ties: the earliest); per cell, among the "
+      "hyperparameter variants (workdirs that differ only in their config-override component), the one "
+      "with the highest validation accuracy averaged over its seeds, the same variant for every seed, "
+      "in brackets. last: the same runs' last-epoch test accuracy."
+    )
+  elif any(variant for _, variant in rows):
+    caption += " A row per hyperparameter variant (its config overrides in brackets)."
+  lines += ["", caption]
+  if by_val and stats:
+    lines += ["", "Selection by validation accuracy (%, mean over seeds; the epochs chosen, per seed):", ""]
+    for row in rows:
+      for s in settings:
+        st = stats.get((row, s))
+        if st is None:
+          continue
+        line = f"- {row_label(row)}, {setting_label(s)}: "
+        if len(st["variants"]) > 1 or st["variant"]:
+          line += f"`{st['variant'] or 'no override'}`, "
+        line += f"val {st['val']:.2f}, epochs {', '.join(map(str, st['epochs']))}"
+        if len(st["variants"]) > 1:
+          line += "; of " + ", ".join(
+            f"`{v or 'no override'}` {score:.2f} ({n})" for v, (score, n) in st["variants"].items()
+          )
+        lines.append(line)
   return "\n".join(lines)
 
 
-def render_unfinished(runs: Sequence[RunInfo], missing: Sequence[str]) -> str:
+def render_unfinished(runs: Sequence[RunInfo], missing: Sequence[str], no_val: Sequence[RunInfo] = ()) -> str:
   lines = []
   for r in runs:
     if r.status != sweep.FINISHED:
       lines.append(f"- {r.status}: `{r.workdir}` — {r.detail} (log `{r.workdir}.log`)")
   lines += [f"- missing: `{w}` — no workdir" for w in missing]
+  lines += [
+    f"- no validation split: `{r.workdir}` — finished, without validation metrics (config.val_fraction 0)"
+    for r in no_val
+  ]
   if not lines:
     return "All expected runs finished; none left out." if runs else "No runs found."
+  kinds = "unfinished, missing or without a validation split" if no_val else "unfinished or missing"
   return "\n".join(
-    [f"**Left out of the means: {len(lines)} run{'s' * (len(lines) != 1)} unfinished or missing.**", ""]
-    + lines
+    [f"**Left out of the means: {len(lines)} run{'s' * (len(lines) != 1)} {kinds}.**", ""] + lines
   )
 
 
-def render(runs: Sequence[RunInfo], missing: Sequence[str], paper: dict) -> str:
+def render(
+  runs: Sequence[RunInfo],
+  missing: Sequence[str],
+  paper: dict,
+  select: str = "last",
+  val_labels: str = "noisy",
+) -> str:
+  if select not in SELECT:
+    raise ValueError(f"select={select!r}: use one of {SELECT}.")
+  if val_labels not in VAL_LABELS:
+    raise ValueError(f"val_labels={val_labels!r}: use one of {VAL_LABELS}.")
   groups = _groups(runs)
-  parts = [render_table(group, paper) for group in groups.values()]
+  parts = [render_table(group, paper, select, val_labels) for group in groups.values()]
   if not groups:
     parts.append("No run with a config.json found.")
-  parts.append(render_unfinished(runs, missing))
+  no_val = no_validation_split(runs, f"val_acc_{val_labels}") if select == "val" else []
+  parts.append(render_unfinished(runs, missing, no_val))
   return "\n\n".join(parts) + "\n"
 
 
@@ -327,14 +469,18 @@ def write_plots(
 
   os.makedirs(out_dir, exist_ok=True)
   paths = []
-  for (dataset, subset, epochs), group in _groups(runs).items():
-    paper = protocol_note(dataset, subset, epochs) is None
+  for (dataset, subset, epochs, val_fraction), group in _groups(runs).items():
+    paper = protocol_note(dataset, subset, epochs, val_fraction) is None
     prefix = dataset + ("" if paper else f"_{'n%d_' % subset if subset else ''}e{epochs}")
     protocol = "paper protocol" if paper else (f"{subset} images, " if subset else "") + f"{epochs} epochs"
+    if val_fraction:
+      prefix += f"_val{val_fraction:g}"
+      protocol += f", {100 * val_fraction:g}% held out"
+    rows = [(l, v) for l in loss_order(r.loss for r in group) for v in sorted({r.variant for r in group})]
     for s in setting_order(r.setting for r in group):
       by_loss = {
-        l: [r.metrics for r in group if r.loss == l and r.setting == s and r.metrics]
-        for l in loss_order(r.loss for r in group)
+        row_label(row).lower(): [r.metrics for r in group if r.row == row and r.setting == s and r.metrics]
+        for row in rows
       }
       by_loss = {l: h for l, h in by_loss.items() if h}
       if not by_loss:
@@ -360,10 +506,13 @@ def report(
   grid: str = "",
   memorisation_losses: Sequence[str] = ("ce", "nce+rce"),
   paper_csv: str = PAPER_TABLES,
+  select: str = "last",
+  val_labels: str = "noisy",
 ) -> str:
-  """Reads `root`, writes the markdown to `out` (and figures to `plots_dir`); returns the markdown."""
+  """Reads `root`, writes the markdown to `out` (and figures to `plots_dir`); returns the markdown.
+  `select`, `val_labels`: as the flags --select and --val_labels (module docstring)."""
   runs = collect(root)
-  text = render(runs, expected_missing(runs, root, grid), load_paper(paper_csv))
+  text = render(runs, expected_missing(runs, root, grid), load_paper(paper_csv), select, val_labels)
   if plots_dir:
     paths = write_plots(runs, plots_dir, memorisation_losses)
     base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
@@ -384,7 +533,16 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
   if not _ROOT.value:
     raise app.UsageError("--root is required.")
-  print(report(_ROOT.value, _OUT.value, _PLOTS.value, _GRID.value, _MEMORISATION.value), end="")
+  text = report(
+    _ROOT.value,
+    _OUT.value,
+    _PLOTS.value,
+    _GRID.value,
+    _MEMORISATION.value,
+    select=_SELECT.value,
+    val_labels=_VAL_LABELS.value,
+  )
+  print(text, end="")
 
 
 if __name__ == "__main__":
@@ -403,5 +561,20 @@ if __name__ == "__main__":
   )
   _MEMORISATION = flags.DEFINE_list(
     "memorisation_losses", ["ce", "nce+rce"], "Losses in the noisy-vs-clean train accuracy figures."
+  )
+  _SELECT = flags.DEFINE_enum(
+    "select",
+    "last",
+    SELECT,
+    "last: last-epoch test accuracy (the paper's protocol), a row per hyperparameter variant. val: per "
+    "run the epoch, per cell the variant, of highest validation accuracy (runs with "
+    "config.val_fraction > 0); its test accuracy beside the last epoch's.",
+  )
+  _VAL_LABELS = flags.DEFINE_enum(
+    "val_labels",
+    "noisy",
+    VAL_LABELS,
+    "Validation accuracy against the held-out examples' noisy labels (what a practitioner has) or "
+    "clean labels (an oracle, for analysis).",
   )
   app.run(main)

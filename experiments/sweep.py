@@ -3,23 +3,37 @@ r"""Runs a grid of paper settings, one `experiments.main` process and workdir pe
   python -m experiments.sweep --config_file experiments/configs/mnist.py \
       --grid 'loss=ce,nce+rce;noise=sym;rate=0.2,0.8;seed=0,1,2' --fixed 'subset=10000,epochs=20' \
       --root runs/mnist --parallel 2
+  python -m experiments.sweep ... --grid 'loss=nce+rce;noise=sym;rate=0.8;seed=0;loss.params.beta=1,10'
   python -m experiments.sweep ... --print_commands      # one shell command per run, for any scheduler
 
-Each grid point trains in `<root>/<noise><rate>/<loss>/seed<seed>` (e.g. runs/mnist/sym0.8/ce/seed0),
-logging to `<workdir>.log`. Finished runs are skipped; interrupted ones are rerun, and `experiments.main`
-resumes them from their latest checkpoint. A workdir whose config.json no longer matches the config the
-grid point gives now (an edited config file, other --fixed values) is reported as a conflict and not
-touched: resuming it would mix two settings. Exits non-zero if any run failed.
+Axes (`--grid`, ';' between axes) and shared values (`--fixed`) take the config argument's keys (loss,
+noise, rate, seed, subset, epochs, fidelity); every other key is a config path (`loss.params.beta`,
+`optim.lr`, `batch_size`), passed to `experiments.main` as `--config.<path>=<value>` and parsed with
+that field's type. Every path is checked against each grid point's config before anything runs.
+
+Layout (`workdir_for`; `parse_workdir` reads a path back): each grid point trains in
+
+  <root>/<noise><rate>/<loss>/seed<seed>                                   e.g. runs/m/sym0.8/ce/seed0
+  <root>/<noise><rate>/<loss>/<path1>=<v1>,<path2>=<v2>/seed<seed>         with config-path axes
+      e.g. runs/m/sym0.8/nce+rce/loss.params.beta=10,optim.lr=0.1/seed0
+
+with the grid's config-path axes in grid order and their values as written in --grid (config paths
+from --fixed are not in the name; they are in config.json, like every field), logging to
+`<workdir>.log`. Finished runs are skipped; interrupted ones are rerun, and `experiments.main` resumes
+them from their latest checkpoint. A workdir whose config.json no longer matches the config the grid
+point gives now (an edited config file, other --fixed values) is reported as a conflict and not touched:
+resuming it would mix two settings. Exits non-zero if any run failed.
 
 `python -m experiments.report --root <root>` turns the workdirs into the paper's tables and figures.
 """
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 import concurrent.futures
 import fcntl
 import itertools
 import json
 import os
+import re
 import shlex
 import subprocess
 import sys
@@ -36,45 +50,99 @@ FINISHED, PARTIAL, MISSING, CONFLICT = "finished", "partial", "missing", "confli
 
 
 class Run(NamedTuple):
-  """One grid point: its config argument and where it trains."""
+  """One grid point: its config argument, its config-path overrides and where it trains."""
 
   arg: str  # 'loss=ce,noise=sym,rate=0.8,seed=0,subset=10000,epochs=20'
   workdir: str  # <root>/sym0.8/ce/seed0
+  overrides: tuple[tuple[str, str], ...] = ()  # (('loss.params.beta', '10'),): --config.<path>=<value>
 
   @property
   def log(self) -> str:
     return self.workdir + ".log"
 
 
+class WorkdirPath(NamedTuple):
+  """What a workdir's path says (`parse_workdir`)."""
+
+  setting: tuple[str, float]  # (noise, rate) as in the name: ('sym', 0.8); noise 'none' for clean labels
+  loss: str
+  overrides: dict[str, str]  # {config path: value as written in the name}; {} without config-path axes
+  seed: int
+
+
 # ---------------------------------------------------------------------------------------------------
-# The grid.
+# The grid and the layout.
 # ---------------------------------------------------------------------------------------------------
+
+
+_PATH = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*)*")
+
+
+def is_config_path(key: str) -> bool:
+  """Keys of the config argument (loss, noise, rate, ...) are not config paths; every other key is."""
+  return key not in common.ARG_DEFAULTS
+
+
+def _check_key(key: str, where: str) -> None:
+  if is_config_path(key) and not _PATH.fullmatch(key):
+    raise ValueError(
+      f"Bad {where}: {key!r} is neither a config-argument key ({', '.join(sorted(common.ARG_DEFAULTS))}) "
+      "nor a config path (field names joined by dots, such as loss.params.beta or optim.lr)."
+    )
+
+
+def _did_you_mean(config, paths) -> str:
+  """' Did you mean loss.params.beta?' for a missing path ('beta') whose last name ends a path that
+  exists; a general hint for a missing bare name."""
+
+  def leaves(node, prefix=""):
+    for k, v in node.items():
+      yield from leaves(v, f"{prefix}{k}.") if hasattr(v, "items") else (prefix + k,)
+
+  have = sorted(leaves(config))
+  missing = [path for path in paths if path not in have]
+  tips = [p for path in missing for p in have if p.endswith("." + path.split(".")[-1])]
+  if tips:
+    return f" Did you mean {' or '.join(tips)}?"
+  if any("." not in path for path in missing):
+    return " A field inside a section is named with its section: loss.params.<name>, optim.<name>, ..."
+  return ""
 
 
 def parse_grid(grid: str) -> dict[str, list[str]]:
-  """'loss=ce,nce+rce;rate=0.2,0.8' -> {'loss': ['ce', 'nce+rce'], 'rate': ['0.2', '0.8']}."""
+  """'loss=ce,gce;loss.params.beta=1,10' -> {'loss': ['ce', 'gce'], 'loss.params.beta': ['1', '10']}."""
   axes = {}
   for item in filter(None, (s.strip() for s in grid.split(";"))):
     key, sep, values = item.partition("=")
-    key = key.strip()
-    if not sep or key not in common.ARG_DEFAULTS or not values.strip():
-      raise ValueError(
-        f"Bad grid axis {item!r} in {grid!r}: expected 'key=v1,v2' with keys "
-        f"{sorted(common.ARG_DEFAULTS)}, axes separated by ';'."
-      )
+    key, values = key.strip(), [v.strip() for v in values.split(",") if v.strip()]
+    if not sep or not values:
+      raise ValueError(f"Bad grid axis {item!r} in {grid!r}: expected 'key=v1,v2', axes separated by ';'.")
+    _check_key(key, f"grid axis {item!r}")
     if key in axes:
       raise ValueError(f"Grid axis {key!r} given twice in {grid!r}.")
-    axes[key] = [v.strip() for v in values.split(",") if v.strip()]
+    if is_config_path(key):
+      bad = [v for v in values if "/" in v or "=" in v]
+      if bad:
+        raise ValueError(f"Grid axis {item!r}: values {bad} would break the workdir name ('/' or '=').")
+    axes[key] = values
   return axes
 
 
 def parse_fixed(fixed: str) -> dict[str, str]:
-  """'subset=10000,epochs=20' -> {'subset': '10000', 'epochs': '20'}, checked by the config parser."""
+  """'subset=10000,optim.lr=0.05' -> {'subset': '10000', 'optim.lr': '0.05'}; argument keys checked by
+  the config parser, config paths by `expand` against each grid point's config."""
   out = {}
   for item in filter(None, (s.strip() for s in fixed.split(","))):
-    key, _, value = item.partition("=")
-    out[key.strip()] = value.strip()
-  common.parse_arg(",".join(f"{k}={v}" for k, v in out.items()))  # Same errors as the config files.
+    key, sep, value = item.partition("=")
+    key = key.strip()
+    if not sep:
+      raise ValueError(
+        f"Bad --fixed item {item!r} in {fixed!r}: expected 'key=value', items separated by ','."
+      )
+    _check_key(key, f"--fixed item {item!r}")
+    out[key] = value.strip()
+  # Same errors as the config files.
+  common.parse_arg(",".join(f"{k}={v}" for k, v in out.items() if not is_config_path(k)))
   return out
 
 
@@ -83,27 +151,81 @@ def format_rate(rate) -> str:
   return format(float(rate), "g")
 
 
-def workdir_for(root: str, args: dict) -> str:
-  """`<root>/<noise><rate>/<loss>/seed<seed>`; missing keys take the config files' defaults."""
+def workdir_for(root: str, args: Mapping, overrides: Mapping[str, str] | None = None) -> str:
+  """`<root>/<noise><rate>/<loss>/seed<seed>`, or with config-path overrides (the grid's, in order)
+  `<root>/<noise><rate>/<loss>/<path1>=<v1>,<path2>=<v2>/seed<seed>`; missing argument keys take the
+  config files' defaults."""
   a = dict(common.ARG_DEFAULTS, **args)
-  return os.path.join(root, f"{a['noise']}{format_rate(a['rate'])}", str(a["loss"]), f"seed{int(a['seed'])}")
+  parts = [f"{a['noise']}{format_rate(a['rate'])}", str(a["loss"])]
+  if overrides:
+    parts.append(",".join(f"{k}={v}" for k, v in overrides.items()))
+  return os.path.join(root, *parts, f"seed{int(a['seed'])}")
 
 
-def expand(grid: str, fixed: str, root: str) -> list[Run]:
-  """The runs of a grid, in the order of its axes (the last axis varies fastest)."""
+def _split_setting(name: str) -> tuple[str, float] | None:
+  """'sym0.8' -> ('sym', 0.8): the longest tail that is a rate as `format_rate` writes it."""
+  for i in range(1, len(name)):
+    tail = name[i:]
+    if re.fullmatch(r"[0-9][0-9.e+-]*", tail):
+      try:
+        rate = float(tail)
+      except ValueError:
+        continue
+      if 0.0 <= rate <= 1.0 and format_rate(rate) == tail:
+        return name[:i], rate
+  return None
+
+
+def parse_workdir(root: str, workdir: str) -> WorkdirPath | None:
+  """(setting, loss, overrides, seed) from a path of `workdir_for`'s layout under `root`, or None if the
+  path is not that layout. Override values are strings, as written in the name (config.json has the
+  typed values)."""
+  parts = os.path.relpath(workdir, root).split(os.sep)
+  if len(parts) not in (3, 4) or not re.fullmatch(r"seed[0-9]+", parts[-1]):
+    return None
+  setting = _split_setting(parts[0])
+  overrides = {}
+  for item in parts[2].split(",") if len(parts) == 4 else ():
+    key, sep, value = item.partition("=")
+    if not sep or not is_config_path(key) or not _PATH.fullmatch(key) or not value:
+      return None
+    overrides[key] = value
+  if setting is None or not parts[1]:
+    return None
+  return WorkdirPath(setting, parts[1], overrides, int(parts[-1][4:]))
+
+
+def expand(grid: str, fixed: str, root: str, module=None) -> list[Run]:
+  """The runs of a grid, in the order of its axes (the last axis varies fastest).
+
+  With `module` (the loaded config file) every grid point's config is built and its config paths and
+  values checked now, before anything is launched.
+  """
   axes, shared = parse_grid(grid), parse_fixed(fixed)
   clash = set(axes) & set(shared)
   if clash:
     raise ValueError(f"{sorted(clash)} in both --grid and --fixed.")
+  fixed_overrides = tuple((k, v) for k, v in shared.items() if is_config_path(k))
   runs, seen = [], set()
   for values in itertools.product(*axes.values()):
-    args = dict(zip(axes, values), **shared)
-    common.parse_arg(",".join(f"{k}={v}" for k, v in args.items()))  # Validate before launching anything.
-    run = Run(",".join(f"{k}={v}" for k, v in args.items()), workdir_for(root, args))
+    point = dict(zip(axes, values))
+    args = {k: v for k, v in {**point, **shared}.items() if not is_config_path(k)}
+    grid_overrides = {k: v for k, v in point.items() if is_config_path(k)}
+    arg = ",".join(f"{k}={v}" for k, v in args.items())
+    common.parse_arg(arg)  # Validate before launching anything.
+    run = Run(arg, workdir_for(root, args, grid_overrides), (*grid_overrides.items(), *fixed_overrides))
+    if module is not None:
+      try:
+        expected_config(module, run.arg, run.overrides)
+      except ValueError as e:
+        where = " ".join(filter(None, [run.arg, *(f"--config.{k}={v}" for k, v in run.overrides)]))
+        hint = _did_you_mean(module.get_config(run.arg), dict(run.overrides))
+        raise ValueError(f"Grid point {where!r}: {e}{hint}") from None
     if run.workdir in seen:
       raise ValueError(
-        f"Two grid points share the workdir {run.workdir}: the layout "
-        "<noise><rate>/<loss>/seed<seed> needs a separate --root for other varied keys."
+        f"Two grid points share the workdir {run.workdir}: the layout <noise><rate>/<loss>[/<config "
+        "paths>]/seed<seed> has no place for other varied argument keys (subset, epochs, fidelity); "
+        "use a separate --root per value."
       )
     seen.add(run.workdir)
     runs.append(run)
@@ -137,9 +259,10 @@ def run_status(workdir: str, expected: dict | None = None) -> tuple[str, str]:
   return (FINISHED if done >= epochs else PARTIAL), detail
 
 
-def expected_config(module, arg: str) -> dict:
-  """What `experiments.main` writes to config.json for this argument."""
-  return json.loads(module.get_config(arg).to_json_best_effort())
+def expected_config(module, arg: str, overrides: Sequence[tuple[str, str]] = ()) -> dict:
+  """What `experiments.main` writes to config.json for this argument and these --config.<path> flags
+  (ValueError for a path the config does not have, or a value of the wrong type)."""
+  return json.loads(common.override(module.get_config(arg), dict(overrides)).to_json_best_effort())
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -148,7 +271,17 @@ def expected_config(module, arg: str) -> dict:
 
 
 def command(run: Run, config_file: str, python: str = "python") -> list[str]:
-  return [python, "-m", "experiments.main", "--config", f"{config_file}:{run.arg}", "--workdir", run.workdir]
+  flags_ = [f"--config.{path}={value}" for path, value in run.overrides]
+  return [
+    python,
+    "-m",
+    "experiments.main",
+    "--config",
+    f"{config_file}:{run.arg}",
+    *flags_,
+    "--workdir",
+    run.workdir,
+  ]
 
 
 def shell_command(run: Run, config_file: str, python: str = "python") -> str:
@@ -303,9 +436,12 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
   if not _CONFIG_FILE.value or not _ROOT.value:
     raise app.UsageError("--config_file and --root are required.")
-  runs = expand(_GRID.value, _FIXED.value, _ROOT.value)
   module = common.load_config_file(_CONFIG_FILE.value)
-  expected = lambda run: expected_config(module, run.arg)  # noqa: E731
+  try:
+    runs = expand(_GRID.value, _FIXED.value, _ROOT.value, module)
+  except ValueError as e:
+    raise app.UsageError(str(e)) from None
+  expected = lambda run: expected_config(module, run.arg, run.overrides)  # noqa: E731
   if _PRINT_COMMANDS.value:
     return (
       1
@@ -331,13 +467,15 @@ if __name__ == "__main__":
   _GRID = flags.DEFINE_string(
     "grid",
     "",
-    "Axes of the grid: 'key=v1,v2;key=v1,...' over the config argument "
-    "keys (loss, noise, rate, seed, ...); the runs are their product.",
+    "Axes of the grid: 'key=v1,v2;key=v1,...' over the config argument keys (loss, noise, rate, "
+    "seed, ...) or config paths (loss.params.beta, optim.lr, ...); the runs are their product.",
   )
   _FIXED = flags.DEFINE_string(
-    "fixed", "", "Config argument shared by every run, e.g. 'subset=10000,epochs=20'."
+    "fixed", "", "Values shared by every run, e.g. 'subset=10000,epochs=20,optim.lr=0.05'."
   )
-  _ROOT = flags.DEFINE_string("root", None, "Root of the workdirs: <root>/<noise><rate>/<loss>/seed<seed>.")
+  _ROOT = flags.DEFINE_string(
+    "root", None, "Root of the workdirs: <root>/<noise><rate>/<loss>[/<path>=<value>,...]/seed<seed>."
+  )
   _PARALLEL = flags.DEFINE_integer("parallel", 1, "Runs trained at once on this machine.")
   _PRINT_COMMANDS = flags.DEFINE_bool(
     "print_commands",

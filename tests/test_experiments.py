@@ -8,11 +8,14 @@ import subprocess
 import sys
 import time
 
+import chex
+from flax import nnx
 import jax
+import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from aplx import losses, rundir, train
+from aplx import losses, models, rundir, train
 from experiments import demo
 from experiments.configs import cifar10, cifar100, common, mnist, webvision
 
@@ -170,10 +173,62 @@ def test_authors_fidelity_options_reach_the_losses():
 def test_paper_fidelity_uses_the_paper_numbers():
   c = mnist.get_config("loss=nce+rce,fidelity=paper")
   assert (c.loss.params.beta, c.optim.weight_decay) == (100.0, 1e-3)
-  assert "log_zero" not in c.loss.params  # aplx default: the paper's A = -4.
+  # aplx's defaults, the paper's: A = -4, no probability clamp.
+  assert (c.loss.params.log_zero, c.loss.params.min_prob) == (-4.0, None)
   assert cifar100.get_config("loss=nce+mae,fidelity=paper").model.name == "resnet34"
   assert cifar100.get_config("loss=nce+mae,fidelity=paper").loss.params.beta == 0.1
   assert cifar100.get_config("loss=nce+mae").model.name == "resnet50"
+
+
+# ----- Every loss parameter and the model dtype are config fields. -------------------------------
+
+
+def _loss_and_grad(fn, z, y):
+  kw = {"key": jax.random.key(3)} if fn.needs_key else {}
+  return jax.value_and_grad(lambda z: fn(z, y, **kw).sum())(z)
+
+
+@pytest.mark.parametrize("name", losses.names())
+def test_loss_params_hold_every_parameter_and_the_defaults_change_nothing(name):
+  """loss.params lists every parameter of the loss, so any can be overridden; spelling out the
+  defaults computes the same loss (values and gradients) as leaving them out."""
+  z = jax.random.normal(jax.random.key(0), (6, 10), jnp.float32) * 3
+  y = jnp.arange(6) % 10
+  defaults = rundir.loss_defaults(name)
+  assert "scale" in defaults or "alpha" in defaults  # Not vacuous: every loss has a weight.
+  chex.assert_trees_all_equal(
+    _loss_and_grad(losses.get(name, **defaults), z, y), _loss_and_grad(losses.get(name), z, y)
+  )
+  for dataset, module in CONFIGS.items():
+    params = module.get_config(f"loss={name},noise=sym,rate=0.4").loss.params
+    assert set(defaults) <= set(params), dataset
+    preset = {k: v for k, v in params.items() if k not in defaults or v != defaults[k]}
+    if not preset:
+      continue  # All defaults: checked above.
+    chex.assert_trees_all_equal(
+      _loss_and_grad(losses.get(name, **params), z, y), _loss_and_grad(losses.get(name, **preset), z, y)
+    )
+
+
+def test_loss_params_and_model_dtype_are_overridable_like_any_field():
+  """`--config.<path>` (as experiments.main parses it, `common.override`) for a loss parameter the
+  setting does not preset, an off-by-default clamp, and the model's compute dtype."""
+  config = mnist.get_config("loss=nce+agce")  # Not in the authors' table: every parameter a default.
+  config = common.override(
+    config,
+    {"loss.params.beta": "10", "loss.params.q": "2", "model.kwargs.dtype": "bfloat16", "optim.lr": "1"},
+  )
+  assert (config.loss.params.beta, config.loss.params.q, config.optim.lr) == (10.0, 2.0, 1.0)
+  assert isinstance(config.loss.params.beta, float)
+  losses.get(config.loss.name, **config.loss.params)
+  min_prob = common.override(mnist.get_config("loss=gce,fidelity=paper"), {"loss.params.min_prob": "1e-6"})
+  assert min_prob.loss.params.min_prob == 1e-6
+  # The dtype reaches the model's computation (traced, not run: the convolutions compute in bf16).
+  x = jax.ShapeDtypeStruct((2, 28, 28, 1), jnp.float32)
+  for dtype, has_bf16 in (("float32", False), ("bfloat16", True)):
+    kwargs = common.override(mnist.get_config(), {"model.kwargs.dtype": dtype}).model.kwargs
+    program = jax.make_jaxpr(lambda x: models.get("mnist_cnn", num_classes=10, rngs=nnx.Rngs(0), **kwargs)(x))
+    assert ("bf16" in str(program(x))) == has_bf16, dtype
 
 
 # ----- The entry point, as a user runs it. -------------------------------------------------------
@@ -223,6 +278,15 @@ def test_script_trains_with_overrides(mnist_data_dir, tmp_path):
       ["--config", "experiments/configs/mnist.py", "--config.optim.learning_rate=1", "--workdir=/tmp/x"],
       "config.optim has no field 'learning_rate'; its fields are: decay_rate, eta_min",
     ),
+    (
+      [
+        "--config",
+        "experiments/configs/mnist.py:loss=nce+rce",
+        "--config.loss.params.bta=1",
+        "--workdir=/tmp/x",
+      ],
+      "config.loss.params has no field 'bta'; its fields are: alpha, beta, log_zero, min_prob.",
+    ),
     (["--config", "experiments/configs/mnist.py:epochs=0", "--workdir=/tmp/x"], "epochs=0: must be >= 1"),
     (["--config", "experiments/configs/mnist.py:loss=nce+xyz", "--workdir=/tmp/x"], "Unknown loss 'nce+xyz'"),
     (["--no_such_flag"], "no_such_flag"),
@@ -234,6 +298,29 @@ def test_bad_command_lines_fail_clearly(args, message):
   assert r.returncode != 0
   assert message in r.stderr + r.stdout, r.stderr[-2000:]
   assert "Traceback" not in r.stderr, r.stderr[-2000:]
+
+
+def test_sweep_over_a_config_path_trains_with_the_override(mnist_data_dir, tmp_path):
+  """One tiny real run from `experiments.sweep` with a loss.params axis: the override reaches
+  experiments.main (config.json, the log's command), and the sweep's expected config agrees with what
+  experiments.main wrote (rerun: finished, not a conflict)."""
+  root = tmp_path / "runs"
+  grid = "loss=nce+rce;noise=sym;rate=0.2;seed=0;loss.params.beta=2"
+  fixed = f"subset=256,epochs=1,data_dir={mnist_data_dir}"
+  env = dict(os.environ)
+  env.pop("XLA_FLAGS", None)
+  cmd = [sys.executable, "-m", "experiments.sweep", "--config_file", "experiments/configs/mnist.py"]
+  cmd += ["--grid", grid, "--fixed", fixed, "--root", str(root)]
+  r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  workdir = root / "sym0.2" / "nce+rce" / "loss.params.beta=2" / "seed0"
+  log = (root / "sym0.2" / "nce+rce" / "loss.params.beta=2" / "seed0.log").read_text()
+  assert r.returncode == 0, r.stdout[-2000:] + log[-3000:]
+  params = rundir.read_config(workdir)["loss"]["params"]
+  assert (params["beta"], params["alpha"]) == (2.0, 1.0)  # MNIST's beta is 10; alpha stays.
+  assert f"--config.loss.params.beta=2 --config.data_dir={mnist_data_dir} --workdir" in log  # Grid, fixed.
+  assert [m["epoch"] for m in rundir.read_metrics(workdir)] == [1]
+  r = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=600)
+  assert r.returncode == 0 and "1 finished already, 0 conflicts" in r.stdout, r.stdout[-2000:]
 
 
 def test_sigterm_stops_within_a_few_steps_exits_75_and_resumes(mnist_data_dir, tmp_path):

@@ -4,6 +4,7 @@ import fcntl
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -12,8 +13,10 @@ import pytest
 
 from aplx import rundir
 from experiments import plots, report, sweep
+from experiments.configs import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MNIST = os.path.join("experiments", "configs", "mnist.py")
 
 
 def make_run(
@@ -92,7 +95,129 @@ def test_expand_grid_and_workdir_layout(tmp_path):
 )
 def test_bad_grids_raise(grid, fixed):
   with pytest.raises(ValueError):
-    sweep.expand(grid, fixed, "r")
+    sweep.expand(grid, fixed, "r", common.load_config_file(MNIST))
+
+
+def test_grid_over_config_paths_expands_to_runs_dirs_and_commands(tmp_path):
+  module = common.load_config_file(MNIST)
+  grid = "loss=nce+rce;noise=sym;rate=0.8;seed=0,1;loss.params.beta=1,10;optim.lr=0.01,0.1"
+  runs = sweep.expand(grid, "epochs=3,optim.momentum=0.5", str(tmp_path), module)
+  assert len(runs) == 8 and len({r.workdir for r in runs}) == 8
+  last = runs[-1]  # The last axis varies fastest.
+  assert last.arg == "loss=nce+rce,noise=sym,rate=0.8,seed=1,epochs=3"
+  assert last.overrides == (("loss.params.beta", "10"), ("optim.lr", "0.1"), ("optim.momentum", "0.5"))
+  # Grid config paths, in grid order, between loss and seed; --fixed ones only in the config.
+  assert last.workdir == os.path.join(
+    tmp_path, "sym0.8", "nce+rce", "loss.params.beta=10,optim.lr=0.1", "seed1"
+  )
+  assert runs[0].workdir == os.path.join(
+    tmp_path, "sym0.8", "nce+rce", "loss.params.beta=1,optim.lr=0.01", "seed0"
+  )
+  assert sweep.command(last, MNIST) == [
+    "python",
+    "-m",
+    "experiments.main",
+    "--config",
+    f"{MNIST}:loss=nce+rce,noise=sym,rate=0.8,seed=1,epochs=3",
+    "--config.loss.params.beta=10",
+    "--config.optim.lr=0.1",
+    "--config.optim.momentum=0.5",
+    "--workdir",
+    last.workdir,
+  ]
+  # What experiments.main will get: each value parsed with its field's type.
+  config = sweep.expected_config(module, last.arg, last.overrides)
+  assert config["loss"]["params"]["beta"] == 10.0 and isinstance(config["loss"]["params"]["beta"], float)
+  assert (config["optim"]["lr"], config["optim"]["momentum"], config["epochs"]) == (0.1, 0.5, 3)
+  # Without config-path axes the layout is today's, exactly.
+  (plain,) = sweep.expand("loss=ce;rate=0.8", "optim.lr=0.5", str(tmp_path), module)
+  assert plain.workdir == os.path.join(tmp_path, "sym0.8", "ce", "seed0")
+
+
+def test_workdir_layout_parses_back(tmp_path):
+  root = str(tmp_path)
+  for args, overrides in [
+    (
+      {"loss": "nce+rce", "noise": "sym", "rate": 0.8, "seed": 2},
+      {"loss.params.beta": "10", "optim.lr": "0.1"},
+    ),
+    ({"loss": "ce", "noise": "none", "rate": 0.0, "seed": 0}, {}),
+    ({"loss": "gce", "noise": "human:random1", "rate": 0.5, "seed": 1}, {"val_fraction": "0.1"}),
+  ]:
+    parsed = sweep.parse_workdir(root, sweep.workdir_for(root, args, overrides))
+    assert parsed == ((args["noise"], args["rate"]), args["loss"], overrides, args["seed"])
+  for other in ("sym0.8/ce", "sym0.8/ce/x/seed0", "sym0.8/ce/a=1/b/seed0", "sym/ce/seed0", "sym0.8/ce/seedx"):
+    assert sweep.parse_workdir(root, os.path.join(root, other)) is None, other
+
+
+@pytest.mark.parametrize(
+  "grid, fixed, message",
+  [
+    ("beta=1,10", "", "config has no field 'beta'.*Did you mean loss.params.beta\\?"),
+    (
+      "loss=nce+rce;loss.params.bta=1",
+      "",
+      "config.loss.params has no field 'bta'; its fields are: alpha, beta",
+    ),
+    ("loss=ce,nce+rce;loss.params.beta=1", "", "'loss=ce --config.loss.params.beta=1'.*fields are: scale"),
+    ("loss=ce", "optim.learning_rate=0.1", "config.optim has no field 'learning_rate'"),
+    ("loss=ce;optim.lr=fast", "", "--config.optim.lr=fast: could not convert string to float"),
+    ("loss=ce;loss.params..q=1", "", "neither a config-argument key .* nor a config path"),
+    ("loss=ce;data_dir=/a,/b", "", "would break the workdir name"),
+  ],
+)
+def test_bad_config_paths_are_clear_errors(grid, fixed, message, tmp_path):
+  with pytest.raises(ValueError, match=message):
+    sweep.expand(grid, fixed, str(tmp_path), common.load_config_file(MNIST))
+
+
+def test_sweep_over_a_loss_parameter_with_a_fake_runner(tmp_path):
+  """Two runs over loss.params.beta: their workdirs, their config.json (written as experiments.main
+  would), skipped when rerun, a conflict when a config.json holds another beta."""
+  module = common.load_config_file(MNIST)
+  runs = sweep.expand(
+    "loss=nce+rce;noise=sym;rate=0.8;loss.params.beta=1,10", "epochs=2", str(tmp_path), module
+  )
+  expected = lambda run: sweep.expected_config(module, run.arg, run.overrides)  # noqa: E731
+
+  def fake_launch(run):  # "Trains": the config experiments.main would write, and two epochs of metrics.
+    os.makedirs(run.workdir)
+    rundir.write_config(run.workdir, expected(run))
+    rundir.write_metrics(run.workdir, [{"epoch": e, "test_acc": 0.5} for e in (1, 2)])
+    return 0
+
+  result = sweep.run_sweep(runs, fake_launch, expected=expected, out=io.StringIO())
+  assert len(result["finished"]) == 2 and not result["failed"]
+  for beta in (1, 10):
+    workdir = os.path.join(tmp_path, "sym0.8", "nce+rce", f"loss.params.beta={beta}", "seed0")
+    assert rundir.read_config(workdir)["loss"]["params"]["beta"] == float(beta)
+  result = sweep.run_sweep(
+    runs, lambda run: pytest.fail("launched again"), expected=expected, out=io.StringIO()
+  )
+  assert len(result["skipped"]) == 2
+  config = rundir.read_config(runs[0].workdir)
+  config["loss"]["params"]["beta"] = 5.0
+  rundir.write_config(runs[0].workdir, config)
+  assert sweep.run_status(runs[0].workdir, expected(runs[0]))[1].endswith("loss.params.beta: 5.0 -> 1.0")
+
+
+def test_a_run_written_before_the_config_listed_every_default_is_still_finished(tmp_path):
+  """results/mnist_full's CE run: its config.json predates the defaults in loss.params and
+  model.kwargs (and val_fraction); today's config of that grid point matches it."""
+  source = os.path.join(REPO, "results", "mnist_full", "runs", "sym0.8", "ce", "seed0")
+  workdir = sweep.workdir_for(str(tmp_path), {"loss": "ce", "noise": "sym", "rate": 0.8, "seed": 0})
+  os.makedirs(workdir)
+  for name in ("config.json", "metrics.jsonl"):
+    shutil.copy(os.path.join(source, name), workdir)
+  module = common.load_config_file(MNIST)
+  expected = sweep.expected_config(module, "loss=ce,noise=sym,rate=0.8,seed=0")
+  saved = rundir.read_config(workdir)
+  assert "scale" not in saved["loss"]["params"] and expected["loss"]["params"]["scale"] == 1.0  # Added.
+  assert "dtype" not in saved["model"]["kwargs"] and "dtype" in expected["model"]["kwargs"]
+  assert sweep.run_status(workdir, expected) == (sweep.FINISHED, "epoch 50/50")
+  # Not by ignoring the new fields: another value of one is a conflict.
+  scaled = sweep.expected_config(module, "loss=ce,noise=sym,rate=0.8,seed=0", [("loss.params.scale", "2")])
+  assert sweep.run_status(workdir, scaled)[0] == sweep.CONFLICT
 
 
 def test_run_status(tmp_path):
@@ -217,6 +342,32 @@ def test_print_commands_cli(tmp_path):
     f"epochs=20 --workdir {workdir} >> {workdir}.log 2>&1"
   )
   assert not os.path.exists(workdir)  # Nothing ran.
+
+
+def _sweep_cli(*args):
+  return subprocess.run(
+    [sys.executable, "-m", "experiments.sweep", "--config_file", MNIST, *args],
+    cwd=REPO,
+    env=dict(os.environ, JAX_PLATFORMS="cpu"),
+    capture_output=True,
+    text=True,
+    timeout=60,
+  )
+
+
+def test_print_commands_cli_with_a_config_path_axis(tmp_path):
+  grid = "loss=nce+rce;noise=sym;rate=0.8;seed=0;loss.params.beta=1,10"
+  proc = _sweep_cli("--grid", grid, "--fixed", "epochs=20", "--root", str(tmp_path), "--print_commands")
+  assert proc.returncode == 0, proc.stderr
+  workdir = os.path.join(tmp_path, "sym0.8", "nce+rce", "loss.params.beta=10", "seed0")
+  assert proc.stdout.splitlines()[-1] == (
+    f"mkdir -p {os.path.dirname(workdir)} && python -m experiments.main --config "
+    f"{MNIST}:loss=nce+rce,noise=sym,rate=0.8,seed=0,epochs=20 --config.loss.params.beta=10 "
+    f"--workdir {workdir} >> {workdir}.log 2>&1"
+  )
+  proc = _sweep_cli("--grid", "beta=1,10", "--root", str(tmp_path), "--print_commands")
+  assert proc.returncode != 0 and "Did you mean loss.params.beta?" in proc.stderr, proc.stderr[-2000:]
+  assert "Traceback" not in proc.stderr and not os.listdir(tmp_path)
 
 
 # --- report ---------------------------------------------------------------------------------------

@@ -1,5 +1,7 @@
 """aplx.rundir: the run-directory format shared by the trainer, the sweep and the report."""
 
+import json
+
 from aplx import rundir
 
 
@@ -29,3 +31,38 @@ def test_status_and_config_files(tmp_path):
   rundir.write_config(tmp_path, {"epochs": 3, "loss": {"name": "ce"}})
   assert rundir.read_config(tmp_path) == {"epochs": 3, "loss": {"name": "ce"}}
   assert not list(tmp_path.glob("*.tmp"))  # Written by rename, no leftovers.
+
+
+def _set(config: dict, dotted: str, value) -> dict:
+  out = json.loads(json.dumps(config))
+  *parents, name = dotted.split(".")
+  node = out
+  for p in parents:
+    node = node[p]
+  node[name] = value
+  return out
+
+
+def test_config_diff_a_field_one_side_lacks_equals_its_default():
+  """Fields added to the configs later (every loss parameter, the model dtype, the validation split)
+  leave a config.json written without them resumable, as long as the value is the default."""
+  saved = {"epochs": 3, "loss": {"name": "gce", "params": {}}, "model": {"name": "mnist_cnn", "kwargs": {}}}
+  now = {
+    "epochs": 3,
+    "val_fraction": 0.0,
+    "val_fold": 0,
+    "loss": {"name": "gce", "params": {"q": 0.7, "min_prob": None, "scale": 1.0}},  # GCE's defaults.
+    "model": {"name": "mnist_cnn", "kwargs": {"dtype": "float32", "kernels": "fast"}},
+  }
+  assert rundir.config_diff(saved, now) == [] and rundir.config_diff(now, saved) == []
+  for path, value in [
+    ("loss.params.q", 0.5),
+    ("loss.params.scale", 2.0),
+    ("model.kwargs.dtype", "bfloat16"),
+    ("val_fraction", 0.1),
+  ]:
+    assert rundir.config_diff(saved, _set(now, path, value)) == [f"{path}: None -> {value!r}"]
+  # The defaults are those of the config's own loss: NCE has no q, so a q that it lacks is a difference.
+  nce = {"loss": {"name": "nce", "params": {}}}
+  assert rundir.config_diff(nce, _set(nce, "loss.params.q", 0.7)) == ["loss.params.q: None -> 0.7"]
+  assert rundir.config_diff(nce, _set(nce, "loss.params.scale", 1.0)) == []

@@ -4,6 +4,7 @@ Public API:
   load_dataset(name, *, data_dir=None, noise="none", rate=0.0, noise_seed=0, subset=None, ...)
   train_batches(ds, *, global_batch_size, seed, start_step=0, process_index=0, process_count=1,
                 augment=True)
+  hold_out(ds, fraction, *, seed, fold=0)   (a validation split by example id)
   eval_batches(ds, *, batch_size, split="test", process_index=0, process_count=1)
   steps_per_epoch(ds, global_batch_size)
   ensure_prepared(name, data_dir=None, *, download=True)
@@ -14,11 +15,13 @@ from aplx.data.pipeline import (
   DATASETS,
   Dataset,
   eval_batches,
+  hold_out,
   load_dataset,
   make_train_batch,
   steps_per_epoch,
   train_batches,
   train_indices,
+  validation_mask,
 )
 from aplx.data.prepare import (
   default_data_dir,
@@ -36,6 +39,7 @@ __all__ = [
   "default_mnist_dir",
   "ensure_prepared",
   "eval_batches",
+  "hold_out",
   "is_prepared",
   "load_dataset",
   "make_train_batch",
@@ -44,4 +48,5 @@ __all__ = [
   "steps_per_epoch",
   "train_batches",
   "train_indices",
+  "validation_mask",
 ]

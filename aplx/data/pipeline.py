@@ -8,7 +8,7 @@ Stable example id = index in the TFDS data source of the train split. Noisy labe
 over the whole train split (or over the `subset`, which is then the train split) and indexed by id.
 The train batch at global step s is a pure function of (seed, s): per-epoch permutation from
 (seed, epoch), drop_remainder (or a smaller last batch), augmentation from (seed, epoch, id).
-See docs/data.md.
+`hold_out` moves a validation split, chosen from (seed, id), out of the train arrays. See docs/data.md.
 """
 
 from __future__ import annotations
@@ -26,9 +26,13 @@ from typing import Any, Iterator
 from unittest import mock
 
 import numpy as np
-import tensorflow_datasets as tfds
 
+from aplx import _deps
 from aplx import noise as noise_lib
+
+with _deps.extra("data", __name__):
+  import tensorflow_datasets as tfds
+
 from aplx.data import prepare as prepare_lib
 from aplx.data import preprocess
 
@@ -37,9 +41,11 @@ __all__ = [
   "Dataset",
   "DatasetSpec",
   "eval_batches",
+  "hold_out",
   "load_dataset",
   "steps_per_epoch",
   "train_batches",
+  "validation_mask",
 ]
 
 
@@ -88,11 +94,20 @@ class Dataset:
   augment: str
   noise: dict[str, Any]  # kind, rate, seed, options, realised_rate
   info: Any = None  # tfds.core.DatasetInfo
-  extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)
+  extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # indexed like train_ids
+  # Held out of the (noisy) training set by `hold_out`; None when nothing is held out.
+  val_images: np.ndarray | None = None  # uint8 [v, H, W, C]
+  val_ids: np.ndarray | None = None  # int32 [v], sorted
+  val_clean_labels: np.ndarray | None = None  # int32 [v]
+  val_noisy_labels: np.ndarray | None = None  # int32 [v]
 
   @property
   def num_train(self) -> int:
     return int(self.train_images.shape[0])
+
+  @property
+  def num_val(self) -> int:
+    return 0 if self.val_ids is None else int(self.val_ids.shape[0])
 
   @property
   def num_test(self) -> int:
@@ -282,6 +297,61 @@ def load_dataset(
 
 
 # ---------------------------------------------------------------------------------------------------
+# Validation split, by example id
+# ---------------------------------------------------------------------------------------------------
+
+# The `preprocess.uniform` stream that draws the validation split (the augmentations use 0-3).
+_VALIDATION_STREAM = 0x7A1
+
+
+def validation_mask(ids, fraction: float, *, seed: int, fold: int = 0) -> np.ndarray:
+  """True for the ids held out for validation: a pure function of (seed, id).
+
+  Each id gets u = uniform(seed, id) in [0, 1), a counter-based hash (`preprocess.uniform`), and is
+  held out when `fold * fraction <= u < (fold + 1) * fraction`. Nothing else enters: not the noise, the
+  subset, the order of the ids, nor the number of devices or processes, so a resumed or re-sharded
+  run holds out the same examples. Each id is a Bernoulli draw: about `fraction` of them are held out,
+  not an exact count. With fraction = 1/n, folds 0..n-1 partition the ids (n-fold cross-validation;
+  the window of the last fold reaches 1).
+  """
+  if isinstance(fraction, bool) or not 0.0 <= fraction < 1.0:
+    raise ValueError(f"fraction={fraction!r}: the held-out fraction is in [0, 1).")
+  integer = isinstance(fold, (int, np.integer)) and not isinstance(fold, bool)
+  hi = (fold + 1) * fraction if integer else 0.0
+  if not integer or fold < 0 or hi > 1.0 + 1e-9:
+    raise ValueError(
+      f"fold={fold!r} with fraction={fraction}: folds are 0, 1, ... while (fold + 1) * fraction <= 1."
+    )
+  u = preprocess.uniform(seed, 0, ids, _VALIDATION_STREAM)
+  return (u >= fold * fraction) & ((u < hi) | (hi >= 1.0 - 1e-9))
+
+
+def hold_out(ds: Dataset, fraction: float, *, seed: int, fold: int = 0) -> Dataset:
+  """`ds` with the examples of `validation_mask(ds.train_ids, ...)` moved from its train arrays to
+  its `val_*` arrays (steps per epoch shrink accordingly). They keep their noisy labels (what a
+  practitioner without clean labels validates on) and their clean labels (an oracle, for analysis).
+  fraction=0 returns `ds` itself."""
+  if ds.val_ids is not None:
+    raise ValueError("ds already has a validation split: hold out once, from what load_dataset returns.")
+  mask = validation_mask(ds.train_ids, fraction, seed=seed, fold=fold)
+  if fraction == 0:
+    return ds
+  keep = ~mask
+  return dataclasses.replace(
+    ds,
+    train_images=ds.train_images[keep],
+    train_ids=ds.train_ids[keep],
+    train_clean_labels=ds.train_clean_labels[keep],
+    train_noisy_labels=ds.train_noisy_labels[keep],
+    extra={k: v[keep] for k, v in ds.extra.items()},
+    val_images=ds.train_images[mask],
+    val_ids=ds.train_ids[mask],
+    val_clean_labels=ds.train_clean_labels[mask],
+    val_noisy_labels=ds.train_noisy_labels[mask],
+  )
+
+
+# ---------------------------------------------------------------------------------------------------
 # Batches
 # ---------------------------------------------------------------------------------------------------
 
@@ -439,12 +509,13 @@ def train_batches(
 def eval_batches(
   ds: Dataset, *, batch_size: int, split: str = "test", process_index: int = 0, process_count: int = 1
 ) -> Iterator[dict[str, np.ndarray]]:
-  """Finite iterator over a clean split, every batch the same shape.
+  """Finite iterator over a split, unaugmented, every batch the same shape.
 
+  `split`: "test", "train" or "val" (the examples `hold_out` set aside).
   `batch_size` is global; each process gets rows [p * b, (p + 1) * b) of every global batch,
   b = batch_size / process_count. Rows past the end are zero images with mask 0.
   Elements: {"image": float32 [b, H, W, C], "label": int32 clean, "mask": float32 [b]}
-  (split="train" adds "noisy_label" and "id").
+  (split="train" and "val" add "noisy_label" and "id").
   """
   local = _check_process(batch_size, process_index, process_count)
   if split == "test":
@@ -452,8 +523,13 @@ def eval_batches(
   elif split == "train":
     images, labels = ds.train_images, ds.train_clean_labels
     extra = {"noisy_label": ds.train_noisy_labels, "id": ds.train_ids}
+  elif split == "val":
+    if ds.val_ids is None:
+      raise ValueError("split='val': this dataset has no validation split; make one with hold_out().")
+    images, labels = ds.val_images, ds.val_clean_labels
+    extra = {"noisy_label": ds.val_noisy_labels, "id": ds.val_ids}
   else:
-    raise ValueError(f"split must be 'test' or 'train', got {split!r}.")
+    raise ValueError(f"split must be 'test' or 'train' (or 'val' after hold_out), got {split!r}.")
   n = images.shape[0]
   for start in range(0, n, batch_size):
     lo = min(n, start + process_index * local)

@@ -2,15 +2,20 @@
 
 A config file's argument selects the paper setting, e.g.
 `--config experiments/configs/cifar10.py:loss=nce+rce,noise=sym,rate=0.8,seed=1`. Every field can then be
-overridden on the command line (`--config.optim.lr=0.05`, `--config.loss.params.beta=10`).
+overridden on the command line (`--config.optim.lr=0.05`, `--config.loss.params.beta=10`,
+`--config.model.kwargs.dtype=bfloat16`): `loss.params` holds every hyperparameter of the loss (the
+setting's values, aplx's defaults for the rest) and `model.kwargs` the compute dtype.
+`override` applies such flags as `experiments.main` does (`experiments.sweep` uses it).
 """
 
 from collections.abc import Mapping
 import importlib.util
 
+from absl import flags
 import ml_collections
+from ml_collections import config_flags
 
-from aplx import losses
+from aplx import losses, rundir
 
 # Keys the config argument understands: (type, default). None means "unset": the config's own value
 # (all training images, the setting's epochs).
@@ -68,6 +73,26 @@ def parse_arg(arg: str | None, **defaults) -> dict:
   return out
 
 
+# Model options every config has: those every aplx model takes (the compute dtype; parameters stay
+# float32). Options of some models only (the CNNs' `kernels`) would break a --config.model.name
+# override, so they are set in a config file.
+MODEL_OPTIONS = ("dtype",)
+# Loss parameters whose default is None (off) and that take a number when set: float fields, so that
+# `--config.loss.params.min_prob=1e-7` parses. (NLNL's class_weight, an array, is set in a config file.)
+NUMBER_OR_NONE_PARAMS = ("min_prob",)
+
+
+def _every_loss_param(name: str, preset: Mapping) -> ml_collections.ConfigDict:
+  """Every hyperparameter of loss `name`: `preset`'s value, else aplx's default (`rundir.loss_defaults`,
+  also what `rundir.config_diff` takes for a parameter that an older config.json lacks)."""
+  params = ml_collections.ConfigDict()
+  for k, v in rundir.loss_defaults(name).items():
+    typed = v is None and k in NUMBER_OR_NONE_PARAMS
+    params[k] = ml_collections.FieldReference(None, field_type=float) if typed else v
+  params.update(dict(preset))  # An int preset of a float field becomes a float.
+  return params
+
+
 def base_config(
   args: Mapping,
   *,
@@ -95,11 +120,13 @@ def base_config(
 
   c.loss = ml_collections.ConfigDict()
   c.loss.name = args["loss"]
-  c.loss.params = ml_collections.ConfigDict(dict(loss_params))
+  c.loss.params = _every_loss_param(args["loss"], loss_params)
 
   c.model = ml_collections.ConfigDict()
   c.model.name = model
-  c.model.kwargs = ml_collections.ConfigDict()
+  c.model.kwargs = ml_collections.ConfigDict(
+    {k: v for k, v in rundir.model_defaults(model).items() if k in MODEL_OPTIONS}
+  )
 
   c.optim = ml_collections.ConfigDict(dict(optim))
   c.epochs = args["epochs"] if args["epochs"] is not None else epochs
@@ -108,11 +135,51 @@ def base_config(
   # does not say. aplx's default, big_vision's, drops it.
   c.drop_remainder = args["fidelity"] == "paper"
   c.eval_batch_size = 1000
+  # Validation split: hold out this fraction of the (noisy) training set, chosen by example id from
+  # (seed, id), and evaluate on it every epoch (val_acc_noisy / val_acc_clean in metrics.jsonl), for
+  # `experiments.report --select val`. 0.0 = the paper's protocol: nothing held out, train on all.
+  # val_fold=k holds out the k-th window of width val_fraction instead of the first: with
+  # val_fraction=1/n, folds 0..n-1 are n-fold cross-validation (docs/training.md).
+  c.val_fraction = 0.0
+  c.val_fold = 0
   c.augment = True
   c.log_every_steps = 100
   c.keep_checkpoints = 2
   c.max_steps = ml_collections.FieldReference(None, field_type=int)  # Stop early (tests).
   return c
+
+
+def missing_field(config: ml_collections.ConfigDict, dotted: str) -> str | None:
+  """Why `config.<dotted>` does not exist (naming the fields that do), or None if it does."""
+  node, walked = config, "config"
+  for name in dotted.split("."):
+    fields = list(node.keys()) if hasattr(node, "keys") else []
+    if name not in fields:
+      return f"{walked} has no field {name!r}; its fields are: {', '.join(sorted(fields)) or 'none'}."
+    node, walked = node[name], f"{walked}.{name}"
+  return None
+
+
+def override(config: ml_collections.ConfigDict, overrides: Mapping[str, str]) -> ml_collections.ConfigDict:
+  """`config` (changed in place, and locked) with `--config.<path>=<value>` applied for each item, as
+  `experiments.main`'s --config flag applies them (ml_collections' parser: a value takes its field's
+  type, '10' -> 10.0 for a float).
+
+  Raises ValueError for a path that does not exist (naming the fields that do) or a value that its
+  field's type rejects.
+  """
+  for path in overrides:
+    missing = missing_field(config, path)
+    if missing:
+      raise ValueError(f"--config.{path}: {missing}")
+  argv = ["override", *(f"--config.{k}={v}" for k, v in overrides.items())]
+  holder = flags.FlagValues()
+  config_flags.DEFINE_config_dict("config", config, flag_values=holder, lock_config=True, sys_argv=argv)
+  try:
+    holder(argv)
+  except flags.Error as e:
+    raise ValueError(str(e).strip().splitlines()[-1]) from None
+  return holder.config
 
 
 def loss_params(
