@@ -35,7 +35,7 @@ every device it sees (the batch is sharded over them as in training).
 from collections.abc import Sequence
 import os
 
-from absl import app, flags
+from absl import app, flags, logging
 import jax
 import ml_collections
 import numpy as np
@@ -139,6 +139,7 @@ def predict_folds(workdirs: Sequence[str], split: str = "val", **kwargs) -> dict
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
+  logging.set_verbosity(logging.WARNING)  # orbax logs every restore step at INFO.
   workdirs = _WORKDIR.value
   if not workdirs:
     raise app.UsageError("--workdir is required.")
