@@ -543,8 +543,8 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
     bad("val_fold", fold, "must be an integer >= 0.")
   if fold and not fraction:
     bad("val_fold", fold, "needs config.val_fraction > 0 (folds of width val_fraction).")
-  if (fold + 1) * fraction > 1.0 + 1e-9:
-    last = int(1.0 / fraction + 1e-9) - 1
+  if (fold + 1) * fraction > 1.0 + data_lib.pipeline.FOLD_SLACK:
+    last = int((1.0 + data_lib.pipeline.FOLD_SLACK) / fraction) - 1
     bad("val_fold", fold, f"with val_fraction={fraction} the folds are 0 .. {last}.")
   optim = config.optim
   if optim.schedule not in ("cosine", "exponential", "constant"):

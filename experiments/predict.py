@@ -26,10 +26,11 @@ and labels. A network that memorised a wrong label gives it high probability, so
 which expect out-of-sample probabilities, find fewer issues there than exist. Out-of-sample
 probabilities come from examples the model never trained on: --split val of a run with
 `config.val_fraction > 0`, or for every training example, n-fold cross-validation: train n runs with
-`--config.val_fraction=1/n --config.val_fold=k` for k = 0..n-1 (same seed: the folds are then disjoint
-and cover the training set) and pass their workdirs comma-separated with --split val; the rows are
-concatenated (an id in two folds is an error). `python -m experiments.predict` runs in one process, on
-every device it sees (the batch is sharded over them as in training).
+`--config.val_fraction=f --config.val_fold=k`, f = 1/n as a decimal (0.2, 0.3333), k = 0..n-1 (same
+seed: the folds are then disjoint and cover the training set) and pass their workdirs comma-separated
+with --split val; the rows are concatenated (an id in two folds is an error). `python -m
+experiments.predict` runs in one process, on every device it sees (the batch is sharded over them as in
+training).
 """
 
 from collections.abc import Sequence

@@ -24,6 +24,7 @@ import pytest  # noqa: E402
 @pytest.fixture(scope="session")
 def mnist_data_dir(tmp_path_factory):
   """Real MNIST built offline (from APLX_MNIST_DIR / ../shared/data/mnist) into a temp TFDS dir, once."""
+  pytest.importorskip("tensorflow_datasets", reason="the 'data' extra is not installed (core-only venv)")
   from aplx.data import prepare
 
   raw = prepare.default_mnist_dir()

@@ -219,6 +219,20 @@ class NumericsTest(chex.TestCase):
       for name in ("ce", "nce+rce", "ngce", "nfl"):
         self.assertEqual(L.get(name)(z, y).dtype, jnp.float64, name)
 
+  def test_label_dtypes(self):
+    # Every integer dtype gives the same losses; out-of-range ids (negative, >= K, or unsigned ids past
+    # int32's range) give NaN. With x64 on too: uint64 ids must not promote to a float index.
+    enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+    z = np.random.default_rng(1).standard_normal((3, 5)).astype(np.float32)
+    want = np.asarray(L.cross_entropy(z, np.array([0, 4, 2], np.int32)))
+    for x64 in (False, True):
+      with enable_x64(x64):
+        for dtype in (np.int8, np.int16, np.int64, np.uint8, np.uint32, np.uint64):
+          got = np.asarray(L.cross_entropy(z, np.array([0, 4, 2], dtype)))
+          np.testing.assert_allclose(got, want, rtol=1e-6, err_msg=f"{dtype} x64={x64}")
+        bad = np.asarray(L.cross_entropy(z, np.array([5, 2**32 - 1, 1], np.uint64)))
+        self.assertTrue(np.isnan(bad[:2]).all() and np.isfinite(bad[2]), f"x64={x64}: {bad}")
+
   def test_ngce_gradient_at_underflowing_probability(self):
     # p_y = exp(-2e4) underflows to 0: the naive d/dp p^q = q p^(q-1) is inf there.
     z = jnp.array([[-1e4, 1e4, 0.0]])

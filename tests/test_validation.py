@@ -31,6 +31,12 @@ def test_held_out_ids_are_a_pure_function_of_seed_and_id():
   np.testing.assert_array_equal(
     sum(data.validation_mask(ids, 1 / 49, seed=3, fold=k).astype(int) for k in range(49)), np.ones(ids.size)
   )
+  # 1/n typed as a decimal, short of 1/n (0.3333) or past it (0.1429): still n folds that cover every id
+  # (ids 0..199,999: 22 of them fell between the folds of 0.3333 before FOLD_SLACK).
+  many = np.arange(200_000)
+  for fraction, n in ((0.3333, 3), (0.1429, 7)):
+    cover = sum(data.validation_mask(many, fraction, seed=3, fold=k).astype(int) for k in range(n))
+    np.testing.assert_array_equal(cover, np.ones(many.size), err_msg=f"{fraction}")
   for fraction, fold, message in ((1.0, 0, r"in \[0, 1\)"), (-0.1, 0, r"in \[0, 1\)"), (0.3, 3, "folds are")):
     with pytest.raises(ValueError, match=message):
       data.validation_mask(ids, fraction, seed=0, fold=fold)

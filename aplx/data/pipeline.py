@@ -302,6 +302,9 @@ def load_dataset(
 
 # The `preprocess.uniform` stream that draws the validation split (the augmentations use 0-3).
 _VALIDATION_STREAM = 0x7A1
+# Fold windows are compared with this slack, so that a fraction typed in decimals (0.3333 for 1/3,
+# 0.1429 for 1/7) still gives n folds whose last one reaches 1: no id falls between the folds.
+FOLD_SLACK = 1e-3
 
 
 def validation_mask(ids, fraction: float, *, seed: int, fold: int = 0) -> np.ndarray:
@@ -311,19 +314,19 @@ def validation_mask(ids, fraction: float, *, seed: int, fold: int = 0) -> np.nda
   held out when `fold * fraction <= u < (fold + 1) * fraction`. Nothing else enters: not the noise, the
   subset, the order of the ids, nor the number of devices or processes, so a resumed or re-sharded
   run holds out the same examples. Each id is a Bernoulli draw: about `fraction` of them are held out,
-  not an exact count. With fraction = 1/n, folds 0..n-1 partition the ids (n-fold cross-validation;
-  the window of the last fold reaches 1).
+  not an exact count. With fraction = 1/n (in decimals: 0.2, 0.25, 0.3333), folds 0..n-1 partition
+  the ids (n-fold cross-validation): a window whose end is within FOLD_SLACK of 1 reaches 1.
   """
   if isinstance(fraction, bool) or not 0.0 <= fraction < 1.0:
     raise ValueError(f"fraction={fraction!r}: the held-out fraction is in [0, 1).")
   integer = isinstance(fold, (int, np.integer)) and not isinstance(fold, bool)
   hi = (fold + 1) * fraction if integer else 0.0
-  if not integer or fold < 0 or hi > 1.0 + 1e-9:
+  if not integer or fold < 0 or hi > 1.0 + FOLD_SLACK:
     raise ValueError(
       f"fold={fold!r} with fraction={fraction}: folds are 0, 1, ... while (fold + 1) * fraction <= 1."
     )
   u = preprocess.uniform(seed, 0, ids, _VALIDATION_STREAM)
-  return (u >= fold * fraction) & ((u < hi) | (hi >= 1.0 - 1e-9))
+  return (u >= fold * fraction) & ((u < hi) | (hi >= 1.0 - FOLD_SLACK))
 
 
 def hold_out(ds: Dataset, fraction: float, *, seed: int, fold: int = 0) -> Dataset:

@@ -325,7 +325,9 @@ def _gather(x: jax.Array, labels: jax.Array) -> jax.Array:
   (older releases wrap negative indices and have no `wrap_negative_indices` switch).
   """
   num_classes = x.shape[-1]
-  labels = labels.astype(jnp.promote_types(labels.dtype, jnp.int32))  # K must fit (int8 labels)
+  if not jnp.issubdtype(labels.dtype, jnp.signedinteger) or labels.dtype.itemsize < 4:
+    # int8 cannot hold K; unsigned ids above int32's range wrap negative and so become K (NaN) too.
+    labels = labels.astype(jnp.int32)
   labels = jnp.where(labels < 0, num_classes, labels)
   return jnp.take_along_axis(x, labels[..., None], axis=-1, mode="fill", fill_value=jnp.nan)[..., 0]
 
