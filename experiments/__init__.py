@@ -5,6 +5,7 @@ IDX files, used offline) when that directory exists and the variable is unset; t
 no such default and otherwise downloads through TFDS.
 """
 
+from importlib.util import find_spec
 import os
 
 _SHARED_MNIST = os.path.join(
@@ -12,3 +13,12 @@ _SHARED_MNIST = os.path.join(
 )
 if os.path.isdir(_SHARED_MNIST):
   os.environ.setdefault("APLX_MNIST_DIR", os.path.normpath(_SHARED_MNIST))
+
+# Everything here needs the trainer, the input pipelines and matplotlib: say which install gives them
+# (a `pip install -e .` clone has only jax and numpy). find_spec looks without importing.
+_MISSING = [m for m in ("flax", "matplotlib", "ml_collections", "tensorflow_datasets") if not find_spec(m)]
+if _MISSING:
+  raise ImportError(
+    f"experiments needs the 'experiments' extra ({', '.join(_MISSING)} not installed): "
+    "pip install -e '.[experiments]'"
+  )

@@ -74,6 +74,28 @@ def test_missing_data_extra_for_the_trainer_names_both_extras():
   assert "pip install 'aplx[data]'" in cause, cause
 
 
+@pytest.mark.parametrize("package", ["flax", "tensorflow_datasets", "matplotlib"])
+def test_experiments_without_the_extra_names_it(package):
+  # A `pip install -e .` clone runs `python -m experiments.main`: the error must name the install.
+  result = _run(
+    f"""
+    import sys
+    sys.modules[{package!r}] = None
+    try:
+      import experiments.main
+    except ImportError as e:
+      print(e)
+    else:
+      print("imported")
+  """,
+    cwd=REPO,
+  )
+  assert result.returncode == 0, result.stderr
+  message = result.stdout.strip().splitlines()[-1]
+  assert f"needs the 'experiments' extra ({package} not installed)" in message, message
+  assert "pip install -e '.[experiments]'" in message, message
+
+
 def test_core_modules_import_without_the_extras():
   blocked = sorted({package for package, _ in OPTIONAL.values()} | {"optax", "orbax", "grain", "chex"})
   result = _run(f"""
