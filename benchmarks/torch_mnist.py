@@ -1,15 +1,18 @@
-"""The authors' MNIST ToyModel and train step in PyTorch (CPU), the baseline for benchmarks/train_step.py.
+"""The authors' MNIST ToyModel, NCE+RCE loss and train step in PyTorch (CPU), the baseline for
+benchmarks/train_step.py.
 
-Written from the architecture in docs/models.md (same layers, init and optimiser as aplx's
-"mnist_cnn" step); needs the optional ``[bench]`` extra (``pip install torch==2.13.0``).
+Written from HanxunH/Active-Passive-Losses: `models.py` (ToyModel, type "MNIST"), `loss.py` (NCEandRCE)
+and `trainer.py` (`Trainer.train_batch`); docs/models.md describes the architecture. Needs the optional
+``[bench]`` extra (``pip install torch==2.13.0``).
 """
 
 from __future__ import annotations
 
-import time
+from collections.abc import Callable
 
 import torch
 from torch import nn
+import torch.nn.functional as F
 
 
 class ToyModelMNIST(nn.Module):
@@ -37,40 +40,44 @@ class ToyModelMNIST(nn.Module):
     return self.fc2(self.fc1(x))
 
 
-def images_per_second(
-  batch_size: int = 128, steps: int = 20, repeats: int = 3, threads: int | None = None, seed: int = 0
-) -> float:
-  """Best-of-`repeats` throughput of forward + CE loss + backward + SGD(nesterov) step, eager mode."""
-  if threads:
-    torch.set_num_threads(threads)
-  torch.manual_seed(seed)
-  model = ToyModelMNIST()
-  model.train()
-  opt = torch.optim.SGD(model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-  loss_fn = nn.CrossEntropyLoss()
-  x = torch.randn(batch_size, 1, 28, 28)
-  y = torch.randint(0, 10, (batch_size,))
+def nce_and_rce(
+  logits: torch.Tensor, labels: torch.Tensor, *, alpha: float, beta: float, num_classes: int
+) -> torch.Tensor:
+  """The authors' `NCEandRCE`, batch mean: alpha * NCE + beta * RCE.
 
-  def step():
+  NCE = log p_y / sum_k log p_k; RCE = -sum_k clamp(p_k, 1e-7, 1) log(clamp(onehot_k, 1e-4, 1)).
+  """
+  log_p = F.log_softmax(logits, dim=1)
+  one_hot = F.one_hot(labels, num_classes).float()
+  nce = (one_hot * log_p).sum(dim=1) / log_p.sum(dim=1)
+  p = F.softmax(logits, dim=1).clamp(min=1e-7, max=1.0)
+  rce = -(p * one_hot.clamp(min=1e-4, max=1.0).log()).sum(dim=1)
+  return alpha * nce.mean() + beta * rce.mean()
+
+
+def make_train_step(
+  model: nn.Module,
+  loss_fn: Callable[[torch.Tensor, torch.Tensor], torch.Tensor],
+  *,
+  lr: float,
+  momentum: float,
+  nesterov: bool,
+  weight_decay: float,
+  grad_clip: float,
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+  """The authors' `Trainer.train_batch` without its metric logging: forward, loss, backward,
+  `clip_grad_norm_(grad_clip)`, `SGD(lr, momentum, nesterov, weight_decay)` step. Returns `step(x, y)`."""
+  opt = torch.optim.SGD(
+    model.parameters(), lr=lr, momentum=momentum, nesterov=nesterov, weight_decay=weight_decay
+  )
+
+  def step(x, y):
     opt.zero_grad(set_to_none=True)
     loss = loss_fn(model(x), y)
     loss.backward()
+    if grad_clip:
+      nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     opt.step()
     return loss
 
-  for _ in range(3):
-    step()
-  best = float("inf")
-  for _ in range(repeats):
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      step()
-    best = min(best, (time.perf_counter() - t0) / steps)
-  return batch_size / best
-
-
-if __name__ == "__main__":
-  print(
-    f"torch {torch.__version__}, {torch.get_num_threads()} threads: "
-    f"{images_per_second():,.0f} img/s (MNIST ToyModel, batch 128)"
-  )
+  return step

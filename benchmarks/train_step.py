@@ -1,220 +1,211 @@
-"""Images/second of the jitted train step, the loss's share of it, model FLOPs, and PyTorch side by side.
+"""Images/second of the train step that `aplx.train` runs, side by side with the authors' PyTorch step.
 
-  python benchmarks/train_step.py                      # mnist_cnn (fast, reference), cifar10_cnn,
-                                                       # PyTorch MNIST; ~2-3 min on 2 loaded cores
-  python benchmarks/train_step.py --models=mnist_cnn,cifar10_cnn,resnet34 --big-steps=2  # ~8 min
-  python benchmarks/train_step.py --models=mnist_cnn --steps=20 --repeats=5
-  python benchmarks/train_step.py --no-torch
+  python -m benchmarks.train_step                       # mnist_cnn (+ PyTorch) and cifar10_cnn
+  python -m benchmarks.train_step --models=mnist_cnn --steps=20 --repeats=7
+  python -m benchmarks.train_step --models=resnet34 --steps=2 --repeats=2
 
-The step is the trainer's: ``nnx.merge`` inside ``jax.jit``, forward in training mode, mean loss,
-``jax.value_and_grad``, optax SGD (momentum 0.9, Nesterov) update, new BatchNorm statistics out;
-batch 128, random data (throughput does not depend on the values). The loss is
-``aplx.losses.get("nce+rce")`` when aplx.losses is importable, else softmax cross-entropy.
+aplx: the step is built as `train.train_and_evaluate` builds it, from the paper config of the model's
+dataset (`experiments/configs/<dataset>.py:loss=nce+rce,noise=sym,rate=0.8`, authors' fidelity):
+`make_mesh`, `make_optimizer(config.optim, make_schedule(...))`, `create_model`, `create_train_state`,
+`losses.get(config.loss.name, **config.loss.params)`, `jit_train_step(make_train_step(...), mesh)`, and
+a batch {image, label, clean_label, id} placed with the trainer's batch sharding P('data'). The data are
+random with the dataset's shapes (the speed does not depend on the values) and placed once, so the
+input pipeline (benchmarks/input_pipeline.py) and the host-to-device copy are not timed. Before timing,
+one step is checked: it is `aplx.train`'s step, its loss is the config's loss of the model on the batch,
+and it changes the parameters.
 
-Columns:
-  img/s       best over repeats of (batch * steps / wall time); variants are timed in alternation in one
-              process, because this machine's load changes from minute to minute.
-  loss %      time of the loss's forward+backward alone (jitted, on logits of the same shape) as a
-              share of the step time.
-  MFLOP/img   forward FLOPs per image from XLA's cost analysis of the compiled forward pass (a train
-              step costs about 3x this).
-  GFLOP/s     3 x forward FLOPs x img/s: achieved model arithmetic rate.
+PyTorch (benchmarks/torch_mnist.py): the authors' ToyModel for MNIST, their NCEandRCE loss and their
+`train_batch` (without its metric logging): SGD with the same config's lr, momentum, Nesterov, weight
+decay and gradient clipping, CPU eager, on the same batch. benchmarks/ has no PyTorch model for the
+other models, so their rows are aplx only.
+
+Timing: each case runs `--steps` steps per block; the blocks of all cases alternate, `--repeats` times,
+in one process (this machine's load changes from minute to minute). img/s is the median and the best
+over blocks; the load average is printed before and after. MFLOP/img is XLA's cost analysis of the
+whole lowered train step (forward, backward, update) per image.
 """
 
 from __future__ import annotations
 
 import argparse
 import functools
+import importlib
+import os
+import statistics
 import time
 
 from flax import nnx
 import jax
-import jax.numpy as jnp
-import optax
+import numpy as np
 
-import aplx.models
+from aplx import data, losses, train
 
-INPUT_SHAPES = {
-  "mnist_cnn": (28, 28, 1),
-  "cifar10_cnn": (32, 32, 3),
-  "resnet18": (32, 32, 3),
-  "resnet34": (32, 32, 3),
-  "resnet50": (32, 32, 3),
-  "resnet50_imagenet": (224, 224, 3),
+CONFIG_ARG = "loss=nce+rce,noise=sym,rate=0.8"
+CONFIGS = {  # model -> (config module in experiments/configs, extra config argument)
+  "mnist_cnn": ("mnist", ""),
+  "cifar10_cnn": ("cifar10", ""),
+  "resnet34": ("cifar100", ",fidelity=paper"),
+  "resnet50": ("cifar100", ""),
 }
+TORCH_MODELS = ("mnist_cnn",)  # Models with a PyTorch baseline in benchmarks/torch_mnist.py.
+STEPS_PER_EPOCH = 1000  # Only the learning rate's value depends on it, not the work of a step.
 
 
-def make_loss():
-  try:
-    import aplx.losses
-
-    fn = aplx.losses.get("nce+rce", alpha=1.0, beta=1.0)
-    return "nce+rce", fn
-  except Exception:  # losses not available yet: plain cross-entropy
-    return "ce", optax.softmax_cross_entropy_with_integer_labels
+def get_config(model: str):
+  module, extra = CONFIGS[model]
+  config = importlib.import_module(f"experiments.configs.{module}").get_config(CONFIG_ARG + extra)
+  assert config.model.name == model, (config.model.name, model)
+  return config
 
 
-def make_step(model, loss_fn, tx):
-  """The trainer's step pattern: split once, merge inside jit, updated batch stats out."""
-  graphdef, params, batch_stats = nnx.split(model, nnx.Param, nnx.BatchStat)
+class AplxCase:
+  """The train step `train.train_and_evaluate` builds for `config`, on one random batch."""
 
-  def objective(params, batch_stats, x, y):
-    m = nnx.merge(graphdef, params, batch_stats, copy=True)
-    logits = m(x)
-    return loss_fn(logits, y).mean(), nnx.state(m, nnx.BatchStat)
-
-  @functools.partial(jax.jit, donate_argnums=(0, 1, 2))
-  def step(params, batch_stats, opt_state, x, y):
-    (loss, batch_stats), grads = jax.value_and_grad(objective, has_aux=True)(params, batch_stats, x, y)
-    updates, opt_state = tx.update(grads, opt_state, params)
-    return optax.apply_updates(params, updates), batch_stats, opt_state, loss
-
-  return step, [params, batch_stats, tx.init(params)]
-
-
-class JaxCase:
-  def __init__(self, name, label, loss_fn, batch, kwargs):
-    self.label = label
-    model = aplx.models.get(name, num_classes=10, rngs=nnx.Rngs(0), **kwargs)
-    self.step, self.state = make_step(model, loss_fn, optax.sgd(0.01, momentum=0.9, nesterov=True))
-    self.x = jax.random.normal(jax.random.key(1), (batch, *INPUT_SHAPES[name]), jnp.float32)
-    self.y = jax.random.randint(jax.random.key(2), (batch,), 0, 10)
-    self.batch = batch
-    # Forward FLOPs from XLA's cost analysis of the compiled forward pass.
-    graphdef, params, stats = nnx.split(model, nnx.Param, nnx.BatchStat)
-    fwd = jax.jit(lambda p, s, x: nnx.merge(graphdef, p, s, copy=True)(x))
-    cost = fwd.lower(params, stats, self.x).compile().cost_analysis()
+  def __init__(self, config):
+    spec = data.DATASETS[config.dataset]
+    mesh = train.make_mesh()
+    schedule = train.make_schedule(config.optim, STEPS_PER_EPOCH, config.epochs)
+    tx = train.make_optimizer(config.optim, schedule)
+    model = train.create_model(config, spec.num_classes)
+    self.graphdef, _, self.state = train.create_train_state(config, model, tx, mesh)
+    self.loss_fn = losses.get(config.loss.name, **config.loss.get("params", {}))
+    self.step = train.jit_train_step(train.make_train_step(self.graphdef, self.loss_fn, tx), mesh)
+    self.sums = jax.jit(train.zero_sums, out_shardings=self.state.step.sharding)()
+    b, rng = config.batch_size, np.random.default_rng(0)
+    labels = rng.integers(0, spec.num_classes, b, dtype=np.int32)
+    self.local = {
+      "image": rng.standard_normal((b, *spec.image_shape), dtype=np.float32),
+      "label": labels,
+      "clean_label": labels,
+      "id": np.arange(b, dtype=np.int32),
+    }
+    batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
+    self.batch = train._global_batch(self.local, batch_sharding)  # pylint: disable=protected-access
+    self.batch_size = b
+    cost = self.step.lower(self.state, self.batch, self.sums).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost
-    self.flops_per_image = float(cost.get("flops", float("nan"))) / batch
-    # Loss fwd+bwd alone on logits of the step's shape.
-    logits = jax.random.normal(jax.random.key(3), (batch, 10))
-    lgrad = jax.jit(jax.value_and_grad(lambda z, y: loss_fn(z, y).mean()))
-    self.loss_call = lambda: lgrad(logits, self.y)
+    self.flops_per_image = float(cost.get("flops", float("nan"))) / b
+
+  def check(self):
+    """Runs one step (compiling it) and checks that it is the trainer's and trains on the config's loss."""
+    fn = self.step.__wrapped__
+    assert (fn.__module__, fn.__qualname__) == ("aplx.train", "make_train_step.<locals>.step"), fn
+    model = nnx.merge(self.graphdef, self.state.params, self.state.batch_stats, copy=True)  # Train mode.
+    expected = float(self.loss_fn(model(self.batch["image"]), self.batch["label"]).mean())
+    before = jax.tree.leaves(jax.device_get(self.state.params))
     self.run(1)
+    loss = float(self.sums["loss"]) / int(self.sums["count"])
+    np.testing.assert_allclose(loss, expected, rtol=1e-4, err_msg="step loss != config loss of the model")
+    assert int(self.state.step) == 1 and int(self.sums["count"]) == self.batch_size
+    after = jax.tree.leaves(jax.device_get(self.state.params))
+    assert any(not np.array_equal(a, b) for a, b in zip(after, before)), "the step left the parameters"
+    return loss
 
   def run(self, steps):
-    p, s, o = self.state
     for _ in range(steps):
-      p, s, o, loss = self.step(p, s, o, self.x, self.y)
-    loss.block_until_ready()
-    self.state = [p, s, o]
-
-  def time_loss(self, steps):
-    jax.block_until_ready(self.loss_call())
-    t0 = time.perf_counter()
-    for _ in range(steps):
-      out = self.loss_call()
-    jax.block_until_ready(out)
-    return (time.perf_counter() - t0) / steps
+      self.state, self.sums = self.step(self.state, self.batch, self.sums)
+    jax.block_until_ready(self.sums)
 
 
 class TorchCase:
-  label = "mnist_cnn  PyTorch 2 CPU eager"
+  """The authors' PyTorch step (benchmarks/torch_mnist.py) with `config`'s settings, on `local`'s batch;
+  its loss is checked against `aplx_loss_fn` on the same logits."""
 
-  def __init__(self, batch):
-    from benchmarks_torch_mnist import ToyModelMNIST  # noqa: I001 (see _import_torch_bench)
+  def __init__(self, config, local, aplx_loss_fn):
     import torch
 
-    self.torch = torch
-    torch.manual_seed(0)
-    self.model = ToyModelMNIST().train()
-    self.opt = torch.optim.SGD(self.model.parameters(), lr=0.01, momentum=0.9, nesterov=True)
-    self.loss = torch.nn.CrossEntropyLoss()
-    self.x = torch.randn(batch, 1, 28, 28)
-    self.y = torch.randint(0, 10, (batch,))
-    self.batch = batch
-    self.label = f"mnist_cnn  PyTorch {torch.__version__} CPU eager"
-    self.run(2)
+    from benchmarks import torch_mnist
+
+    torch.manual_seed(config.seed)
+    k, p, o = data.DATASETS[config.dataset].num_classes, config.loss.params, config.optim
+    loss_fn = functools.partial(torch_mnist.nce_and_rce, alpha=p.alpha, beta=p.beta, num_classes=k)
+    self.step = torch_mnist.make_train_step(
+      torch_mnist.ToyModelMNIST(k).train(),
+      loss_fn,
+      lr=o.lr,
+      momentum=o.momentum,
+      nesterov=o.nesterov,
+      weight_decay=o.weight_decay,
+      grad_clip=o.grad_clip,
+    )
+    self.x = torch.from_numpy(local["image"]).permute(0, 3, 1, 2).contiguous()  # NHWC -> NCHW
+    self.y = torch.from_numpy(local["label"]).long()
+    self.batch_size = len(self.y)
+    self.flops_per_image = float("nan")
+    self.label = f"PyTorch {torch.__version__} eager, {torch.get_num_threads()} threads"
+    # Same loss as aplx's on the same logits (random, not the model's: the weights differ).
+    logits = np.random.default_rng(1).standard_normal((self.batch_size, k), dtype=np.float32)
+    theirs = float(loss_fn(torch.from_numpy(logits), self.y))
+    ours = float(aplx_loss_fn(logits, local["label"]).mean())
+    np.testing.assert_allclose(theirs, ours, rtol=1e-5, err_msg="PyTorch loss != aplx loss")
+    self.run(3)  # Warm-up.
 
   def run(self, steps):
     for _ in range(steps):
-      self.opt.zero_grad(set_to_none=True)
-      self.loss(self.model(self.x), self.y).backward()
-      self.opt.step()
-
-
-def _import_torch_bench():
-  """Loads benchmarks/torch_mnist.py as module `benchmarks_torch_mnist` (benchmarks/ is no package)."""
-  import importlib.util
-  import pathlib
-  import sys
-
-  path = pathlib.Path(__file__).with_name("torch_mnist.py")
-  spec = importlib.util.spec_from_file_location("benchmarks_torch_mnist", path)
-  module = importlib.util.module_from_spec(spec)
-  sys.modules["benchmarks_torch_mnist"] = module
-  spec.loader.exec_module(module)
+      self.step(self.x, self.y)
 
 
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-  ap.add_argument(
-    "--models", default="mnist_cnn,cifar10_cnn", help=f"comma-separated, from {sorted(INPUT_SHAPES)}"
-  )
+  ap.add_argument("--models", default="mnist_cnn,cifar10_cnn", help=f"comma-separated, from {list(CONFIGS)}")
   ap.add_argument("--steps", type=int, default=10, help="steps per timed block")
-  ap.add_argument("--repeats", type=int, default=3, help="timed blocks per case (best is kept)")
-  ap.add_argument("--batch", type=int, default=128)
-  ap.add_argument("--big-steps", type=int, default=1, help="steps per timed block for ResNets")
+  ap.add_argument("--repeats", type=int, default=5, help="timed blocks per case, in alternation")
   ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
   args = ap.parse_args()
+  names = args.models.split(",")
+  for name in names:
+    if name not in CONFIGS:
+      raise SystemExit(f"unknown model {name!r}; choose from {list(CONFIGS)}")
 
-  loss_name, loss_fn = make_loss()
-  cases = []
-  for name in args.models.split(","):
-    if name not in INPUT_SHAPES:
-      raise SystemExit(f"unknown model {name!r}; choose from {sorted(INPUT_SHAPES)}")
-    variants = (
-      [("fast", {"kernels": "fast"}), ("reference", {"kernels": "reference"})]
-      if name in ("mnist_cnn", "cifar10_cnn")
-      else [("", {})]
-    )
-    if name == "cifar10_cnn":
-      variants = variants[:1]
-    for tag, kw in variants:
-      print(f"compiling {name} {tag}...", flush=True)
-      case = JaxCase(name, f"{name:10s} {tag:9s} jax", loss_fn, args.batch, kw)
-      case.steps = args.steps if name in ("mnist_cnn", "cifar10_cnn") else args.big_steps
-      cases.append(case)
-  if not args.no_torch and "mnist_cnn" in args.models.split(","):
+  load_before = os.getloadavg()
+  cases = []  # (model, label, case)
+  for name in names:
+    config = get_config(name)
+    print(f"compiling and checking {name} (config {CONFIGS[name][0]}:{CONFIG_ARG}{CONFIGS[name][1]})...")
+    case = AplxCase(config)
+    print(f"  one step: loss {case.check():.4f} = {config.loss.name} of the model; parameters changed")
+    platform = f"{jax.device_count()} {jax.devices()[0].platform}"
+    cases.append((name, f"aplx (jax {jax.__version__}, {platform})", case))
+    if args.no_torch or name not in TORCH_MODELS:
+      continue
     try:
-      _import_torch_bench()
-      tc = TorchCase(args.batch)
-      tc.steps = args.steps
-      cases.append(tc)
+      torch_case = TorchCase(config, case.local, case.loss_fn)
     except ImportError as e:
-      print(f"PyTorch baseline skipped ({e}); install it with: pip install torch==2.13.0")
+      print(f"  PyTorch baseline skipped ({e}); install it with: pip install torch==2.13.0")
+      continue
+    cases.append((name, torch_case.label, torch_case))
 
-  best = {id(c): float("inf") for c in cases}
-  for rep in range(args.repeats):  # alternate cases so that load changes hit all of them alike
-    for c in cases:
+  seconds = [[] for _ in cases]  # Per step, one entry per block.
+  for rep in range(args.repeats):  # Alternate cases so that load changes hit all of them alike.
+    for i, (_, _, case) in enumerate(cases):
       t0 = time.perf_counter()
-      c.run(c.steps)
-      best[id(c)] = min(best[id(c)], (time.perf_counter() - t0) / c.steps)
+      case.run(args.steps)
+      seconds[i].append((time.perf_counter() - t0) / args.steps)
     print(f"  round {rep + 1}/{args.repeats} done", flush=True)
+  load_after = os.getloadavg()
 
   print(
-    f"\nbatch {args.batch}, loss {loss_name} (PyTorch: cross-entropy), jax {jax.__version__}, "
-    f"{jax.devices()[0].platform} x{jax.device_count()}"
+    f"\n{args.steps} steps x {args.repeats} blocks per case, configs {CONFIG_ARG}; "
+    f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, "
+    f"after {'/'.join(f'{x:.1f}' for x in load_after)}"
   )
-  print(f"{'case':36s} {'img/s':>8s} {'ms/step':>8s} {'loss %':>7s} {'MFLOP/img':>10s} {'GFLOP/s':>8s}")
-  torch_ips = None
-  for c in cases:
-    t = best[id(c)]
-    ips = c.batch / t
-    if isinstance(c, TorchCase):
-      torch_ips = ips
-      print(f"{c.label:36s} {ips:8,.0f} {t * 1e3:8.1f} {'':>7s} {'':>10s} {'':>8s}")
-      continue
-    loss_share = min(c.time_loss(20) for _ in range(3)) / t
-    mflop = c.flops_per_image / 1e6
+  columns = ("batch", "img/s med", "best", "ms/step", "MFLOP/img")
+  print(f"{'model':12s} {'step':40s} " + " ".join(f"{c:>{w}s}" for c, w in zip(columns, (5, 9, 7, 8, 9))))
+  ips = {}
+  for (name, label, case), secs in zip(cases, seconds):
+    med, best = case.batch_size / statistics.median(secs), case.batch_size / min(secs)
+    ips[name, label.split()[0]] = (med, best)
+    mflop = f"{case.flops_per_image / 1e6:9.1f}" if np.isfinite(case.flops_per_image) else ""
     print(
-      f"{c.label:36s} {ips:8,.0f} {t * 1e3:8.1f} {100 * loss_share:6.2f}% {mflop:10.1f} "
-      f"{3 * c.flops_per_image * ips / 1e9:8.1f}"
+      f"{name:12s} {label:40s} {case.batch_size:5d} {med:9,.0f} {best:7,.0f} "
+      f"{1e3 * statistics.median(secs):8.1f} {mflop:>9s}"
     )
-  if torch_ips:
-    for c in cases:
-      if not isinstance(c, TorchCase) and c.label.startswith("mnist_cnn"):
-        print(f"{c.label.strip()} / PyTorch: {c.batch / best[id(c)] / torch_ips:.2f}x")
+  for name in names:
+    if (name, "PyTorch") in ips:
+      (am, ab), (tm, tb) = ips[name, "aplx"], ips[name, "PyTorch"]
+      print(f"{name:12s} aplx / PyTorch: {am / tm:.2f}x (medians), {ab / tb:.2f}x (best)")
+    elif not args.no_torch and name not in TORCH_MODELS:
+      print(f"{name:12s} aplx only: benchmarks/ has no PyTorch version of this model")
 
 
 if __name__ == "__main__":
