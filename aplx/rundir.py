@@ -103,11 +103,12 @@ def read_config(workdir) -> dict | None:
   return json.loads(p.read_text()) if p.exists() else None
 
 
-def _flatten(d: dict, prefix: str = "") -> dict:
+def flatten(d: dict, prefix: str = "") -> dict:
+  """{dotted path: leaf value} of a nested dict (a config as config.json holds it)."""
   out = {}
   for k, v in d.items():
     if isinstance(v, dict):
-      out.update(_flatten(v, f"{prefix}{k}."))
+      out.update(flatten(v, f"{prefix}{k}."))
     else:
       out[f"{prefix}{k}"] = v
   return out
@@ -153,7 +154,7 @@ def config_diff(saved: dict, now: dict) -> list[str]:
   """Fields (dotted paths) that differ between two configs, as 'key: saved -> now', ignoring
   RESUMABLE_CHANGES. A field that one side lacks is equal when the other holds its default
   (`field_defaults`). Empty: a run written with `saved` may be resumed with `now`."""
-  a, b = _flatten(saved), _flatten(now)
+  a, b = flatten(saved), flatten(now)
   keys = [k for k in sorted(set(a) | set(b)) if k.split(".")[0] not in RESUMABLE_CHANGES]
   defaults = field_defaults(now) if any((k in a) != (k in b) for k in keys) else {}
   missing = object()

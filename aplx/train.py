@@ -248,7 +248,7 @@ def evaluate(eval_step, state: TrainState, ds, batch_size: int, batch_sharding, 
     process_index=jax.process_index(),
     process_count=jax.process_count(),
   ):
-    for k, v in eval_step(state, _global_batch(batch, batch_sharding)).items():
+    for k, v in jax.device_get(eval_step(state, _global_batch(batch, batch_sharding))).items():  # 1 read.
       totals[k] += int(v)
   count = max(totals["count"], 1)
   out = {"acc_clean": totals["correct"] / count}

@@ -94,12 +94,7 @@ def _check_key(key: str, where: str) -> None:
 def _did_you_mean(config, paths) -> str:
   """' Did you mean loss.params.beta?' for a missing path ('beta') whose last name ends a path that
   exists; a general hint for a missing bare name."""
-
-  def leaves(node, prefix=""):
-    for k, v in node.items():
-      yield from leaves(v, f"{prefix}{k}.") if hasattr(v, "items") else (prefix + k,)
-
-  have = sorted(leaves(config))
+  have = sorted(rundir.flatten(config.to_dict()))
   missing = [path for path in paths if path not in have]
   tips = [p for path in missing for p in have if p.endswith("." + path.split(".")[-1])]
   if tips:
