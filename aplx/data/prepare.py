@@ -27,6 +27,7 @@ from __future__ import annotations
 import argparse
 import gzip
 import hashlib
+import inspect
 import io
 import os
 from pathlib import Path
@@ -50,6 +51,7 @@ __all__ = [
   "BUILDERS",
   "default_data_dir",
   "default_mnist_dir",
+  "builder",
   "ensure_prepared",
   "is_prepared",
   "prepare",
@@ -300,6 +302,12 @@ class Cifar100(_CifarPythonMixin, tfds_cifar.Cifar100, skip_registration=True):
 
 
 BUILDERS = {"mnist": Mnist, "cifar10": Cifar10, "cifar100": Cifar100}
+# What `--raw_dir` is for each dataset (help texts and the commands in error messages).
+RAW_HINTS = {
+  "mnist": "/path/to/mnist_idx_dir",
+  "cifar10": "/path/to/cifar-10-python.tar.gz",
+  "cifar100": "/path/to/cifar-100-python.tar.gz",
+}
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -309,13 +317,18 @@ BUILDERS = {"mnist": Mnist, "cifar10": Cifar10, "cifar100": Cifar100}
 
 def prepare_command(name: str, data_dir: str | None = None, raw_dir: str | None = None) -> str:
   """The exact shell command that prepares `name` into `data_dir`."""
-  raw = raw_dir or {
-    "mnist": default_mnist_dir() or "/path/to/mnist_idx_dir",
-    "cifar10": "/path/to/cifar-10-python.tar.gz",
-    "cifar100": "/path/to/cifar-100-python.tar.gz",
-  }.get(name, "/path/to/raw")
+  raw = raw_dir or (default_mnist_dir() if name == "mnist" else None) or RAW_HINTS.get(name, "/path/to/raw")
   cmd = f"python -m aplx.data.prepare {name} --raw_dir {raw}"
   return cmd + (f" --data_dir {data_dir}" if data_dir else "")
+
+
+def builder(name: str, data_dir: str | None = None):
+  """The TFDS builder that reads dataset `name` from `data_dir`: TFDS's registered builder, or for the
+  datasets TFDS does not know (webvision, clothing1m) aplx's own."""
+  data_dir = data_dir or default_data_dir()
+  if name in real_noise.BUILDERS:
+    return real_noise.builder(name, data_dir)
+  return tfds.builder(name, data_dir=data_dir)
 
 
 def is_prepared(name: str, data_dir: str | None = None) -> bool:
@@ -326,37 +339,39 @@ def is_prepared(name: str, data_dir: str | None = None) -> bool:
   """
   data_dir = data_dir or default_data_dir()
   try:
-    builder = tfds.builder(name, data_dir=data_dir)
-    prepared = builder.is_prepared()
+    b = builder(name, data_dir)
+    prepared = b.is_prepared()
   except Exception:  # pylint: disable=broad-except  (unknown names etc. count as not prepared)
     return False
-  if prepared and (builder.data_path / "dataset_info.json").exists():  # (Mocked datasets have none.)
-    for split, info in builder.info.splits.items():
+  if prepared and (b.data_path / "dataset_info.json").exists():  # (Mocked datasets have none.)
+    for split, info in b.info.splits.items():
       for f in info.filepaths:
         if not f.exists() or f.stat().length == 0:
           raise FileNotFoundError(
-            f"{builder.data_path} is incomplete: split {split!r} lacks {f.name}. Delete that directory "
+            f"{b.data_path} is incomplete: split {split!r} lacks {f.name}. Delete that directory "
             f"and prepare the dataset again:\n  {prepare_command(name, data_dir)}"
           )
   return prepared
 
 
-def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = None) -> str:
+def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = None, **options) -> str:
   """Builds TFDS `name` as array_record into `data_dir`; from `raw_dir` if given, else downloads.
 
-  Returns the dataset's directory.
+  `options` go to the dataset's builder (e.g. webvision's `imagenet_val_dir`). Returns the dataset's
+  directory.
   """
   if name not in BUILDERS:
-    raise ValueError(
-      f"aplx can build {sorted(BUILDERS)} without TensorFlow, not {name!r}. For cifar10_n / "
-      "cifar100_n prepare with TFDS (needs TensorFlow for generation), see docs/data.md."
-    )
+    raise ValueError(f"aplx can build {sorted(BUILDERS)} without TensorFlow, not {name!r}.")
   data_dir = data_dir or default_data_dir()
   if raw_dir is not None and not Path(raw_dir).expanduser().exists():
     raise FileNotFoundError(f"--raw_dir {raw_dir} does not exist.")
   if raw_dir is not None or not sys.stderr.isatty():
     tfds.disable_progress_bar()  # Nothing is downloaded, or nobody watches the bars.
-  builder = BUILDERS[name](data_dir=data_dir, raw_dir=raw_dir)
+  accepted = inspect.signature(BUILDERS[name]).parameters
+  unknown = sorted(set(options) - set(accepted))
+  if unknown:
+    raise ValueError(f"{name} takes no option {', '.join(unknown)} (only webvision takes imagenet_val_dir).")
+  builder = BUILDERS[name](data_dir=data_dir, raw_dir=raw_dir, **options)
   builder.download_and_prepare(file_format="array_record")
   return str(builder.data_path)
 
@@ -398,16 +413,31 @@ def main(argv=None) -> None:
   parser.add_argument(
     "--raw_dir",
     default=None,
-    help="local raw files: MNIST IDX dir (default $APLX_MNIST_DIR) or CIFAR python tarball/dir; "
-    "omit to download.",
+    help="the files you downloaded (omit to download, where the dataset allows it): "
+    + "; ".join(f"{k}: {v}" for k, v in sorted(RAW_HINTS.items()))
+    + ". mnist defaults to $APLX_MNIST_DIR.",
   )
   parser.add_argument(
     "--data_dir", default=None, help="TFDS data dir (default $APLX_DATA_DIR or ~/tensorflow_datasets)."
   )
+  parser.add_argument(
+    "--imagenet_val_dir",
+    default=None,
+    help="webvision: ILSVRC2012 validation images, <dir>/<wnid>/*.JPEG (adds split 'imagenet_val').",
+  )
   args = parser.parse_args(argv)
   raw_dir = args.raw_dir or (default_mnist_dir() if args.name == "mnist" else None)
-  path = prepare(args.name, data_dir=args.data_dir, raw_dir=raw_dir)
+  options = {} if args.imagenet_val_dir is None else {"imagenet_val_dir": args.imagenet_val_dir}
+  path = prepare(args.name, data_dir=args.data_dir, raw_dir=raw_dir, **options)
   print(f"prepared {args.name} at {path}")
+
+
+# Datasets built on the readers above (imported last: they import this module).
+from aplx.data import cifar_n, real_noise  # noqa: E402
+
+for _module in (cifar_n, real_noise):
+  BUILDERS.update(_module.BUILDERS)
+  RAW_HINTS.update(_module.RAW_HINTS)
 
 
 if __name__ == "__main__":
