@@ -45,7 +45,7 @@ RESUMABLE_CHANGES = ("log_every_steps", "eval_batch_size", "data_dir", "max_step
 
 # Top-level config fields added after runs were written, with the value that gives what a config without
 # them gave (0.0: no validation split, the paper's protocol).
-ADDED_FIELDS = {"val_fraction": 0.0, "val_fold": 0}
+ADDED_FIELDS = {"val_fraction": 0.0, "val_fold": 0, "image_size": None, "data_workers": 0}
 
 
 def path(workdir: str | epath.Path) -> epath.Path:

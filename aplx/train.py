@@ -18,6 +18,7 @@ checkpoint therefore ends with exactly the parameters of an uninterrupted run.
 
 import collections
 from collections.abc import Callable, Mapping
+import functools
 import json
 import os
 import signal
@@ -237,7 +238,9 @@ def make_eval_step(eval_graphdef: nnx.GraphDef) -> Callable[..., dict]:
   return step
 
 
-def evaluate(eval_step, state: TrainState, ds, batch_size: int, batch_sharding, split: str = "test") -> dict:
+def evaluate(
+  eval_step, state: TrainState, ds, batch_size: int, batch_sharding, split: str = "test", num_threads: int = 1
+) -> dict:
   """Accuracy on a split of `ds` (`data.eval_batches`: every process reads its rows of each global
   batch): {"acc_clean"} against the clean labels, plus {"acc_noisy"} on the train and val splits."""
   totals = collections.Counter()
@@ -247,6 +250,7 @@ def evaluate(eval_step, state: TrainState, ds, batch_size: int, batch_sharding, 
     split=split,
     process_index=jax.process_index(),
     process_count=jax.process_count(),
+    num_threads=num_threads,
   ):
     for k, v in jax.device_get(eval_step(state, _global_batch(batch, batch_sharding))).items():  # 1 read.
       totals[k] += int(v)
@@ -534,6 +538,17 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
         f"must be divisible by the number of devices ({jax.device_count()}); pick a "
         f"multiple of {jax.device_count()}.",
       )
+  spec = data_lib.DATASETS[config.dataset]
+  workers, size = config.get("data_workers", 0), config.get("image_size")  # Absent in older configs.
+  if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
+    bad("data_workers", workers, "the number of grain worker processes is an integer >= 0 (0: none).")
+  if size is not None and (spec.storage != "stream" or type(size) is not int or size < 8):
+    bad(
+      "image_size",
+      size,
+      "only streamed datasets (webvision, clothing1m) take an image size, an integer >= 8; "
+      f"{config.dataset} keeps its own ({spec.image_shape[0]}): leave it None.",
+    )
   if config.get("max_steps") is not None and config.max_steps < 1:
     bad("max_steps", config.max_steps, "must be >= 1, or None for the whole run.")
   fraction, fold = config.get("val_fraction", 0.0), config.get("val_fold", 0)  # Absent in older configs.
@@ -568,6 +583,7 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
     noise=config.noise.type,
     rate=config.noise.rate,
     noise_seed=config.noise.seed,
+    image_size=config.get("image_size"),
     **config.noise.get("options", {}),
   )
   fraction, fold = config.get("val_fraction", 0.0), config.get("val_fold", 0)
@@ -625,7 +641,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     os.path.join(workdir, "checkpoints"),
     options=ocp.CheckpointManagerOptions(max_to_keep=config.get("keep_checkpoints", 2), create=True),
   )
-  writer = None
+  writer = batches = None
   try:
     fresh_sums = jax.jit(zero_sums, out_shardings=state.step.sharding)
     state, sums, epoch = _restore_or_keep(manager, state, fresh_sums(), config)
@@ -667,7 +683,16 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
       process_index=jax.process_index(),
       process_count=jax.process_count(),
       augment=config.get("augment", True),
+      num_workers=config.get("data_workers", 0),
       **layout,
+    )
+    # Streamed datasets decode their evaluation splits in this many threads.
+    evaluate_split = functools.partial(
+      evaluate,
+      eval_step,
+      batch_size=config.eval_batch_size,
+      batch_sharding=batch_sharding,
+      num_threads=max(1, config.get("data_workers", 0)),
     )
     max_steps = min(config.get("max_steps") or total_steps, total_steps)  # Tests: stop as if killed.
     run_start, run_start_step = time.time(), int(state.step)
@@ -701,11 +726,17 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
             "train_acc_noisy": int(sums["correct_noisy"]) / int(sums["count"]),
             "train_acc_clean": int(sums["correct_clean"]) / int(sums["count"]),
             "images_per_sec": int(sums["count"]) / max(train_seconds, 1e-9),
-            "test_acc": evaluate(eval_step, state, ds, config.eval_batch_size, batch_sharding)["acc_clean"],
+            "test_acc": evaluate_split(state, ds)["acc_clean"],
           }
+          if not ds.clean_train_labels_known:  # Real noise without clean labels: nothing to report.
+            del record["train_acc_clean"]
+          for name in ds.eval_sets:  # e.g. webvision's ILSVRC2012 validation images.
+            record[f"test_acc_{name}"] = evaluate_split(state, ds, split=name)["acc_clean"]
           if ds.num_val:  # The same eval path on the held-out examples, against both of their labels.
-            val = evaluate(eval_step, state, ds, config.eval_batch_size, batch_sharding, "val")
-            record["val_acc_noisy"], record["val_acc_clean"] = val["acc_noisy"], val["acc_clean"]
+            val = evaluate_split(state, ds, split="val")
+            record["val_acc_noisy"] = val["acc_noisy"]
+            if ds.clean_train_labels_known:
+              record["val_acc_clean"] = val["acc_clean"]
           epoch += 1
           sums = fresh_sums()
           _save(manager, state, sums, epoch, config)  # Committed before the record is written.
@@ -718,9 +749,11 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
             config.epochs,
             record["train_loss"],
             100 * record["train_acc_noisy"],
-            100 * record["train_acc_clean"],
+            100 * record.get("train_acc_clean", float("nan")),
             100 * record["test_acc"],
-            "".join(f"  {k} {100 * v:.2f}%" for k, v in record.items() if k.startswith("val_")),
+            "".join(
+              f"  {k} {100 * v:.2f}%" for k, v in record.items() if k.startswith(("val_", "test_acc_"))
+            ),
             record["lr"],
             record["images_per_sec"],
             _hms(eta),
@@ -746,6 +779,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     manager.close()
     if writer is not None:
       writer.close()
+    if batches is not None:
+      batches.close()  # Stops grain's prefetch threads and worker processes (data_workers).
   if jax.process_index() == 0:
     done = int(state.step) >= total_steps
     rundir.write_status(

@@ -291,7 +291,7 @@ def test_batch_bad_inputs(small):
     data.steps_per_epoch(small, 1024)
   with pytest.raises(ValueError, match="start_step must be >= 0"):
     data.train_batches(small, global_batch_size=100, seed=0, start_step=-1)
-  with pytest.raises(ValueError, match="split must be 'test' or 'train'"):
+  with pytest.raises(ValueError, match="split must be 'test', 'train', 'val'"):
     next(data.eval_batches(small, batch_size=10, split="validation"))
   with pytest.raises(ValueError, match=r"unknown dataset 'svhn'; known: \['cifar10', "):
     data.load_dataset("svhn")

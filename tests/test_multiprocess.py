@@ -13,100 +13,41 @@ in-process one. A wrong data slice, PRNG key or restored step would differ by or
 """
 
 import os
-import signal
-import subprocess
-import sys
 
 import chex
 import jax
+import launching
 import numpy as np
-import orbax.checkpoint as ocp
 import pytest
 
 from aplx import train
 from experiments.configs import mnist as mnist_config
 
-REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 CONFIG_ARG = "loss=nce+rce,noise=sym,rate=0.4,subset=128,epochs=2"
 OVERRIDES = {"batch_size": 64, "eval_batch_size": 2000, "log_every_steps": 2}  # 128/64: 2 steps an epoch.
 KILL_AT = 3  # Mid-epoch 2: the last checkpoint is the end of epoch 1 (step 2).
-TIMEOUT_S = 240  # A hung collective fails the test instead of blocking CI.
 
 
 @pytest.fixture
-def launch():
-  """Starts `launch/local.sh` with 4 CPU devices per process; kills what is left at teardown."""
+def launch(tmp_path):
+  """Starts `launch/local.sh` with 4 CPU devices per process on the tiny MNIST config; kills what is
+  left at teardown."""
   started = []
 
-  def start(*args, **overrides):
-    started.append(_launch(*args, **overrides))
+  def start(num_processes, workdir, data_dir, log_path, **overrides):
+    flags = [
+      f"--config={launching.REPO}/experiments/configs/mnist.py:{CONFIG_ARG}",
+      f"--workdir={workdir}",
+      f"--config.data_dir={data_dir}",
+    ]
+    flags += [f"--config.{k}={v}" for k, v in {**OVERRIDES, **overrides}.items()]
+    # Compiled programs shared by the workers and the two launches: the second ~30% faster.
+    started.append(launching.start(num_processes, flags, log_path, tmp_path / "jax_cache"))
     return started[-1]
 
   yield start
   for proc in started:
-    if proc.poll() is None:
-      os.killpg(proc.pid, signal.SIGKILL)
-      proc.wait()
-    proc.log.close()
-
-
-def _launch(num_processes, workdir, data_dir, log_path, **overrides):
-  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
-  env.update(
-    JAX_PLATFORMS="cpu",
-    PYTHON=sys.executable,
-    # Compiled programs shared by the workers and the two launches: the second ~30% faster.
-    JAX_COMPILATION_CACHE_DIR=os.path.join(os.path.dirname(workdir), "jax_cache"),
-    JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="0",
-  )
-  flags = [
-    f"--config={REPO}/experiments/configs/mnist.py:{CONFIG_ARG}",
-    f"--workdir={workdir}",
-    "--cpu_devices=4",
-    f"--config.data_dir={data_dir}",
-  ]
-  flags += [f"--config.{k}={v}" for k, v in {**OVERRIDES, **overrides}.items()]
-  log = open(log_path, "w")  # pylint: disable=consider-using-with -- closed by _wait or the fixture.
-  proc = subprocess.Popen(
-    ["bash", os.path.join(REPO, "launch", "local.sh"), str(num_processes), *flags],
-    cwd=REPO,
-    env=env,
-    stdout=log,
-    stderr=subprocess.STDOUT,
-    start_new_session=True,
-  )  # Own process group: a timeout kills every worker.
-  proc.log = log
-  return proc
-
-
-def _wait(proc):
-  timed_out = False
-  try:
-    proc.wait(timeout=TIMEOUT_S)
-  except subprocess.TimeoutExpired:
-    timed_out = True
-    os.killpg(proc.pid, signal.SIGKILL)
-    proc.wait()
-  finally:
-    proc.log.close()
-  with open(proc.log.name) as f:
-    tail = f.read()[-4000:]
-  assert not timed_out, f"workers still running after {TIMEOUT_S} s (hung collective?), killed:\n{tail}"
-  assert proc.returncode == 0, f"workers exited with status {proc.returncode}:\n{tail}"
-
-
-def _checkpoint(workdir, step):
-  """The (state, sums) pytree saved at `step`, as NumPy arrays: no model or mesh needed to read it."""
-  path = os.path.join(workdir, "checkpoints", str(step), "state")
-  checkpointer = ocp.PyTreeCheckpointer()
-  tree = checkpointer.metadata(path).item_metadata.tree
-  restore_args = jax.tree.map(lambda _: ocp.RestoreArgs(restore_type=np.ndarray), tree)
-  state, _ = checkpointer.restore(path, args=ocp.args.PyTreeRestore(item=tree, restore_args=restore_args))
-  return state
-
-
-def _without_timing(history):
-  return [{k: v for k, v in r.items() if k != "images_per_sec"} for r in history]
+    launching.kill(proc)
 
 
 def test_two_processes_equal_one_and_resume_from_a_multiprocess_checkpoint(mnist_data_dir, tmp_path, launch):
@@ -120,25 +61,25 @@ def test_two_processes_equal_one_and_resume_from_a_multiprocess_checkpoint(mnist
   config.update(OVERRIDES)
   single = str(tmp_path / "single")
   ref_history = train.train_and_evaluate(config, single)  # 1 process x 8 devices, uninterrupted.
-  _wait(workers)
+  launching.wait(workers)
 
   assert sorted(os.listdir(os.path.join(multi, "checkpoints"))) == ["2"]
-  ref, got = _checkpoint(single, 2), _checkpoint(multi, 2)
+  ref, got = launching.checkpoint(single, 2), launching.checkpoint(multi, 2)
   assert int(got["step"]) == 2
   chex.assert_trees_all_close(got["params"], ref["params"], rtol=1e-5, atol=1e-6)
   chex.assert_trees_all_close(got["batch_stats"], ref["batch_stats"], rtol=1e-5, atol=1e-6)
 
   # Resume the 2-process run from its multi-process checkpoint and finish it.
-  _wait(launch(2, multi, mnist_data_dir, tmp_path / "resumed.log"))
+  launching.wait(launch(2, multi, mnist_data_dir, tmp_path / "resumed.log"))
 
-  ref, got = _checkpoint(single, 4), _checkpoint(multi, 4)
+  ref, got = launching.checkpoint(single, 4), launching.checkpoint(multi, 4)
   assert int(got["step"]) == 4
   for part in ("params", "batch_stats", "opt_state"):
     chex.assert_trees_all_close(got[part], ref[part], rtol=1e-5, atol=1e-6)
   np.testing.assert_array_equal(got["rng"], ref["rng"])
   # Only process 0 writes metrics: one line per epoch, equal to the uninterrupted run's.
-  history = _without_timing(train.read_metrics(multi))
-  expected = _without_timing(ref_history)
+  history = launching.without_timing(train.read_metrics(multi))
+  expected = launching.without_timing(ref_history)
   assert [r["epoch"] for r in history] == [1, 2]
   for got, ref in zip(history, expected):
     assert got == pytest.approx(ref, rel=1e-4, abs=1e-3), (got, ref)

@@ -34,7 +34,7 @@ with _deps.extra("data", __name__):
   import tensorflow_datasets as tfds
 
 from aplx.data import prepare as prepare_lib
-from aplx.data import preprocess
+from aplx.data import preprocess, stream
 
 __all__ = [
   "DATASETS",
@@ -56,14 +56,41 @@ __all__ = [
 
 @dataclasses.dataclass(frozen=True)
 class DatasetSpec:
+  """What the pipeline needs to know of a dataset.
+
+  storage "ram": decoded once into RAM, augmented in vectorised NumPy (`preprocess`); "stream": images
+  read from the array_record files per batch, decoded and transformed per example (`stream`, with the
+  `imagenet` transforms named by `augment`), for datasets too large for RAM. Real-noise datasets
+  (`clean_field`: the train field holding clean labels, -1 where unknown; "" for none at all) keep
+  their given labels as the noisy ones.
+  """
+
   num_classes: int
   image_shape: tuple[int, int, int]
   normalization: str  # key of preprocess.NORMALIZATION
-  augment: str  # key of preprocess.AUGMENTATIONS
+  augment: str  # key of preprocess.AUGMENTATIONS ("ram") or of imagenet.KINDS ("stream")
   extra_fields: tuple[str, ...] = ()  # train-split TFDS fields kept beside the label
+  storage: str = "ram"
+  test_split: str = "test"  # the TFDS split reported as test_acc
+  eval_splits: tuple[tuple[str, str], ...] = ()  # (name, TFDS split) also evaluated, when prepared
+  clean_field: str | None = None  # None: the TFDS label is clean (noise is injected on top)
 
 
 _HUMAN10 = ("worse_label", "aggre_label", "random_label1", "random_label2", "random_label3")
+
+
+def _webvision(num_classes: int) -> DatasetSpec:
+  return DatasetSpec(
+    num_classes,
+    (224, 224, 3),
+    "imagenet",
+    "webvision",
+    storage="stream",
+    test_split="val",
+    eval_splits=(("imagenet_val", "imagenet_val"),),
+    clean_field="",
+  )
+
 
 DATASETS: dict[str, DatasetSpec] = {
   "mnist": DatasetSpec(10, (28, 28, 1), "mnist", "none"),
@@ -72,6 +99,21 @@ DATASETS: dict[str, DatasetSpec] = {
   "cifar10_n": DatasetSpec(10, (32, 32, 3), "cifar10", "crop_flip", _HUMAN10),
   "cifar100_n": DatasetSpec(
     100, (32, 32, 3), "cifar100", "crop_flip_rotate", ("coarse_label", "noise_label")
+  ),
+  # Real web / e-commerce label noise, streamed. test_acc is the WebVision validation set; the paper's
+  # Table 5 reports the ILSVRC2012 validation images of the same classes (test_acc_imagenet_val).
+  "webvision": _webvision(50),
+  "webvision_full": _webvision(1000),
+  "clothing1m": DatasetSpec(
+    14,
+    (224, 224, 3),
+    "imagenet",
+    "clothing1m",
+    ("clean_label",),
+    storage="stream",
+    test_split="test",
+    eval_splits=(("clean_val", "val"),),
+    clean_field="clean_label",
   ),
 }
 
@@ -83,11 +125,11 @@ class Dataset:
   name: str
   num_classes: int
   image_shape: tuple[int, int, int]
-  train_images: np.ndarray  # uint8 [n, H, W, C]
+  train_images: np.ndarray | stream.Records  # uint8 [n, H, W, C], or the rows in the files (streamed)
   train_ids: np.ndarray  # int32 [n], TFDS data-source index in the full train split
-  train_clean_labels: np.ndarray  # int32 [n]
+  train_clean_labels: np.ndarray  # int32 [n]; -1 where unknown (real-noise datasets)
   train_noisy_labels: np.ndarray  # int32 [n]
-  test_images: np.ndarray  # uint8 [m, H, W, C]
+  test_images: np.ndarray | stream.Records  # uint8 [m, H, W, C] (or streamed)
   test_labels: np.ndarray  # int32 [m]
   mean: tuple[float, ...]
   std: tuple[float, ...]
@@ -95,6 +137,8 @@ class Dataset:
   noise: dict[str, Any]  # kind, rate, seed, options, realised_rate
   info: Any = None  # tfds.core.DatasetInfo
   extra: dict[str, np.ndarray] = dataclasses.field(default_factory=dict)  # indexed like train_ids
+  # Further evaluation splits (name -> (images, clean labels)), e.g. webvision's imagenet_val.
+  eval_sets: dict[str, tuple[Any, np.ndarray]] = dataclasses.field(default_factory=dict)
   # Held out of the (noisy) training set by `hold_out`; None when nothing is held out.
   val_images: np.ndarray | None = None  # uint8 [v, H, W, C]
   val_ids: np.ndarray | None = None  # int32 [v], sorted
@@ -103,7 +147,16 @@ class Dataset:
 
   @property
   def num_train(self) -> int:
-    return int(self.train_images.shape[0])
+    return int(self.train_ids.shape[0])
+
+  @property
+  def streamed(self) -> bool:
+    return isinstance(self.train_images, stream.Records)
+
+  @property
+  def clean_train_labels_known(self) -> bool:
+    """False for real-noise datasets without (complete) clean training labels: no train_acc_clean."""
+    return bool((self.train_clean_labels >= 0).all())
 
   @property
   def num_val(self) -> int:
@@ -111,7 +164,7 @@ class Dataset:
 
   @property
   def num_test(self) -> int:
-    return int(self.test_images.shape[0])
+    return int(self.test_labels.shape[0])
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -131,13 +184,14 @@ def _decode_image(value) -> np.ndarray:
 
 
 def _read_split(builder, split: str, fields: tuple[str, ...], shape) -> dict[str, np.ndarray]:
-  """All examples of a split as arrays: decode PNGs with Pillow, in chunks."""
+  """All examples of a split as arrays: decode PNGs with Pillow, in chunks. shape=None: the labels
+  (and `fields`) only, no images (the index of a streamed dataset)."""
   src = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
   if isinstance(getattr(src, "data_source", None), mock.Mock):
     # tfds.testing.mock_data: with a decoder it would need TensorFlow to encode its fake images.
     src = builder.as_data_source(split=split)
   n = len(src)
-  images = np.empty((n,) + tuple(shape), np.uint8)
+  images = None if shape is None else np.empty((n,) + tuple(shape), np.uint8)
   cols = {f: np.empty(n, np.int32) for f in ("label",) + fields}
   getitems = getattr(src, "__getitems__", None)
   for start in range(0, n, 4096):
@@ -149,10 +203,11 @@ def _read_split(builder, split: str, fields: tuple[str, ...], shape) -> dict[str
     if rows is None:
       rows = [src[i] for i in idx]
     for i, row in zip(idx, rows):
-      images[i] = _decode_image(row["image"]).reshape(shape)
+      if images is not None:
+        images[i] = _decode_image(row["image"]).reshape(shape)
       for f in cols:
         cols[f][i] = int(row[f])
-  return {"image": images, **cols}
+  return cols if images is None else {"image": images, **cols}
 
 
 def _fingerprint(builder, split: str) -> str | None:
@@ -166,15 +221,17 @@ def _fingerprint(builder, split: str) -> str | None:
 
 def _load_split(builder, split: str, fields, shape, use_cache: bool) -> dict[str, np.ndarray]:
   fp = _fingerprint(builder, split)
-  key = (str(builder.data_path), split, fields, fp)
+  key = (str(builder.data_path), split, fields, fp, shape is None)
   with _MEMO_LOCK:
     if fp is not None and key in _MEMO:
       return _MEMO[key]
-  cache = Path(builder.data_path) / "aplx_decoded" / f"{split}-{fp}.npz" if fp else None
+  name = f"{split}-{fp}{'-labels' if shape is None else ''}.npz"
+  cache = Path(builder.data_path) / "aplx_decoded" / name if fp else None
   arrays = None
+  wanted = ("label",) + tuple(fields) + (() if shape is None else ("image",))
   if use_cache and cache is not None and cache.exists():
     with np.load(cache) as z:
-      if all(f in z for f in ("image", "label") + tuple(fields)):
+      if all(f in z for f in wanted):
         arrays = {k: z[k] for k in z.files}
   if arrays is None:
     arrays = _read_split(builder, split, tuple(fields), shape)
@@ -215,14 +272,16 @@ def load_dataset(
   rate: float = 0.0,
   noise_seed: int = 0,
   subset: int | None = None,
+  image_size: int | None = None,
   download: bool = True,
   cache: bool = True,
   **noise_options,
 ) -> Dataset:
-  """Loads a TFDS dataset into RAM and draws its label noise.
+  """Loads a TFDS dataset (into RAM, or as a streamed index for the large ones) and draws its label noise.
 
   Args:
-    name: "mnist", "cifar10", "cifar100", "cifar10_n" or "cifar100_n".
+    name: a key of `DATASETS`: "mnist", "cifar10", "cifar100", "cifar10_n", "cifar100_n" (in RAM),
+      "webvision", "webvision_full", "clothing1m" (streamed; prepare them first, docs/data.md).
     data_dir: TFDS data dir (default `$APLX_DATA_DIR`, else TFDS's default).
     noise: "none", "sym", "asym", "pairflip", "idn" or "human:<field>" (cifar10_n: worse_label,
       aggre_label, random_label1..3; cifar100_n: noise_label). See `aplx.noise`.
@@ -232,7 +291,10 @@ def load_dataset(
       (seed-independent); the noise is then drawn over the subset.
     download: prepare the dataset if missing (`aplx.data.ensure_prepared`); False raises an error
       that gives the command to prepare it.
-    cache: keep decoded arrays in `<dataset dir>/aplx_decoded/*.npz` (decoding MNIST takes ~10 s).
+    image_size: streamed datasets only: side of the square training / evaluation crops (default the
+      spec's, 224 as the authors; smaller for quick runs and tests).
+    cache: keep decoded arrays in `<dataset dir>/aplx_decoded/*.npz` (decoding MNIST takes ~10 s; for
+      streamed datasets only the labels are kept there).
     **noise_options: forwarded to the noise model (e.g. method="transition", sequential=True,
       group="consecutive", authors_quota=True).
 
@@ -242,26 +304,50 @@ def load_dataset(
   if name not in DATASETS:
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}.")
   spec = DATASETS[name]
+  streamed = spec.storage == "stream"
+  if image_size is not None and (not streamed or isinstance(image_size, bool) or int(image_size) < 8):
+    raise ValueError(
+      f"image_size={image_size!r}: only streamed datasets take an image size, an integer >= 8 "
+      f"({name} images are {spec.image_shape[0]}x{spec.image_shape[1]}; leave it None)."
+    )
   data_dir = prepare_lib.ensure_prepared(name, data_dir, download=download)
-  builder = tfds.builder(name, data_dir=data_dir)
-  train = _load_split(builder, "train", spec.extra_fields, spec.image_shape, cache)
-  test = _load_split(builder, "test", (), spec.image_shape, cache)
+  builder = prepare_lib.builder(name, data_dir)
+  shape = None if streamed else spec.image_shape  # Streamed: read the labels, not the images.
+  train = _load_split(builder, "train", spec.extra_fields, shape, cache)
+  test = _load_split(builder, spec.test_split, (), shape, cache)
+  eval_sets = {}
+  for key, split in spec.eval_splits:
+    if split in builder.info.splits:  # Optional splits (webvision's imagenet_val) when prepared.
+      arrays = _load_split(builder, split, (), shape, cache)
+      eval_sets[key] = (_images(arrays, name, data_dir, split), arrays["label"].astype(np.int32))
+  test_images = _images(test, name, data_dir, spec.test_split)
+  train_images = _images(train, name, data_dir, "train")
 
   ids = np.arange(train["label"].shape[0], dtype=np.int32)
   if subset is not None:
     if not 0 < int(subset) <= ids.size:
       raise ValueError(f"subset must be in [1, {ids.size}] for {name}, got subset={subset}.")
     ids = _subset_ids(train["label"], int(subset), spec.num_classes).astype(np.int32)
-  images = train["image"][ids]
-  clean = train["label"][ids].astype(np.int32)
+  images = train_images[ids]
+  labels = train["label"][ids].astype(np.int32)
   extra = {f: train[f][ids] for f in spec.extra_fields}
   mean, std = preprocess.NORMALIZATION[spec.normalization]
+  # Real-noise datasets: the given labels are the noisy ones (and any injected noise goes on top of
+  # them); the clean labels are those of `clean_field`, -1 where unknown.
+  if spec.clean_field is None:
+    clean = labels
+  elif spec.clean_field:
+    clean = extra[spec.clean_field].astype(np.int32)
+  else:
+    clean = np.full_like(labels, -1)
 
   kind = noise.partition(":")[0]
+  if kind == "idn" and streamed:
+    raise ValueError(f"noise='idn' is a function of the images, so it needs them in RAM; {name} is streamed.")
   features = preprocess.normalize(images, mean, std) if kind == "idn" else None
   noisy = noise_lib.apply(
     noise,
-    clean,
+    labels,
     rate=rate,
     seed=noise_seed,
     num_classes=spec.num_classes,
@@ -275,17 +361,18 @@ def load_dataset(
     "rate": float(rate),
     "seed": int(noise_seed),
     "options": {k: v for k, v in noise_options.items() if k != "coarse_labels"},
-    "realised_rate": noise_lib.realised_rate(clean, noisy),
+    "realised_rate": noise_lib.realised_rate(labels, noisy),  # Injected noise: against the given labels.
   }
+  size = int(image_size or spec.image_shape[0])
   return Dataset(
     name=name,
     num_classes=spec.num_classes,
-    image_shape=spec.image_shape,
+    image_shape=(size, size, spec.image_shape[2]),
     train_images=images,
     train_ids=ids,
     train_clean_labels=clean,
     train_noisy_labels=noisy.astype(np.int32),
-    test_images=test["image"],
+    test_images=test_images,
     test_labels=test["label"].astype(np.int32),
     mean=mean,
     std=std,
@@ -293,7 +380,15 @@ def load_dataset(
     noise=noise_info,
     info=builder.info,
     extra=extra,
+    eval_sets=eval_sets,
   )
+
+
+def _images(arrays: dict[str, np.ndarray], name: str, data_dir: str, split: str):
+  """The split's images: the decoded array (in RAM), or a `stream.Records` over all of its examples."""
+  if "image" in arrays:
+    return arrays["image"]
+  return stream.Records(name, data_dir, split, np.arange(arrays["label"].shape[0]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -453,12 +548,20 @@ def make_train_batch(
   local = rows.size // process_count
   rows = rows[process_index * local : (process_index + 1) * local]
   ids = ds.train_ids[rows]
-  images = ds.train_images[rows]
-  if augment:
-    epoch = int(step) // steps_per_epoch(ds, global_batch_size, **layout)
-    images = preprocess.augment(images, ids, kind=ds.augment, seed=seed, epoch=epoch)
+  images = ds.train_images[rows]  # Streamed: only this process's rows are read, here.
+  if ds.streamed:
+    size = ds.image_shape[0]
+    if augment:  # Per example, from (seed, step, id).
+      images = stream.train_images(images, ids, kind=ds.augment, seed=seed, step=int(step), size=size)
+    else:
+      images = stream.eval_images(images, kind=ds.augment, size=size)
+  else:
+    if augment:
+      epoch = int(step) // steps_per_epoch(ds, global_batch_size, **layout)
+      images = preprocess.augment(images, ids, kind=ds.augment, seed=seed, epoch=epoch)
+    images = preprocess.normalize(images, ds.mean, ds.std)
   return {
-    "image": preprocess.normalize(images, ds.mean, ds.std),
+    "image": images,
     "label": ds.train_noisy_labels[rows],
     "clean_label": ds.train_clean_labels[rows],
     "id": ids,
@@ -478,6 +581,7 @@ def train_batches(
   multiple_of: int = 1,
   num_threads: int = 1,
   prefetch: int = 4,
+  num_workers: int = 0,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Infinite iterator over this process's share of each global train batch from `start_step`.
 
@@ -485,7 +589,10 @@ def train_batches(
   "clean_label": int32, "id": int32}, b = global_batch_size / process_count (smaller for the last
   batch of an epoch with drop_remainder=False).
   Built with grain: `MapDataset.range(start_step, ...)` mapped by `make_train_batch`
-  (random access, so resuming at any step is exact), prefetched by `num_threads` threads.
+  (random access, so resuming at any step is exact), prefetched by `num_threads` threads; with
+  `num_workers` > 0 the batches are made in that many grain worker processes (`mp_prefetch`: worker w
+  makes every num_workers-th batch, delivered in step order, so the stream does not depend on it).
+  Workers suit streamed datasets (decoding is the bottleneck); an in-RAM dataset is copied into each.
   """
   import grain  # pylint: disable=import-outside-toplevel
 
@@ -493,6 +600,8 @@ def train_batches(
   steps_per_epoch(ds, global_batch_size, drop_remainder=drop_remainder, multiple_of=multiple_of)
   if start_step < 0:
     raise ValueError(f"start_step must be >= 0, got {start_step}.")
+  if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
+    raise ValueError(f"num_workers must be an integer >= 0 (0: no worker processes), got {num_workers!r}.")
   fn = functools.partial(
     make_train_batch,
     ds,
@@ -506,15 +615,30 @@ def train_batches(
   )
   dataset = grain.MapDataset.range(int(start_step), sys.maxsize).map(fn)
   options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
-  return iter(dataset.to_iter_dataset(options))
+  batches = dataset.to_iter_dataset(options)
+  if num_workers:
+    from absl import flags  # pylint: disable=import-outside-toplevel
+
+    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app, defaults.
+      flags.FLAGS.mark_as_parsed()
+    workers = grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2)
+    batches = batches.mp_prefetch(workers)
+  return iter(batches)
 
 
 def eval_batches(
-  ds: Dataset, *, batch_size: int, split: str = "test", process_index: int = 0, process_count: int = 1
+  ds: Dataset,
+  *,
+  batch_size: int,
+  split: str = "test",
+  process_index: int = 0,
+  process_count: int = 1,
+  num_threads: int = 1,
 ) -> Iterator[dict[str, np.ndarray]]:
   """Finite iterator over a split, unaugmented, every batch the same shape.
 
-  `split`: "test", "train" or "val" (the examples `hold_out` set aside).
+  `split`: "test", "train", "val" (the examples `hold_out` set aside) or a key of `ds.eval_sets`.
+  Streamed datasets are decoded here (`num_threads` threads) with the evaluation transform.
   `batch_size` is global; each process gets rows [p * b, (p + 1) * b) of every global batch,
   b = batch_size / process_count. Rows past the end are zero images with mask 0.
   Elements: {"image": float32 [b, H, W, C], "label": int32 clean, "mask": float32 [b]}
@@ -531,15 +655,24 @@ def eval_batches(
       raise ValueError("split='val': this dataset has no validation split; make one with hold_out().")
     images, labels = ds.val_images, ds.val_clean_labels
     extra = {"noisy_label": ds.val_noisy_labels, "id": ds.val_ids}
+  elif split in ds.eval_sets:
+    (images, labels), extra = ds.eval_sets[split], {}
   else:
-    raise ValueError(f"split must be 'test' or 'train' (or 'val' after hold_out), got {split!r}.")
+    raise ValueError(
+      f"split must be 'test', 'train', 'val' (after hold_out) or in {sorted(ds.eval_sets)}, got {split!r}."
+    )
   n = images.shape[0]
   for start in range(0, n, batch_size):
     lo = min(n, start + process_index * local)
     hi = min(n, start + (process_index + 1) * local)
     pad = local - (hi - lo)
+    if ds.streamed:
+      size = ds.image_shape[0]
+      pixels = stream.eval_images(images[lo:hi], kind=ds.augment, size=size, num_threads=num_threads)
+    else:
+      pixels = preprocess.normalize(images[lo:hi], ds.mean, ds.std)
     batch = {
-      "image": preprocess.normalize(images[lo:hi], ds.mean, ds.std),
+      "image": pixels,
       "label": labels[lo:hi],
       "mask": np.ones(hi - lo, np.float32),
       **{k: v[lo:hi] for k, v in extra.items()},

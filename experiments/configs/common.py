@@ -143,6 +143,10 @@ def base_config(
   c.val_fraction = 0.0
   c.val_fold = 0
   c.augment = True
+  # Streamed datasets (webvision, clothing1m): crop side (None: the dataset's, 224) and grain worker
+  # processes that decode and augment (0: in the main process; a GPU needs ~10-20, docs/data.md).
+  c.image_size = ml_collections.FieldReference(None, field_type=int)
+  c.data_workers = 0
   c.log_every_steps = 100
   c.keep_checkpoints = 2
   c.max_steps = ml_collections.FieldReference(None, field_type=int)  # Stop early (tests).
