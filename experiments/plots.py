@@ -48,16 +48,24 @@ def _band(ax, histories, key, label, color, linestyle="-"):
     ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=color, alpha=0.15, linewidth=0)
 
 
-def test_accuracy(runs: dict[str, list[list[dict]]], path: str, title: str) -> str:
-  """Clean test accuracy per epoch, one curve per loss (the paper's Figures 1-4)."""
+def test_accuracy(
+  runs: dict[str, list[list[dict]]],
+  path: str,
+  title: str,
+  *,
+  key: str = "test_acc",
+  ylabel: str = "clean test accuracy",
+) -> str:
+  """Clean test accuracy per epoch, one curve per loss (the paper's Figures 1-4); `key` another
+  accuracy of the records (e.g. test_acc_imagenet_val), `ylabel` its name on the y axis."""
   plt = _pyplot()
   fig, ax = plt.subplots(figsize=(6, 4.2))
   for loss, histories in runs.items():
     n = len(histories)
-    _band(ax, histories, "test_acc", f"{loss.upper()} ({n} seed{'s' * (n != 1)})", _color(loss))
+    _band(ax, histories, key, f"{loss.upper()} ({n} seed{'s' * (n != 1)})", _color(loss))
   ax.xaxis.get_major_locator().set_params(integer=True)
   ax.set_xlabel("epoch")
-  ax.set_ylabel("clean test accuracy (%)")
+  ax.set_ylabel(f"{ylabel} (%)")
   ax.set_title(title, fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8, ncol=2)

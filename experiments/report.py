@@ -4,6 +4,8 @@ r"""The paper's Tables 2-5 (and Figures 1-4) from a sweep's workdirs, with the p
 
   python -m experiments.report --root runs/sweep --select val               # select by validation accuracy
 
+  python -m experiments.report --root runs/webvision --metric test_acc_imagenet_val          # Table 5
+
 Reads every workdir under --root (config.json + metrics.jsonl, as `experiments.sweep` lays them out),
 groups finished runs by (dataset, protocol, noise, rate, loss) over seeds and writes one markdown table
 per dataset and protocol: rows are losses in the paper's order, columns are noise settings, and each
@@ -21,6 +23,12 @@ validation accuracy averaged over their seeds (one setting for every seed, as on
 reports the test accuracy there beside the last epoch's. --val_labels noisy (default) validates on the
 held-out examples' noisy labels, all a practitioner has; clean is an oracle, for analysis. A finished
 run without validation metrics is listed as "no validation split" and left out, never read as last.
+
+--metric names the per-epoch key of metrics.jsonl that the table (and the per-epoch figure) reports:
+test_acc (the default) is the dataset's test split; test_acc_<name> an extra evaluation split that the
+trainer writes when the prepared dataset has one (webvision: test_acc_imagenet_val, the ILSVRC2012
+validation images of the paper's Table 5, after `prepare webvision --imagenet_val_dir`; clothing1m:
+test_acc_clean_val). Finished runs without that key are an error, never left out silently.
 """
 
 import collections
@@ -77,9 +85,9 @@ class RunInfo(NamedTuple):
   def protocol(self) -> tuple[str | None, int | None, int | None, float]:
     return (self.dataset, self.subset, self.epochs, self.val_fraction)
 
-  @property
-  def last_test_acc(self) -> float:
-    return 100 * self.metrics[-1]["test_acc"]
+  def last_acc(self, metric: str = "test_acc") -> float:
+    """The last epoch's `metric` (a key of metrics.jsonl), in %."""
+    return 100 * self.metrics[-1][metric]
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -240,15 +248,43 @@ def best_epoch(metrics: Sequence[dict], key: str) -> dict | None:
   return max(scored, key=lambda r: r[key]) if scored else None  # max keeps the first of equal values.
 
 
+def metric_title(metric: str) -> str:
+  """What the table's cells are: 'clean test accuracy' for test_acc, else the key itself."""
+  return "clean test accuracy" if metric == "test_acc" else metric
+
+
+# Why a run can lack an extra evaluation split's accuracy: how its dataset was prepared.
+_METRIC_HINTS = {"test_acc_imagenet_val": "was the dataset prepared with --imagenet_val_dir?"}
+
+
+def check_metric(runs: Iterable[RunInfo], metric: str) -> None:
+  """Raises ValueError, naming the metric, a run and the keys it has, if a finished run lacks `metric`
+  in any epoch's record (a table over the runs that have it would silently drop the others)."""
+  finished = [r for r in runs if r.status == sweep.FINISHED and r.metrics]
+  lacking = [r for r in finished if any(metric not in rec for rec in r.metrics)]
+  if not lacking:
+    return
+  first = lacking[0]
+  have = [k for k in first.metrics[-1] if k not in ("epoch", "step")]
+  hint = _METRIC_HINTS.get(
+    metric, "test_acc_<name> is written only for the evaluation splits the prepared dataset has."
+  )
+  raise ValueError(
+    f"{metric} is not in {os.path.join(first.workdir, 'metrics.jsonl')} (it has {', '.join(have)}; "
+    f"{len(lacking)} of {len(finished)} finished runs lack it): {hint} Or pick one of those with --metric."
+  )
+
+
 def _stats(accs: list[float]) -> dict:
   return {"mean": float(np.mean(accs)), "std": float(np.std(accs)), "n": len(accs), "accs": accs}
 
 
 def aggregate(
-  runs: Iterable[RunInfo], select: str = "last", val_key: str = "val_acc_noisy"
+  runs: Iterable[RunInfo], select: str = "last", val_key: str = "val_acc_noisy", metric: str = "test_acc"
 ) -> dict[tuple[tuple[str, str], tuple[str, float]], dict]:
   """{(row, setting): stats} over the finished runs, accuracies in %; std is the population std over
-  seeds (numpy's default, ddof=0).
+  seeds (numpy's default, ddof=0). The accuracy reported is `metric` (the test accuracy, by default);
+  a finished run without it is a ValueError (`check_metric`).
 
   select='last': a row (loss, variant) per hyperparameter variant; the last-epoch test accuracy.
   select='val': a row (loss, '') per loss. Per run, the epoch of highest `val_key` (`best_epoch`); per
@@ -257,11 +293,13 @@ def aggregate(
   last-epoch stats), 'variant', 'val' (its mean validation accuracy), 'epochs' (selected, per seed) and
   'variants' ({variant: (mean validation accuracy, n)}). Runs without `val_key` are left out.
   """
+  runs = list(runs)
+  check_metric(runs, metric)
   finished = [r for r in runs if r.status == sweep.FINISHED]
   if select == "last":
     accs = collections.defaultdict(list)
     for r in finished:
-      accs[(r.row, r.setting)].append(r.last_test_acc)
+      accs[(r.row, r.setting)].append(r.last_acc(metric))
     return {k: _stats(v) for k, v in accs.items()}
   if select != "val":
     raise ValueError(f"select={select!r}: use one of {SELECT}.")
@@ -275,8 +313,8 @@ def aggregate(
     scores = {v: float(np.mean([100 * rec[val_key] for _, rec in chosen])) for v, chosen in variants.items()}
     winner = max(sorted(scores), key=scores.get)
     chosen = sorted(variants[winner], key=lambda c: c[0].seed)
-    out[cell] = _stats([100 * rec["test_acc"] for _, rec in chosen]) | {
-      "last": _stats([r.last_test_acc for r, _ in chosen]),
+    out[cell] = _stats([100 * rec[metric] for _, rec in chosen]) | {
+      "last": _stats([r.last_acc(metric) for r, _ in chosen]),
       "variant": winner,
       "val": scores[winner],
       "epochs": [rec["epoch"] for _, rec in chosen],
@@ -329,12 +367,16 @@ def _mean_std(st: dict) -> str:
 
 
 def render_table(
-  runs: Sequence[RunInfo], paper: dict, select: str = "last", val_labels: str = "noisy"
+  runs: Sequence[RunInfo],
+  paper: dict,
+  select: str = "last",
+  val_labels: str = "noisy",
+  metric: str = "test_acc",
 ) -> str:
-  """One markdown table for runs of one (dataset, subset, epochs, val_fraction) protocol."""
+  """One markdown table of `metric` for runs of one (dataset, subset, epochs, val_fraction) protocol."""
   dataset, subset, epochs, val_fraction = runs[0].protocol
   val_key = f"val_acc_{val_labels}"
-  stats = aggregate(runs, select, val_key)
+  stats = aggregate(runs, select, val_key, metric)
   settings = setting_order(r.setting for r in runs)
   by_val = select == "val"
   rows = [
@@ -345,10 +387,11 @@ def render_table(
   tables = sorted(
     {p["table"] for s in settings for loss, _ in rows if (p := paper_cell(paper, dataset, *s, loss))}
   )
+  what = metric_title(metric)
   if by_val:
-    title = f"clean test accuracy (%) at the epoch of best validation accuracy ({val_labels} labels)"
+    title = f"{what} (%) at the epoch of best validation accuracy ({val_labels} labels)"
   else:
-    title = "last-epoch clean test accuracy (%)"
+    title = f"last-epoch {what} (%)"
   lines = [f"## {dataset}: {title}", ""]
   note = protocol_note(dataset, subset, epochs, val_fraction)
   lines += [f"> {note}" if note else f"Protocol: the paper's (full training set, {epochs} epochs).", ""]
@@ -387,6 +430,8 @@ def render_table(
     f"bold. paper: Ma et al. 2020, Table{'s' * (len(tables) > 1)} {', '.join(tables) or '—'} "
     "(mean ± std of 3 runs). Δ = ours − paper; † marks |Δ| larger than the paper's std."
   )
+  if metric != "test_acc":
+    caption += f" Accuracies are the runs' {metric} (metrics.jsonl), not test_acc (the dataset's test split)."
   if by_val:
     caption += (
       f" Selected by validation accuracy on the held-out split's {val_labels} labels"
@@ -394,7 +439,7 @@ def render_table(
       + ": per run, the epoch of highest validation accuracy (ties: the earliest); per cell, among the "
       "hyperparameter variants (workdirs that differ only in their config-override component), the one "
       "with the highest validation accuracy averaged over its seeds, the same variant for every seed, "
-      "in brackets. last: the same runs' last-epoch test accuracy."
+      f"in brackets. last: the same runs' last-epoch {what}."
     )
   elif any(variant for _, variant in rows):
     caption += " A row per hyperparameter variant (its config overrides in brackets)."
@@ -442,13 +487,15 @@ def render(
   paper: dict,
   select: str = "last",
   val_labels: str = "noisy",
+  metric: str = "test_acc",
 ) -> str:
   if select not in SELECT:
     raise ValueError(f"select={select!r}: use one of {SELECT}.")
   if val_labels not in VAL_LABELS:
     raise ValueError(f"val_labels={val_labels!r}: use one of {VAL_LABELS}.")
+  check_metric(runs, metric)  # Over all runs at once (aggregate checks each table's own).
   groups = _groups(runs)
-  parts = [render_table(group, paper, select, val_labels) for group in groups.values()]
+  parts = [render_table(group, paper, select, val_labels, metric) for group in groups.values()]
   if not groups:
     parts.append("No run with a config.json found.")
   no_val = no_validation_split(runs, f"val_acc_{val_labels}") if select == "val" else []
@@ -462,9 +509,13 @@ def render(
 
 
 def write_plots(
-  runs: Sequence[RunInfo], out_dir: str, memorisation_losses: Sequence[str] = ("ce", "nce+rce")
+  runs: Sequence[RunInfo],
+  out_dir: str,
+  memorisation_losses: Sequence[str] = ("ce", "nce+rce"),
+  metric: str = "test_acc",
 ) -> list[str]:
-  """Per protocol and noise setting: test accuracy per epoch (all losses) and memorisation."""
+  """Per protocol and noise setting: `metric` per epoch (all losses; `<prefix>_<setting>_<metric>.png`)
+  and memorisation."""
   from experiments import plots  # pylint: disable=g-import-not-at-top
 
   os.makedirs(out_dir, exist_ok=True)
@@ -486,10 +537,14 @@ def write_plots(
       if not by_loss:
         continue
       title = f"{dataset} {setting_label(s)} ({protocol})"
-      paths.append(
-        plots.test_accuracy(by_loss, os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_test_acc.png"), title)
-      )
-      chosen = {l: by_loss[l] for l in memorisation_losses if l in by_loss}
+      path = os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_{metric}.png")
+      paths.append(plots.test_accuracy(by_loss, path, title, key=metric, ylabel=metric_title(metric)))
+      # Memorisation needs the clean training labels (real-noise datasets have none).
+      chosen = {
+        l: by_loss[l]
+        for l in memorisation_losses
+        if l in by_loss and all("train_acc_clean" in r for h in by_loss[l] for r in h)
+      }
       if chosen:
         paths.append(
           plots.memorisation(
@@ -508,13 +563,14 @@ def report(
   paper_csv: str = PAPER_TABLES,
   select: str = "last",
   val_labels: str = "noisy",
+  metric: str = "test_acc",
 ) -> str:
   """Reads `root`, writes the markdown to `out` (and figures to `plots_dir`); returns the markdown.
-  `select`, `val_labels`: as the flags --select and --val_labels (module docstring)."""
+  `select`, `val_labels`, `metric`: as the flags --select, --val_labels and --metric (module docstring)."""
   runs = collect(root)
-  text = render(runs, expected_missing(runs, root, grid), load_paper(paper_csv), select, val_labels)
+  text = render(runs, expected_missing(runs, root, grid), load_paper(paper_csv), select, val_labels, metric)
   if plots_dir:
-    paths = write_plots(runs, plots_dir, memorisation_losses)
+    paths = write_plots(runs, plots_dir, memorisation_losses, metric)
     base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
     text += (
       "\n## Figures\n\n"
@@ -533,15 +589,19 @@ def main(argv):
     raise app.UsageError(f"Unexpected arguments {argv[1:]}.")
   if not _ROOT.value:
     raise app.UsageError("--root is required.")
-  text = report(
-    _ROOT.value,
-    _OUT.value,
-    _PLOTS.value,
-    _GRID.value,
-    _MEMORISATION.value,
-    select=_SELECT.value,
-    val_labels=_VAL_LABELS.value,
-  )
+  try:
+    text = report(
+      _ROOT.value,
+      _OUT.value,
+      _PLOTS.value,
+      _GRID.value,
+      _MEMORISATION.value,
+      select=_SELECT.value,
+      val_labels=_VAL_LABELS.value,
+      metric=_METRIC.value,
+    )
+  except ValueError as e:  # A --metric the runs lack: the message says which keys they have.
+    raise app.UsageError(str(e)) from e
   print(text, end="")
 
 
@@ -576,5 +636,12 @@ if __name__ == "__main__":
     VAL_LABELS,
     "Validation accuracy against the held-out examples' noisy labels (what a practitioner has) or "
     "clean labels (an oracle, for analysis).",
+  )
+  _METRIC = flags.DEFINE_string(
+    "metric",
+    "test_acc",
+    "The per-epoch key of metrics.jsonl that the table reports: test_acc (the dataset's test split) or "
+    "test_acc_<name> for an extra evaluation split, e.g. test_acc_imagenet_val for the paper's Table 5 "
+    "(WebVision on the ILSVRC2012 validation images).",
   )
   app.run(main)

@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 
 from aplx import losses, models, rundir, train
-from experiments import demo
+from experiments import demo, report, sweep
 from experiments.configs import cifar10, cifar100, common, mnist, webvision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -371,3 +371,108 @@ def test_demo_reports_total_progress_and_where_its_outputs_are(mnist_data_dir, t
     table = f.read()
   assert table.startswith("Clean test accuracy (%)") and f"{100 * history['ce'][-1]['test_acc']:.2f}" in table
   assert f"tensorboard --logdir {tmp_path}" in out and str(tmp_path / "comparison.md") in out
+
+
+# ----- experiments.report --metric: WebVision's Table 5 on the ILSVRC2012 validation images. ------
+
+
+def _webvision_run(root, loss, seed, records):
+  """A finished webvision workdir at the sweep's layout, as the trainer writes one (no train_acc_clean:
+  real noise). `records` are per epoch (test_acc, test_acc_imagenet_val or None, val_acc_noisy or
+  None); None leaves the key out, as a dataset prepared without that split does."""
+  workdir = sweep.workdir_for(str(root), {"loss": loss, "noise": "none", "rate": 0.0, "seed": seed})
+  os.makedirs(workdir)
+  config = {
+    "dataset": "webvision",
+    "subset": None,
+    "val_fraction": 0.0 if records[0][2] is None else 0.1,
+    "seed": seed,
+    "epochs": len(records),
+    "noise": {"type": "none", "rate": 0.0, "seed": seed},
+    "loss": {"name": loss, "params": {}},
+  }
+  rundir.write_config(workdir, config)
+  lines = []
+  for epoch, (test, imagenet, val) in enumerate(records, 1):
+    line = {"epoch": epoch, "step": 10 * epoch, "train_loss": 1.0, "train_acc_noisy": 0.5, "test_acc": test}
+    if imagenet is not None:
+      line["test_acc_imagenet_val"] = imagenet
+    if val is not None:
+      line["val_acc_noisy"] = val
+    lines.append(line)
+  rundir.write_metrics(workdir, lines)
+  return workdir
+
+
+def _report_rows(text):
+  """{row label: cells} of the first markdown table in `text`."""
+  rows = {}
+  for line in text.splitlines():
+    if line.startswith("| ") and not line.startswith("| loss"):
+      cells = [c.strip() for c in line.strip("|").split("|")]
+      rows.setdefault(cells[0], cells[1:])
+  return rows
+
+
+def test_report_metric_picks_that_key_for_the_table_and_the_figure(tmp_path):
+  root = tmp_path / "runs"
+  # Last epochs: test_acc (WebVision val) 0.70 / 0.72 / 0.50, ILSVRC12 val 0.60 / 0.64 / 0.55.
+  _webvision_run(root, "ce", 0, [(0.3, 0.2, None), (0.70, 0.60, None)])
+  _webvision_run(root, "ce", 1, [(0.3, 0.2, None), (0.72, 0.64, None)])
+  _webvision_run(root, "gce", 0, [(0.3, 0.2, None), (0.50, 0.55, None)])
+  text = report.report(str(root), metric="test_acc_imagenet_val")
+  assert "## webvision: last-epoch test_acc_imagenet_val (%)" in text
+  assert "Accuracies are the runs' test_acc_imagenet_val (metrics.jsonl), not test_acc" in text
+  rows = _report_rows(text)
+  assert rows["CE"][:3] == ["**62.00 ± 2.00** (2)", "58.88", "+3.12"]  # Table 5: CE 58.88, no std.
+  assert rows["GCE"][:3] == ["**55.00** (1)", "53.68", "+1.32"]
+  # The default is the dataset's test split, as before.
+  text = report.report(str(root))
+  assert "## webvision: last-epoch clean test accuracy (%)" in text and "Accuracies are" not in text
+  assert _report_rows(text)["CE"][0] == "**71.00 ± 1.00** (2)"
+  # The per-epoch figure draws the same key (memorisation needs clean train labels: none here).
+  paths = report.write_plots(report.collect(str(root)), str(tmp_path / "fig"), (), "test_acc_imagenet_val")
+  assert [os.path.basename(p) for p in paths] == ["webvision_e2_none0_test_acc_imagenet_val.png"]
+
+
+def test_report_metric_with_select_val(tmp_path):
+  root = tmp_path / "runs"
+  # Best validation accuracy at epoch 2 (seed 0) and epoch 1 (seed 1): ILSVRC12 val 0.61 and 0.52,
+  # test_acc there 0.91 and 0.82; last epochs 0.43 and 0.44 on ILSVRC12 val.
+  _webvision_run(root, "ce", 0, [(0.81, 0.51, 0.3), (0.91, 0.61, 0.5), (0.93, 0.43, 0.4)])
+  _webvision_run(root, "ce", 1, [(0.82, 0.52, 0.6), (0.92, 0.62, 0.2), (0.94, 0.44, 0.1)])
+  text = report.report(str(root), select="val", metric="test_acc_imagenet_val")
+  assert "## webvision: test_acc_imagenet_val (%) at the epoch of best validation accuracy" in text
+  assert "last: the same runs' last-epoch test_acc_imagenet_val." in text
+  ce = _report_rows(text)["CE"]
+  assert ce[0] == "**56.50 ± 4.50** (2)" and ce[1] == "43.50 ± 0.50"
+  assert "CE, clean: val 55.00, epochs 2, 1" in text
+  ce = _report_rows(report.report(str(root), select="val"))["CE"]  # The default: test_acc there.
+  assert ce[:2] == ["**86.50 ± 4.50** (2)", "93.50 ± 0.50"]
+
+
+def test_report_missing_metric_is_a_clear_error(tmp_path):
+  root = tmp_path / "runs"
+  _webvision_run(root, "ce", 0, [(0.70, 0.60, None), (0.71, 0.61, None)])  # Another protocol: 2 epochs.
+  lacking = _webvision_run(root, "gce", 0, [(0.50, None, None)])  # Prepared without --imagenet_val_dir.
+  unfinished = _webvision_run(root, "sce", 0, [(0.50, None, None), (0.60, None, None)])
+  rundir.write_metrics(unfinished, rundir.read_metrics(unfinished)[:1])  # Epoch 1/2: not counted.
+  message = (
+    f"test_acc_imagenet_val is not in {os.path.join(lacking, 'metrics.jsonl')} (it has train_loss, "
+    "train_acc_noisy, test_acc; 1 of 2 finished runs lack it): was the dataset prepared with "
+    "--imagenet_val_dir? Or pick one of those with --metric."
+  )
+  with pytest.raises(ValueError) as error:
+    report.report(str(root), metric="test_acc_imagenet_val")
+  assert str(error.value) == message
+  with pytest.raises(ValueError, match="test_acc_clean_val is not in .* 2 of 2 finished runs lack it"):
+    report.report(str(root), select="val", metric="test_acc_clean_val")
+  # From the command line: the message, no traceback.
+  r = subprocess.run(
+    [sys.executable, "-m", "experiments.report", f"--root={root}", "--metric=test_acc_imagenet_val"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=120,
+  )
+  assert r.returncode != 0 and message in r.stderr and "Traceback" not in r.stderr, r.stderr[-2000:]
