@@ -17,10 +17,16 @@ import pytest
 
 from aplx import losses, models, rundir, train
 from experiments import demo, report, sweep
-from experiments.configs import cifar10, cifar100, common, mnist, webvision
+from experiments.configs import cifar10, cifar100, clothing1m, common, mnist, webvision
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-CONFIGS = {"mnist": mnist, "cifar10": cifar10, "cifar100": cifar100, "webvision": webvision}
+CONFIGS = {
+  "mnist": mnist,
+  "cifar10": cifar10,
+  "cifar100": cifar100,
+  "webvision": webvision,
+  "clothing1m": clothing1m,
+}
 
 
 def _authors_rows():
