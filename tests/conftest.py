@@ -41,3 +41,54 @@ def mnist_clean(mnist_data_dir):
   from aplx import data
 
   return data.load_dataset("mnist", data_dir=mnist_data_dir, download=False)
+
+
+# --- TFDS mocks without TensorFlow ----------------------------------------------------------------
+import contextlib  # noqa: E402
+
+import numpy as np  # noqa: E402
+
+
+class _FakeSource:
+  """An in-memory data source for `tfds.testing.mock_data`: example i of a split is random uint8 images
+  and integer labels per the builder's features, a pure function of (split, i). The stock mock source
+  needs TensorFlow to encode images for a decoder, and its `__getitems__` does not work."""
+
+  def __init__(self, features, split: str, n: int):
+    self._features, self._split, self._n = features, split, n
+
+  def __len__(self):
+    return self._n
+
+  def __getitem__(self, i):
+    import tensorflow_datasets as tfds
+
+    rng = np.random.default_rng([int(i), sum(map(ord, self._split))])
+    row = {}
+    for name, f in self._features.items():
+      if isinstance(f, tfds.features.Image):
+        row[name] = rng.integers(0, 256, f.shape, dtype=np.uint8)
+      elif isinstance(f, tfds.features.ClassLabel):
+        row[name] = int(rng.integers(f.num_classes))
+      elif isinstance(f, tfds.features.Text):
+        row[name] = f"{self._split}_{i:05d}".encode()
+      else:
+        row[name] = int(rng.integers(10))
+    return row
+
+  def __getitems__(self, indices):
+    return [self[i] for i in indices]
+
+
+@contextlib.contextmanager
+def mock_tfds(num_examples: int):
+  """`tfds.testing.mock_data(num_examples)` whose data sources are `_FakeSource`s (decoders ignored:
+  the images come decoded), so aplx.data reads mocked datasets like prepared ones."""
+  import tensorflow_datasets as tfds
+
+  def as_data_source(builder, split, decoders=None, **kwargs):
+    del decoders, kwargs
+    return _FakeSource(builder.info.features, split, num_examples)
+
+  with tfds.testing.mock_data(num_examples=num_examples, as_data_source_fn=as_data_source):
+    yield

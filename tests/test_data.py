@@ -9,6 +9,7 @@ import socket
 import tarfile
 import time
 
+import conftest
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
@@ -357,7 +358,7 @@ def test_augmentation_matches_reference(kind, degrees):
   ],
 )
 def test_cifar_pipelines_on_mock_data(tmp_path, name, k, aug):
-  with tfds.testing.mock_data(num_examples=256):
+  with conftest.mock_tfds(256):
     ds = data.load_dataset(name, data_dir=str(tmp_path), noise="sym", rate=0.4, noise_seed=0)
   assert ds.num_classes == k and ds.augment == aug and ds.image_shape == (32, 32, 3)
   assert ds.train_images.shape == (256, 32, 32, 3) and ds.train_images.dtype == np.uint8
@@ -380,7 +381,7 @@ def test_cifar_pipelines_on_mock_data(tmp_path, name, k, aug):
 
 
 def test_human_noise_and_cifar100_asym_on_mock(tmp_path):
-  with tfds.testing.mock_data(num_examples=200):
+  with conftest.mock_tfds(200):
     h = data.load_dataset("cifar10_n", data_dir=str(tmp_path), noise="human:worse_label")
     np.testing.assert_array_equal(h.train_noisy_labels, h.extra["worse_label"])
     with pytest.raises(ValueError, match=r"available: \['aggre_label', 'random_label1'"):

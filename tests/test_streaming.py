@@ -321,3 +321,36 @@ def test_two_processes_read_disjoint_shards_and_resume(uninterrupted, webvision,
   for p, batches in reads.items():
     for rows in batches:
       assert (p, tuple(rows)) in halves, f"process {p} read rows {rows} that are not its share of any batch"
+
+
+@pytest.mark.slow  # ResNet-50 at 224 px on a CPU: ~2-3 min. .ci/run runs it after the main suite.
+def test_the_webvision_config_as_written_trains_resumes_and_evaluates(webvision, tmp_path):
+  """The command of docs/data.md on 1 CPU device, with only the batch sizes, epochs and workers made
+  small: ResNet-50, 224 px, the authors' transforms and optimiser. Killed in epoch 2, resumed from the
+  epoch-1 checkpoint, finished, evaluated on both validation sets. (Exactness of the resume is what
+  the small-model tests above compare; here the full-size path runs end to end.)"""
+  env = {k: v for k, v in os.environ.items() if k != "XLA_FLAGS"}
+  env.update(JAX_PLATFORMS="cpu", PYTHONPATH=launching.REPO)
+  workdir = str(tmp_path / "w")
+  flags = [
+    f"--config={launching.REPO}/experiments/configs/webvision.py:loss=nce+rce",
+    f"--workdir={workdir}",
+    f"--config.data_dir={webvision[1]}",
+    "--config.batch_size=16",
+    "--config.eval_batch_size=16",
+    "--config.epochs=2",
+    "--config.data_workers=2",
+  ]
+  logs = []
+  for extra in (["--config.max_steps=9"], []):  # 100 images / 16 = 7 steps an epoch (last one partial).
+    cmd = [sys.executable, "-m", "experiments.main", *flags, *extra]
+    done = subprocess.run(cmd, cwd=launching.REPO, env=env, capture_output=True, text=True, timeout=900)
+    assert done.returncode == 0, done.stderr[-4000:]
+    logs.append(done.stderr)
+  assert "model resnet50_imagenet" in logs[0] and "Resumed from" in logs[1]
+  history = train.read_metrics(workdir)
+  assert [r["epoch"] for r in history] == [1, 2] and history[-1]["step"] == 14
+  assert all(0.0 <= r["test_acc"] <= 1.0 and 0.0 <= r["test_acc_imagenet_val"] <= 1.0 for r in history)
+  assert sorted(os.listdir(os.path.join(workdir, "checkpoints")), key=int) == ["7", "14"]
+  with open(os.path.join(workdir, "status.json")) as f:
+    assert json.load(f)["status"] == "finished"

@@ -23,7 +23,6 @@ from pathlib import Path
 import sys
 import threading
 from typing import Any, Iterator
-from unittest import mock
 
 import numpy as np
 
@@ -187,21 +186,12 @@ def _read_split(builder, split: str, fields: tuple[str, ...], shape) -> dict[str
   """All examples of a split as arrays: decode PNGs with Pillow, in chunks. shape=None: the labels
   (and `fields`) only, no images (the index of a streamed dataset)."""
   src = builder.as_data_source(split=split, decoders={"image": tfds.decode.SkipDecoding()})
-  if isinstance(getattr(src, "data_source", None), mock.Mock):
-    # tfds.testing.mock_data: with a decoder it would need TensorFlow to encode its fake images.
-    src = builder.as_data_source(split=split)
   n = len(src)
   images = None if shape is None else np.empty((n,) + tuple(shape), np.uint8)
   cols = {f: np.empty(n, np.int32) for f in ("label",) + fields}
-  getitems = getattr(src, "__getitems__", None)
   for start in range(0, n, 4096):
     idx = list(range(start, min(n, start + 4096)))
-    try:
-      rows = getitems(idx) if getitems else None
-    except TypeError:  # tfds.testing.mock_data's source lacks a working __getitems__
-      getitems = rows = None
-    if rows is None:
-      rows = [src[i] for i in idx]
+    rows = src.__getitems__(idx)
     for i, row in zip(idx, rows):
       if images is not None:
         images[i] = _decode_image(row["image"]).reshape(shape)
