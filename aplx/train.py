@@ -743,13 +743,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
           writer.write(record)
           eta = (time.time() - run_start) / (step - run_start_step) * (total_steps - step)
           logging.info(
-            "epoch %d/%d  loss %.4f  train acc noisy %.2f%% clean %.2f%%  test acc %.2f%%%s  "
+            "epoch %d/%d  loss %.4f  train acc noisy %.2f%%%s  test acc %.2f%%%s  "
             "lr %.5f  %.0f img/s  ETA %s",
             epoch,
             config.epochs,
             record["train_loss"],
             100 * record["train_acc_noisy"],
-            100 * record.get("train_acc_clean", float("nan")),
+            f" clean {100 * record['train_acc_clean']:.2f}%" if "train_acc_clean" in record else "",
             100 * record["test_acc"],
             "".join(
               f"  {k} {100 * v:.2f}%" for k, v in record.items() if k.startswith(("val_", "test_acc_"))
