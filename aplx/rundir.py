@@ -41,7 +41,14 @@ RUNNING, FINISHED, PREEMPTED, FAILED = "running", "finished", "preempted", "fail
 PREEMPTED_EXIT_CODE = 75
 
 # Config fields that may change between a run and its resumption without changing what it computes.
-RESUMABLE_CHANGES = ("log_every_steps", "eval_batch_size", "data_dir", "max_steps", "keep_checkpoints")
+RESUMABLE_CHANGES = (
+  "log_every_steps",
+  "eval_batch_size",
+  "data_dir",
+  "max_steps",
+  "keep_checkpoints",
+  "data_workers",  # Worker processes do not change the batches (data.train_batches).
+)
 
 # Top-level config fields added after runs were written, with the value that gives what a config without
 # them gave (0.0: no validation split, the paper's protocol).

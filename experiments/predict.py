@@ -12,8 +12,10 @@ statistics, no augmentation) over --split, and writes an .npz, rows sorted by ex
   example_id   int32 [n]       stable id: TFDS index in the train split (train, val); row of the test split
   probs        float32 [n, K]  softmax of the model's logits
   noisy_label  int32 [n]       the label the run was given (the test split has none: its clean label)
-  clean_label  int32 [n]       the true label
-  split        str             'train' (the examples the run trained on), 'val' (held out) or 'test'
+  clean_label  int32 [n]       the true label; -1 where it is unknown (WebVision's training images,
+                               most of Clothing1M's)
+  split        str             'train' (the examples the run trained on), 'val' (held out), 'test', or
+                               a further evaluation split of the dataset ('imagenet_val', 'clean_val')
   step, epoch  int             the checkpoint's step and completed epochs (-1 for several workdirs)
 
 With cleanlab (not a dependency of aplx):
@@ -44,7 +46,7 @@ import numpy as np
 from aplx import data as data_lib
 from aplx import rundir, train
 
-SPLITS = ("train", "val", "test")
+SPLITS = ("train", "val", "test", "imagenet_val", "clean_val")  # The last two: webvision, clothing1m.
 
 
 def predict(
@@ -67,6 +69,8 @@ def predict(
   if data_dir:
     config.data_dir = data_dir  # A path, not part of what the run computed (rundir.RESUMABLE_CHANGES).
   ds = train.load_data(config)
+  if split in ("imagenet_val", "clean_val") and split not in ds.eval_sets:
+    raise ValueError(f"{config.dataset} has no split {split!r} (its extra splits: {sorted(ds.eval_sets)}).")
   if split == "val" and not ds.num_val:
     raise ValueError(
       f"{workdir} has no validation split (config.val_fraction is 0): use --split train or test, or "
@@ -93,7 +97,8 @@ def predict(
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
   probs, ids, noisy, clean = [], [], [], []
-  for batch in data_lib.eval_batches(ds, batch_size=batch_size, split=split):
+  threads = max(1, config.get("data_workers", 0))  # Streamed datasets decode in this many threads.
+  for batch in data_lib.eval_batches(ds, batch_size=batch_size, split=split, num_threads=threads):
     rows = batch["mask"] > 0
     probs.append(np.asarray(step(state, {"image": jax.device_put(batch["image"], sharding)}))[rows])
     clean.append(batch["label"][rows])

@@ -3,7 +3,10 @@
 These must be set before JAX initialises its backends, hence here and not in the tests.
 """
 
+import contextlib
 import os
+
+import numpy as np
 
 os.environ.setdefault("JAX_NUMPY_RANK_PROMOTION", "raise")
 # The tests read the original MNIST files beside the repository (the library has no such default).
@@ -44,9 +47,6 @@ def mnist_clean(mnist_data_dir):
 
 
 # --- TFDS mocks without TensorFlow ----------------------------------------------------------------
-import contextlib  # noqa: E402
-
-import numpy as np  # noqa: E402
 
 
 class _FakeSource:

@@ -21,6 +21,11 @@ def test_config_diff_ignores_only_the_resumable_fields():
   now = {"epochs": 50, "log_every_steps": 7, "optim": {"lr": 0.02, "momentum": 0.9}, "data_dir": "/d"}
   assert rundir.config_diff(saved, now) == ["optim.lr: 0.01 -> 0.02"]
   assert rundir.config_diff(saved, dict(saved, seed=1)) == ["seed: None -> 1"]  # Added fields count.
+  # Worker processes do not change the batches: a run may resume with another count (another node).
+  assert rundir.config_diff(dict(saved, data_workers=8), dict(saved, data_workers=2)) == []
+  assert rundir.config_diff(dict(saved, image_size=224), dict(saved, image_size=64)) == [
+    "image_size: 224 -> 64"
+  ]
 
 
 def test_status_and_config_files(tmp_path):

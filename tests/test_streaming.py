@@ -147,6 +147,32 @@ def test_streamed_errors(ds, webvision):
     next(data.eval_batches(ds, batch_size=16, split="imagenet"))
 
 
+def test_clothing1m_keeps_its_known_clean_labels_and_holds_out_by_id(tmp_path):
+  tree = trees.make_clothing1m_tree(tmp_path / "raw")
+  data_dir = str(tmp_path / "tfds")
+  prepare.prepare("clothing1m", data_dir=data_dir, raw_dir=str(tree["root"]))
+  ds = data.load_dataset("clothing1m", data_dir=data_dir, image_size=SIZE, download=False)
+  assert ds.streamed and ds.num_classes == 14 and sorted(ds.eval_sets) == ["clean_val"]
+  assert ds.num_train == len(tree["train"]) and ds.num_test == len(tree["test"])
+  # Noisy label and clean label (or -1) per training image, paired by the image's colour.
+  want = {rgb: (noisy, clean) for _, noisy, clean, rgb in tree["train"]}
+  colours = np.array(list(want))
+  got = set()
+  for batch in data.eval_batches(ds, batch_size=16, split="train"):
+    for image, noisy, clean, mask in zip(batch["image"], batch["noisy_label"], batch["label"], batch["mask"]):
+      if mask:
+        nearest = tuple(int(c) for c in colours[np.abs(colours - _mean_colour(image)).sum(1).argmin()])
+        assert want[nearest] == (noisy, clean)
+        got.add(nearest)
+  assert len(got) == ds.num_train
+  assert not ds.clean_train_labels_known and (ds.train_clean_labels >= 0).any()
+  split = data.hold_out(ds, 0.25, seed=0)
+  assert isinstance(split.val_images, stream.Records) and split.num_train + split.num_val == ds.num_train
+  np.testing.assert_array_equal(split.val_ids, split.val_images.index)  # The rows read are the ids.
+  val = list(data.eval_batches(split, batch_size=8, split="val"))
+  assert sum(int(b["mask"].sum()) for b in val) == split.num_val
+
+
 # ---------------------------------------------------------------------------------------------------
 # Training: 8 fake devices here, 1 device and 2 processes x 4 devices in subprocesses
 # ---------------------------------------------------------------------------------------------------

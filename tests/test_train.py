@@ -303,9 +303,9 @@ def test_corrupted_latest_checkpoint_falls_back_and_is_kept_aside(
     f.write('{"epoch": 3, "te')  # A write torn by a kill.
   slow_eval = train.evaluate
 
-  def evaluate(*args):
+  def evaluate(*args, **kwargs):
     time.sleep(12.0)  # Longer than compiling and training the 8 steps of an epoch here.
-    return slow_eval(*args)
+    return slow_eval(*args, **kwargs)
 
   monkeypatch.setattr(train, "evaluate", evaluate)
   config2 = _tiny_config(mnist_data_dir, keep_checkpoints=3, epochs=2)

@@ -1,11 +1,13 @@
 """TFDS input pipelines with label noise (docs/data.md).
 
 Public API:
-  load_dataset(name, *, data_dir=None, noise="none", rate=0.0, noise_seed=0, subset=None, ...)
+  load_dataset(name, *, data_dir=None, noise="none", rate=0.0, noise_seed=0, subset=None,
+               image_size=None, ...)   (webvision, webvision_full, clothing1m: streamed, docs/data.md)
   train_batches(ds, *, global_batch_size, seed, start_step=0, process_index=0, process_count=1,
-                augment=True)
+                augment=True, num_threads=1, num_workers=0)
   hold_out(ds, fraction, *, seed, fold=0)   (a validation split by example id)
-  eval_batches(ds, *, batch_size, split="test", process_index=0, process_count=1)
+  eval_batches(ds, *, batch_size, split="test", process_index=0, process_count=1, num_threads=1)
+                (split: "test", "train", "val" or a key of ds.eval_sets)
   steps_per_epoch(ds, global_batch_size)
   ensure_prepared(name, data_dir=None, *, download=True)
   prepare_dataset(name, *, data_dir=None, raw_dir=None)   (module: aplx.data.prepare, a CLI)

@@ -139,7 +139,7 @@ class Dataset:
   # Further evaluation splits (name -> (images, clean labels)), e.g. webvision's imagenet_val.
   eval_sets: dict[str, tuple[Any, np.ndarray]] = dataclasses.field(default_factory=dict)
   # Held out of the (noisy) training set by `hold_out`; None when nothing is held out.
-  val_images: np.ndarray | None = None  # uint8 [v, H, W, C]
+  val_images: np.ndarray | stream.Records | None = None  # uint8 [v, H, W, C] (or streamed)
   val_ids: np.ndarray | None = None  # int32 [v], sorted
   val_clean_labels: np.ndarray | None = None  # int32 [v]
   val_noisy_labels: np.ndarray | None = None  # int32 [v]
@@ -254,6 +254,14 @@ def _subset_ids(labels: np.ndarray, size: int, num_classes: int) -> np.ndarray:
   return np.sort(order[:size])
 
 
+def _images(arrays: dict[str, np.ndarray], builder, name: str, data_dir: str, split: str):
+  """The split's images: the decoded array (in RAM), or a `stream.Records` over all of its examples."""
+  if "image" in arrays:
+    return arrays["image"]
+  rows = np.arange(arrays["label"].shape[0])
+  return stream.Records(name, data_dir, split, rows, files=_fingerprint(builder, split) or "")
+
+
 def load_dataset(
   name: str,
   *,
@@ -295,7 +303,7 @@ def load_dataset(
     raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}.")
   spec = DATASETS[name]
   streamed = spec.storage == "stream"
-  if image_size is not None and (not streamed or isinstance(image_size, bool) or int(image_size) < 8):
+  if image_size is not None and (not streamed or type(image_size) is not int or image_size < 8):
     raise ValueError(
       f"image_size={image_size!r}: only streamed datasets take an image size, an integer >= 8 "
       f"({name} images are {spec.image_shape[0]}x{spec.image_shape[1]}; leave it None)."
@@ -309,9 +317,9 @@ def load_dataset(
   for key, split in spec.eval_splits:
     if split in builder.info.splits:  # Optional splits (webvision's imagenet_val) when prepared.
       arrays = _load_split(builder, split, (), shape, cache)
-      eval_sets[key] = (_images(arrays, name, data_dir, split), arrays["label"].astype(np.int32))
-  test_images = _images(test, name, data_dir, spec.test_split)
-  train_images = _images(train, name, data_dir, "train")
+      eval_sets[key] = (_images(arrays, builder, name, data_dir, split), arrays["label"].astype(np.int32))
+  test_images = _images(test, builder, name, data_dir, spec.test_split)
+  train_images = _images(train, builder, name, data_dir, "train")
 
   ids = np.arange(train["label"].shape[0], dtype=np.int32)
   if subset is not None:
@@ -353,7 +361,7 @@ def load_dataset(
     "options": {k: v for k, v in noise_options.items() if k != "coarse_labels"},
     "realised_rate": noise_lib.realised_rate(labels, noisy),  # Injected noise: against the given labels.
   }
-  size = int(image_size or spec.image_shape[0])
+  size = image_size or spec.image_shape[0]
   return Dataset(
     name=name,
     num_classes=spec.num_classes,
@@ -372,13 +380,6 @@ def load_dataset(
     extra=extra,
     eval_sets=eval_sets,
   )
-
-
-def _images(arrays: dict[str, np.ndarray], name: str, data_dir: str, split: str):
-  """The split's images: the decoded array (in RAM), or a `stream.Records` over all of its examples."""
-  if "image" in arrays:
-    return arrays["image"]
-  return stream.Records(name, data_dir, split, np.arange(arrays["label"].shape[0]))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -604,12 +605,16 @@ def train_batches(
     multiple_of=multiple_of,
   )
   dataset = grain.MapDataset.range(int(start_step), sys.maxsize).map(fn)
-  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=prefetch)
+  # With worker processes each one buffers its own batches: one in flight per worker thread is enough
+  # (a 512 x 224 x 224 x 3 float32 batch is 308 MB).
+  options = grain.ReadOptions(num_threads=num_threads, prefetch_buffer_size=1 if num_workers else prefetch)
   batches = dataset.to_iter_dataset(options)
   if num_workers:
     from absl import flags  # pylint: disable=import-outside-toplevel
 
-    if not flags.FLAGS.is_parsed():  # grain's workers read absl flags; outside an absl app, defaults.
+    # grain's worker processes read absl flags (its own options); in a program that is not an absl app
+    # (a notebook, a script, pytest) nothing parsed them: use their defaults.
+    if not flags.FLAGS.is_parsed():
       flags.FLAGS.mark_as_parsed()
     workers = grain.MultiprocessingOptions(num_workers=num_workers, per_worker_buffer_size=2)
     batches = batches.mp_prefetch(workers)

@@ -370,7 +370,9 @@ def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = Non
   accepted = inspect.signature(BUILDERS[name]).parameters
   unknown = sorted(set(options) - set(accepted))
   if unknown:
-    raise ValueError(f"{name} takes no option {', '.join(unknown)} (only webvision takes imagenet_val_dir).")
+    raise ValueError(
+      f"{name} takes no option {', '.join(unknown)} (imagenet_val_dir: webvision, webvision_full)."
+    )
   builder = BUILDERS[name](data_dir=data_dir, raw_dir=raw_dir, **options)
   builder.download_and_prepare(file_format="array_record")
   return str(builder.data_path)

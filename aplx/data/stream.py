@@ -29,12 +29,12 @@ from aplx.data import prepare as prepare_lib
 
 __all__ = ["Records", "eval_images", "train_images"]
 
-_SOURCES: dict[tuple[str, str, str], object] = {}  # Per process: (name, data_dir, split) -> data source.
+_SOURCES: dict[tuple[str, str, str, str], object] = {}  # Per process: (name, data_dir, split, files).
 _SOURCES_LOCK = threading.Lock()
 
 
-def _source(name: str, data_dir: str, split: str):
-  key = (name, data_dir, split)
+def _source(name: str, data_dir: str, split: str, files: str):
+  key = (name, data_dir, split, files)  # A dataset prepared again (other files) gets a new handle.
   with _SOURCES_LOCK:
     if key not in _SOURCES:
       decoders = {"image": tfds.decode.SkipDecoding()}  # Encoded bytes; decoded per example below.
@@ -43,10 +43,12 @@ def _source(name: str, data_dir: str, split: str):
 
 
 class Records:
-  """Rows of split `split` of dataset `name` in `data_dir`: row r is data-source example `index[r]`."""
+  """Rows of split `split` of dataset `name` in `data_dir`: row r is data-source example `index[r]`.
+  `files` identifies the prepared files (their fingerprint), so that handles are not reused across a
+  re-preparation."""
 
-  def __init__(self, name: str, data_dir: str, split: str, index: np.ndarray):
-    self.name, self.data_dir, self.split = name, str(data_dir), split
+  def __init__(self, name: str, data_dir: str, split: str, index: np.ndarray, files: str = ""):
+    self.name, self.data_dir, self.split, self.files = name, str(data_dir), split, files
     self.index = np.asarray(index, np.int64)
 
   @property
@@ -57,7 +59,7 @@ class Records:
     return int(self.index.shape[0])
 
   def __getitem__(self, rows) -> Records:
-    return Records(self.name, self.data_dir, self.split, self.index[rows])
+    return Records(self.name, self.data_dir, self.split, self.index[rows], self.files)
 
   def __repr__(self) -> str:
     return f"Records({self.name!r}, split={self.split!r}, {len(self)} rows)"
@@ -66,7 +68,7 @@ class Records:
     """The encoded image of every row, in row order (one batched random-access read)."""
     if not len(self):
       return []
-    rows = _source(self.name, self.data_dir, self.split).__getitems__(self.index.tolist())
+    rows = _source(self.name, self.data_dir, self.split, self.files).__getitems__(self.index.tolist())
     return [row["image"] for row in rows]
 
 
@@ -84,7 +86,7 @@ def train_images(records: Records, ids, *, kind: str, seed: int, step: int, size
   """float32 [b, size, size, 3]: the rows of `records`, decoded and augmented for training
   (`imagenet.train_example`, randomness from (seed, step, id)), normalised."""
   out = np.empty((len(records), size, size, 3), np.float32)
-  for row, (data, example_id) in enumerate(zip(records.read(), np.asarray(ids))):
+  for row, (data, example_id) in enumerate(zip(records.read(), np.asarray(ids), strict=True)):
     image = _decode(data, row, records)
     out[row] = imagenet.train_example(
       image, kind=kind, seed=seed, step=step, example_id=int(example_id), size=size
