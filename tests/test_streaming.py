@@ -136,7 +136,10 @@ def test_worker_processes_give_the_same_stream(ds):
     it.close()
 
 
-def test_streamed_errors(ds, webvision):
+def test_streamed_errors(ds, webvision, tmp_path):
+  with pytest.raises(FileNotFoundError, match="cannot be downloaded automatically(.|\n)*prepare webvision"):
+    data.load_dataset("webvision", data_dir=str(tmp_path))
+  assert not list(tmp_path.iterdir())  # Nothing half-made left behind.
   with pytest.raises(ValueError, match="only streamed datasets take an image size"):
     data.load_dataset("mnist", image_size=32, download=False)
   with pytest.raises(ValueError, match="idn.*streamed"):

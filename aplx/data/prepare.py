@@ -390,6 +390,11 @@ def ensure_prepared(name: str, data_dir: str | None = None, *, download: bool = 
   if is_prepared(name, data_dir):
     return data_dir
   raw_dir = default_mnist_dir() if name == "mnist" else None
+  if raw_dir is None and name in real_noise.BUILDERS:  # No download URL: nothing to try.
+    raise FileNotFoundError(
+      f"{name} is not prepared in {data_dir}, and it cannot be downloaded automatically: download it by "
+      f"hand (docs/data.md) and prepare it with:\n  {prepare_command(name, data_dir)}"
+    )
   if raw_dir is None and not download:
     raise FileNotFoundError(
       f"TFDS dataset {name!r} is not prepared in {data_dir}. Prepare it with:\n  "
