@@ -430,17 +430,9 @@ class _CifarNMixin(prepare_lib._LocalSourceMixin):
     keys = prepare_lib._CIFAR_PY[spec.base][5]
     fields = list(spec.fields) + [f for w in spec.workers for f in w]
     extra = extra or {}
-    index = 0
-    for d in batches:
-      images = prepare_lib._cifar_images(d)
-      labels = {k: np.asarray(d[pk]) for k, (pk, _) in keys.items()}
-      for i in range(images.shape[0]):
-        record = {k: int(v[i]) for k, v in labels.items()}
-        record.update({f: extra[f][index].item() if f in extra else -1 for f in fields})
-        record["id"] = f"{split_prefix}{index:05d}"
-        record["image"] = prepare_lib.png_bytes(images[i])
-        yield index, record
-        index += 1
+    for index, record in prepare_lib._cifar_examples(batches, split_prefix, keys):
+      record.update({f: extra[f][index].item() if f in extra else -1 for f in fields})
+      yield index, record
 
 
 class Cifar10N(_CifarNMixin, tfds_cifar10_n.Cifar10N, skip_registration=True):

@@ -276,17 +276,22 @@ class _CifarPythonMixin(_LocalSourceMixin):
     }
 
   def _generate_examples(self, split_prefix, batches):  # pylint: disable=arguments-differ
-    keys = _CIFAR_PY[self.name][5]
-    index = 0
-    for d in batches:
-      images = _cifar_images(d)
-      labels = {k: np.asarray(d[pk]) for k, (pk, _) in keys.items()}
-      for i in range(images.shape[0]):
-        record = {k: int(v[i]) for k, v in labels.items()}
-        record["id"] = f"{split_prefix}{index:05d}"
-        record["image"] = png_bytes(images[i])
-        yield index, record
-        index += 1
+    yield from _cifar_examples(batches, split_prefix, _CIFAR_PY[self.name][5])
+
+
+def _cifar_examples(batches, split_prefix: str, keys: dict):
+  """(index, record) over the official python CIFAR batches in order, keyed by index as the stock
+  builder: the labels named by `keys` ({tfds: (pickle key, names key)}), the id and the PNG image."""
+  index = 0
+  for d in batches:
+    images = _cifar_images(d)
+    labels = {k: np.asarray(d[pk]) for k, (pk, _) in keys.items()}
+    for i in range(images.shape[0]):
+      record = {k: int(v[i]) for k, v in labels.items()}
+      record["id"] = f"{split_prefix}{index:05d}"
+      record["image"] = png_bytes(images[i])
+      yield index, record
+      index += 1
 
 
 class Cifar10(_CifarPythonMixin, tfds_cifar.Cifar10, skip_registration=True):
