@@ -17,7 +17,7 @@ train_acc_clean is left out (most training images have no clean label; those tha
 dataset's `clean_label` for analysis, e.g. with experiments.predict).
 """
 
-from experiments.configs import cifar10, common
+from experiments.configs import cifar10, common, webvision
 
 LOSSES = {k: v for k, v in cifar10.LOSSES.items() if k != "nlnl"}
 
@@ -33,16 +33,7 @@ def get_config(arg: str | None = None):
     epochs=120,
     batch_size=512,
     loss_params=params,
-    optim={
-      "lr": 0.4,
-      "momentum": 0.9,
-      "nesterov": True,
-      "weight_decay": 3e-5,
-      "grad_clip": 5.0,
-      "schedule": "exponential",
-      "eta_min": 0.0,
-      "decay_rate": 0.97,
-    },
+    optim=webvision.OPTIM,  # The authors' WebVision recipe (module docstring).
   )
   config.eval_batch_size = 1024
   config.data_workers = 8
