@@ -29,7 +29,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from aplx import _deps, losses
+from aplx import _deps, cpu, losses
 from aplx import noise as noise_lib
 
 with _deps.extra("train,data", __name__):
@@ -199,7 +199,7 @@ def make_train_step(
 def jit_train_step(step: Callable, mesh: jax.sharding.Mesh) -> Callable:
   """jit with explicit layouts: state and sums replicated, batch sharded over 'data', state and sums
   donated. Pinning the output layouts to the input layouts keeps the step from recompiling after
-  its first call."""
+  its first call. On a CPU, XLA's multi-threaded convolutions (`aplx.cpu.compiler_options`)."""
   replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
   batch = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   return jax.jit(
@@ -207,6 +207,7 @@ def jit_train_step(step: Callable, mesh: jax.sharding.Mesh) -> Callable:
     in_shardings=(replicated, batch, replicated),
     out_shardings=(replicated, replicated),
     donate_argnums=(0, 2),
+    compiler_options=cpu.compiler_options(),
   )
 
 
@@ -634,7 +635,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   graphdef, eval_graphdef, state = create_train_state(config, model, tx, mesh)
   loss_fn = losses.get(config.loss.name, **config.loss.get("params", {}))
   train_step = jit_train_step(make_train_step(graphdef, loss_fn, tx), mesh)
-  eval_step = jax.jit(make_eval_step(eval_graphdef))
+  eval_step = jax.jit(make_eval_step(eval_graphdef), compiler_options=cpu.compiler_options())
 
   # ----- Resume. ----------------------------------------------------------------------------------
   manager = ocp.CheckpointManager(

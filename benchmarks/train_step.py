@@ -12,7 +12,9 @@ a batch {image, label, clean_label, id} placed with the trainer's batch sharding
 random with the dataset's shapes (the speed does not depend on the values) and placed once, so the
 input pipeline (benchmarks/input_pipeline.py) and the host-to-device copy are not timed. Before timing,
 one step is checked: it is `aplx.train`'s step, its loss is the config's loss of the model on the batch,
-and it changes the parameters.
+and it changes the parameters. As in `experiments.main`, the process first calls
+`aplx.cpu.tune_allocator()` (glibc malloc keeps XLA's per-step temporaries in the heap; the PyTorch
+step in the same process gets the same allocator); `--system-malloc` leaves malloc as it is.
 
 PyTorch (benchmarks/torch_mnist.py): the authors' ToyModel for MNIST, their NCEandRCE loss and their
 `train_batch` (without its metric logging): SGD with the same config's lr, momentum, Nesterov, weight
@@ -38,7 +40,7 @@ from flax import nnx
 import jax
 import numpy as np
 
-from aplx import data, losses, train
+from aplx import cpu, data, losses, train
 
 CONFIG_ARG = "loss=nce+rce,noise=sym,rate=0.8"
 CONFIGS = {  # model -> (config module in experiments/configs, extra config argument)
@@ -151,7 +153,13 @@ def main():
   ap.add_argument("--steps", type=int, default=10, help="steps per timed block")
   ap.add_argument("--repeats", type=int, default=5, help="timed blocks per case, in alternation")
   ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+  ap.add_argument(
+    "--system-malloc",
+    action="store_true",
+    help="leave glibc malloc as it is (default: aplx.cpu.tune_allocator(), as experiments.main does)",
+  )
   args = ap.parse_args()
+  tuned = False if args.system_malloc else cpu.tune_allocator()  # Before JAX starts its backends.
   names = args.models.split(",")
   for name in names:
     if name not in CONFIGS:
@@ -187,7 +195,8 @@ def main():
   print(
     f"\n{args.steps} steps x {args.repeats} blocks per case, configs {CONFIG_ARG}; "
     f"load average (1/5/15 min) before {'/'.join(f'{x:.1f}' for x in load_before)}, "
-    f"after {'/'.join(f'{x:.1f}' for x in load_after)}"
+    f"after {'/'.join(f'{x:.1f}' for x in load_after)}; malloc tuned (aplx.cpu.tune_allocator): {tuned}; "
+    f"XLA:CPU compiler options: {cpu.compiler_options()}"
   )
   columns = ("batch", "img/s med", "best", "ms/step", "MFLOP/img")
   print(f"{'model':12s} {'step':40s} " + " ".join(f"{c:>{w}s}" for c, w in zip(columns, (5, 9, 7, 8, 9))))

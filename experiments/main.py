@@ -20,7 +20,7 @@ import jax
 from ml_collections import config_flags
 
 import aplx
-from aplx import distributed, rundir, train
+from aplx import cpu, distributed, rundir, train
 import experiments
 from experiments import demo
 from experiments.configs import common
@@ -57,6 +57,7 @@ _CPU_DEVICES = flags.DEFINE_integer(
 def main(argv):
   if len(argv) > 1:
     raise app.UsageError(f"Unexpected arguments {argv[1:]}; settings go in --config or --config.<field>.")
+  cpu.tune_allocator()  # Before JAX starts its backends and their threads.
   if _DISTRIBUTED.value or distributed.requested():
     distributed.initialize(
       coordinator_address=_COORDINATOR.value,

@@ -44,7 +44,7 @@ import ml_collections
 import numpy as np
 
 from aplx import data as data_lib
-from aplx import rundir, train
+from aplx import cpu, rundir, train
 
 SPLITS = ("train", "val", "test", "imagenet_val", "clean_val")  # The last two: webvision, clothing1m.
 
@@ -93,7 +93,7 @@ def predict(
     config, model, train.make_optimizer(config.optim, schedule), mesh
   )
   state, epoch = train.restore_checkpoint(workdir, state, config, checkpoint_step)
-  step = jax.jit(train.make_predict_step(eval_graphdef))
+  step = jax.jit(train.make_predict_step(eval_graphdef), compiler_options=cpu.compiler_options())
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
   probs, ids, noisy, clean = [], [], [], []

@@ -18,6 +18,10 @@ os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 import jax  # noqa: E402
 
 jax.config.update("jax_numpy_rank_promotion", "raise")
+# As experiments.main does, before JAX starts its backends: XLA:CPU's step temporaries stay in the heap.
+from aplx import cpu  # noqa: E402
+
+cpu.tune_allocator()
 
 
 # --- aplx.data fixtures -------------------------------------------------------------------------
