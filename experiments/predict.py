@@ -43,8 +43,8 @@ import jax
 import ml_collections
 import numpy as np
 
-from aplx import data as data_lib
 from aplx import cpu, rundir, train
+from aplx import data as data_lib
 
 SPLITS = ("train", "val", "test", "imagenet_val", "clean_val")  # The last two: webvision, clothing1m.
 
