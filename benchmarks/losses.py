@@ -16,6 +16,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from aplx import cpu
 import aplx.losses as L
 
 
@@ -44,7 +45,9 @@ def main():
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--number", type=int, default=5)
   parser.add_argument("--only", default="", help="comma-separated loss names (default: all)")
+  parser.add_argument("--system-malloc", action="store_true", help="skip aplx.cpu.tune_allocator()")
   args = parser.parse_args()
+  tuned = False if args.system_malloc else cpu.tune_allocator()  # As experiments.main; before JAX starts.
   ks = [int(k) for k in args.ks.split(",")]
   names = args.only.split(",") if args.only else list(L.names())
 
@@ -69,7 +72,7 @@ def main():
 
   print(
     f"jax {jax.__version__}, backend {jax.default_backend()}, devices {jax.device_count()}, "
-    f"batch {args.batch}, min of {args.repeats}x{args.number} calls"
+    f"batch {args.batch}, min of {args.repeats}x{args.number} calls, malloc tuned: {tuned}"
   )
   header = "| loss | kind | " + " | ".join(f"K={k}" for k in ks) + " |"
   print(header)

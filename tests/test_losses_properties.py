@@ -591,3 +591,69 @@ class ErrorMessageTest(chex.TestCase):
     z, y = _logits((4, 10)), _labels((4,), 10)
     f = jax.jit(lambda z, y, q: L.gce(z, y, q=q))
     _close(f(z, y, 0.5), L.gce(z, y, q=0.5))
+
+
+# ----------------------------------------------------------------------------------------------------
+# NFL's and NGCE's hand-written JVP (_base._lse_and_sum) against plain autodiff of the same formula
+# ----------------------------------------------------------------------------------------------------
+
+_ENABLE_X64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+
+
+class HandWrittenJvpTest(parameterized.TestCase):
+  """With Python hyperparameters and integer labels, NFL and NGCE differentiate their normalizer
+  through a hand-written JVP; with the same hyperparameter as a jax array they take plain autodiff.
+  Both must agree in value, gradient, JVP and Hessian-vector product (float64, tight tolerance),
+  also where the clamps act (confident rows: p rounds to 1; tiny p below min_prob)."""
+
+  CASES = (
+    ("nfl", {"gamma": 0.5}),
+    ("nfl", {"gamma": 2.0}),
+    ("nfl", {"gamma": 1.7}),  # Not a half-integer: exp(gamma log u).
+    ("nfl", {"gamma": 0.0}),
+    ("nfl", {"gamma": 0.5, "detach_focal_factor": True}),
+    ("ngce", {"q": 0.7}),
+    ("ngce", {"q": 0.1, "min_prob": 1e-7}),
+    ("ngce", {"q": 1.0}),
+  )
+
+  def _inputs(self, dtype):
+    k = 50
+    z = np.asarray(_logits((6, k), scale=3.0, seed=3), np.float64)
+    z[0, 3] = 60.0  # p_3 rounds to 1 in float32 and float64: the focal clamp acts.
+    z[1] = 0.0
+    z[1, 0] = -40.0  # p_0 ~ 4e-18 < min_prob: NGCE's clamp acts.
+    y = np.array(_labels((6,), k, seed=4))
+    y[0] = 3
+    return jnp.asarray(z, dtype), jnp.asarray(y)
+
+  @parameterized.parameters(*CASES)
+  def test_matches_autodiff(self, name, params):
+    fn = getattr(L, name)
+    hyper = "gamma" if name == "nfl" else "q"
+    with _ENABLE_X64(True):
+      z, y = self._inputs(jnp.float64)
+      fast = lambda z: fn(z, y, **params).sum()  # noqa: E731
+      plain = lambda z: fn(z, y, **{**params, hyper: jnp.asarray(params[hyper])}).sum()  # noqa: E731
+      self.assertIn("name=lse_and_sum", str(jax.make_jaxpr(fast)(z)))  # The two paths differ.
+      self.assertNotIn("name=lse_and_sum", str(jax.make_jaxpr(plain)(z)))
+      v = jnp.asarray(np.random.default_rng(5).standard_normal(z.shape))
+      for f in (lambda g: g, jax.jit):
+        np.testing.assert_allclose(f(fast)(z), plain(z), rtol=1e-12)
+        np.testing.assert_allclose(f(jax.grad(fast))(z), jax.grad(plain)(z), rtol=1e-9, atol=1e-14)
+        np.testing.assert_allclose(
+          jax.jvp(fast, (z,), (v,))[1], jax.jvp(plain, (z,), (v,))[1], rtol=1e-9, atol=1e-14
+        )
+      hvp = lambda f: jax.jvp(jax.grad(f), (z,), (v,))[1]  # noqa: E731
+      np.testing.assert_allclose(hvp(fast), hvp(plain), rtol=1e-7, atol=1e-10)
+      self.assertTrue(np.all(np.isfinite(jax.grad(fast)(z))))
+
+  @parameterized.parameters(*CASES)
+  def test_float32_gradient_finite_and_close(self, name, params):
+    fn = getattr(L, name)
+    hyper = "gamma" if name == "nfl" else "q"
+    z, y = self._inputs(jnp.float32)
+    g_fast = jax.grad(lambda z: fn(z, y, **params).sum())(z)
+    g_plain = jax.grad(lambda z: fn(z, y, **{**params, hyper: jnp.asarray(params[hyper])}).sum())(z)
+    self.assertTrue(np.all(np.isfinite(g_fast)))
+    np.testing.assert_allclose(g_fast, g_plain, rtol=2e-4, atol=2e-6 * float(jnp.abs(g_plain).max()))

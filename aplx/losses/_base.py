@@ -312,10 +312,67 @@ class _Stats:
 
 def _stats(z: jax.Array, labels: jax.Array) -> _Stats:
   """Statistics for integer labels [...] or soft labels [..., K] (floating dtype)."""
-  lse = jax.nn.logsumexp(z, axis=-1)
+  lse = _logsumexp(z)
   if jnp.issubdtype(labels.dtype, jnp.floating):
     return _Stats(z=z, lse=lse, logp_y=None, num_classes=z.shape[-1], q=labels)
   return _Stats(z=z, lse=lse, logp_y=_gather(z, labels) - lse, num_classes=z.shape[-1])
+
+
+def _softmax_parts(z: jax.Array) -> tuple[jax.Array, jax.Array, jax.Array]:
+  """(e, total, lse) over the last axis: e = exp(z - max z), total = sum_k e_k, lse = logsumexp(z)."""
+  m = jnp.max(z, axis=-1, keepdims=True)
+  m = jax.lax.stop_gradient(jnp.where(jnp.isfinite(m), m, 0.0))  # As jax.nn.logsumexp.
+  e = jnp.exp(z - m)
+  total = jnp.sum(e, axis=-1)
+  return e, total, m[..., 0] + jnp.log(total)
+
+
+@jax.custom_jvp
+def _logsumexp(z: jax.Array) -> jax.Array:
+  """logsumexp over the last axis (as jax.nn.logsumexp). Its JVP, sum_j p_j dz_j with p = e / total,
+  reuses `_softmax_parts`'s e, which `_lse_and_power_sum` computes identically: XLA then keeps one e
+  per logit for every term of a loss (an APL pair's two terms included)."""
+  return _softmax_parts(z)[2]
+
+
+@_logsumexp.defjvp
+def _logsumexp_jvp(primals, tangents):
+  (z,), (dz,) = primals, tangents
+  e, total, lse = _softmax_parts(z)
+  return lse, jnp.sum(e * dz, axis=-1) / total
+
+
+def _lse_and_sum(z: jax.Array, term: Callable[[jax.Array, jax.Array], tuple]) -> tuple[jax.Array, jax.Array]:
+  """(logsumexp(z), sum_k g(log p_k)) over the last axis, with a hand-written JVP.
+
+  `term(logp, p)` returns (g, slope, scale), [..., K] arrays and a Python float with dg/dlog p = scale *
+  slope (return g itself as the slope when dg/dlog p = scale * g: its sum is then not computed twice).
+  JVP: d sum_k g_k = scale (sum_j slope_j dz_j - (sum_k slope_k) d lse). g and the slope are computed
+  once per logit and kept for the backward pass, which is one multiply-add per logit; left to
+  autodiff, XLA:CPU stores about twice as many [..., K] intermediates (NFL and NGCE at 5x and 3x the
+  cost of CE instead of ~2x; docs/losses.md, Benchmark). Forward mode works (the rule is plain jnp).
+  """
+
+  def primal(z):
+    e, total, lse = _softmax_parts(z)
+    g, slope, scale = term(z - lse[..., None], e * (1.0 / total)[..., None])
+    return lse, g, slope, scale
+
+  @jax.custom_jvp
+  def lse_and_sum(z):
+    lse, g, _, _ = primal(z)
+    return lse, jnp.sum(g, axis=-1)
+
+  @lse_and_sum.defjvp
+  def lse_and_sum_jvp(primals, tangents):
+    (z,), (dz,) = primals, tangents
+    lse, g, slope, scale = primal(z)
+    dlse = jax.jvp(_logsumexp, (z,), (dz,))[1]
+    g_sum = jnp.sum(g, axis=-1)
+    slope_sum = g_sum if slope is g else jnp.sum(slope, axis=-1)
+    return (lse, g_sum), (dlse, scale * (jnp.sum(slope * dz, axis=-1) - slope_sum * dlse))
+
+  return lse_and_sum(z)
 
 
 def _gather(x: jax.Array, labels: jax.Array) -> jax.Array:
@@ -337,7 +394,7 @@ def _one_minus_exp(logp: jax.Array) -> jax.Array:
   return -jnp.expm1(logp)
 
 
-def _focal_factor(logp: jax.Array, gamma, detach: bool, tiny: float = 1e-30) -> jax.Array:
+def _focal_factor(logp: jax.Array, gamma, detach: bool, tiny: float = 1e-30, u=None) -> jax.Array:
   """(1 - p)^gamma from log p; finite with a finite gradient for every gamma >= 0 and p in [0, 1].
 
   u = 1 - p is clamped at `tiny` (the clamp only acts where p rounds to 1, where the
@@ -349,13 +406,30 @@ def _focal_factor(logp: jax.Array, gamma, detach: bool, tiny: float = 1e-30) -> 
     return jnp.ones_like(logp)
   # 1 - exp rather than -expm1: XLA:CPU vectorises exp but not expm1 (NFL was 4x slower with it).
   # The absolute error near p = 1 (~6e-8) only touches terms that are multiplied by log p ~ -u.
-  u = jnp.maximum(1.0 - jnp.exp(logp), tiny)
+  if u is None:  # (1 - p, clamped) when the caller has it already.
+    u = jnp.maximum(1.0 - jnp.exp(logp), tiny)
   if _is_static(gamma) and float(2 * gamma).is_integer() and 2 * gamma <= 16:
     n2 = int(2 * gamma)
     factor = jax.lax.integer_pow(u, n2 // 2) if n2 % 2 == 0 else jax.lax.integer_pow(jnp.sqrt(u), n2)
   else:
     factor = jnp.exp(gamma * jnp.log(u))
   return jax.lax.stop_gradient(factor) if detach else factor
+
+
+def _focal_term(gamma: float, detach: bool, tiny: float = 1e-30) -> Callable[..., tuple]:
+  """`_lse_and_sum`'s term for NFL's denominator: FL = -(1 - p)^gamma log p and its slope in log p,
+  -(1 - p)^gamma + gamma (1 - p)^(gamma - 1) p log p; the second part is 0 where the clamp of
+  `_focal_factor` acts, and left out when `detach` (the factor is then a constant)."""
+
+  def term(logp, p):
+    u = jnp.maximum(1.0 - p, tiny)
+    factor = _focal_factor(logp, gamma, detach, tiny, u=u)
+    if detach or float(gamma) == 0.0:
+      return -factor * logp, -factor, 1.0
+    slope = jnp.where(1.0 - p > tiny, gamma / u * p * logp, 0.0) - 1.0
+    return -factor * logp, factor * slope, 1.0
+
+  return term
 
 
 # ----------------------------------------------------------------------------------------------------

@@ -90,16 +90,21 @@ def nfl(
   """
   z, labels, _, where = _base._validate("nfl", logits, labels, axis=axis, where=where, soft_labels=True)
   _base._check_range("nfl", "gamma", gamma, lo=0.0, fix="Use gamma >= 0 (0 = NCE).")
-  s = _base._stats(z, labels)
-  logp = s.logp
-  fl_all = -_base._focal_factor(logp, gamma, detach_focal_factor) * logp
-  den = jnp.sum(fl_all, axis=-1)
+  if jnp.issubdtype(labels.dtype, jnp.integer) and _base._is_static(gamma):
+    # Python gamma, integer labels: the denominator's JVP by hand (~2-3x CE's cost instead of ~5x).
+    lse, den = _base._lse_and_sum(z, _base._focal_term(gamma, detach_focal_factor))
+    logp_y = _base._gather(z, labels) - lse
+    num = -_base._focal_factor(logp_y, gamma, detach_focal_factor) * logp_y
+  else:
+    s = _base._stats(z, labels)
+    fl_all = -_base._focal_factor(s.logp, gamma, detach_focal_factor) * s.logp
+    den = jnp.sum(fl_all, axis=-1)
+    if s.q is None:
+      num = -_base._focal_factor(s.logp_y, gamma, detach_focal_factor) * s.logp_y
+    else:
+      num = jnp.sum(s.q * fl_all, axis=-1)
   if stop_gradient_normalizer:
     den = jax.lax.stop_gradient(den)
-  if s.q is None:
-    num = -_base._focal_factor(s.logp_y, gamma, detach_focal_factor) * s.logp_y
-  else:
-    num = jnp.sum(s.q * fl_all, axis=-1)
   return _base._masked(num / den, where)
 
 
@@ -215,8 +220,20 @@ def ngce(
   z, labels, k, where = _base._validate("ngce", logits, labels, axis=axis, where=where, soft_labels=True)
   _base._check_range("ngce", "q", q, lo=0.0, hi=1.0, lo_open=True, fix="NGCE needs 0 < q <= 1.")
   _base._check_min_prob("ngce", min_prob, k)
-  s = _base._stats(z, labels)
   clamp = (lambda lp: lp) if min_prob is None else (lambda lp: jnp.maximum(lp, jnp.log(min_prob)))
-  num = s.expect(lambda lp: -jnp.expm1(q * clamp(lp)))
-  den = k - jnp.sum(jnp.exp(q * clamp(s.logp)), axis=-1)  # exp vectorises on XLA:CPU, expm1 does not
-  return _base._masked(num / den, where)
+  static = _base._is_static(q) and (min_prob is None or _base._is_static(min_prob))
+  if jnp.issubdtype(labels.dtype, jnp.integer) and static:
+    # Python q, integer labels: the denominator's JVP by hand (~2x CE's cost instead of ~3x).
+
+    def term(logp, p):
+      del p
+      power = jnp.exp(q * clamp(logp))
+      return power, (power if min_prob is None else jnp.where(logp > jnp.log(min_prob), power, 0.0)), q
+
+    lse, total = _base._lse_and_sum(z, term)
+    num = -jnp.expm1(q * clamp(_base._gather(z, labels) - lse))
+  else:
+    s = _base._stats(z, labels)
+    num = s.expect(lambda lp: -jnp.expm1(q * clamp(lp)))
+    total = jnp.sum(jnp.exp(q * clamp(s.logp)), axis=-1)  # exp vectorises on XLA:CPU, expm1 does not
+  return _base._masked(num / (k - total), where)
