@@ -48,11 +48,18 @@ RESUMABLE_CHANGES = (
   "max_steps",
   "keep_checkpoints",
   "data_workers",  # Worker processes do not change the batches (data.train_batches).
+  "device_data",  # Batches made on the devices are the host's (aplx.data.device; bitwise on CPU).
 )
 
 # Top-level config fields added after runs were written, with the value that gives what a config without
 # them gave (0.0: no validation split, the paper's protocol).
-ADDED_FIELDS = {"val_fraction": 0.0, "val_fold": 0, "image_size": None, "data_workers": 0}
+ADDED_FIELDS = {
+  "val_fraction": 0.0,
+  "val_fold": 0,
+  "image_size": None,
+  "data_workers": 0,
+  "device_data": False,
+}
 
 
 def path(workdir: str | epath.Path) -> epath.Path:

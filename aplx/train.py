@@ -211,6 +211,34 @@ def jit_train_step(step: Callable, mesh: jax.sharding.Mesh) -> Callable:
   )
 
 
+def make_multi_step(step: Callable, make_batch: Callable) -> Callable[..., tuple[TrainState, dict]]:
+  """Returns `multi(state, data, chunk, sums) -> (state, sums)`: `step` (`make_train_step`) over the
+  steps of `chunk` in a `lax.scan`, each batch made on the device by `make_batch(data, inputs)` from
+  the device-resident `data` and that step's slice of `chunk` (`aplx.data.device`)."""
+
+  def multi(state: TrainState, data: Mapping, chunk: Mapping, sums: dict) -> tuple[TrainState, dict]:
+    def body(carry, inputs):
+      return step(carry[0], make_batch(data, inputs), carry[1]), None
+
+    return jax.lax.scan(body, (state, sums), chunk)[0]
+
+  return multi
+
+
+def jit_multi_step(multi: Callable, mesh: jax.sharding.Mesh) -> Callable:
+  """`jit_train_step` for `make_multi_step`: the data replicated, each step's inputs of the chunk
+  sharded over 'data' along the batch axis, state and sums donated."""
+  replicated = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec())
+  chunk = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+  return jax.jit(
+    multi,
+    in_shardings=(replicated, replicated, chunk, replicated),
+    out_shardings=(replicated, replicated),
+    donate_argnums=(0, 3),
+    compiler_options=cpu.compiler_options(),
+  )
+
+
 def zero_sums() -> dict:
   """Fresh epoch accumulators for `make_train_step` (jit with a replicated out_sharding to place them)."""
   return {
@@ -550,6 +578,16 @@ def validate_config(config: ml_collections.ConfigDict) -> None:
       "only streamed datasets (webvision, clothing1m) take an image size, an integer >= 8; "
       f"{config.dataset} keeps its own ({spec.image_shape[0]}): leave it None.",
     )
+  device_data = config.get("device_data", False)  # Absent in older configs.
+  if not isinstance(device_data, bool):
+    bad("device_data", device_data, "True (batches made on the devices) or False (on the host).")
+  if device_data and spec.storage == "stream":
+    bad(
+      "device_data",
+      device_data,
+      f"{config.dataset} is streamed from disk: device_data keeps an in-RAM training set (mnist, cifar10, "
+      "cifar100, their CIFAR-N variants) on the devices. Leave it False.",
+    )
   if config.get("max_steps") is not None and config.max_steps < 1:
     bad("max_steps", config.max_steps, "must be >= 1, or None for the whole run.")
   fraction, fold = config.get("val_fraction", 0.0), config.get("val_fold", 0)  # Absent in older configs.
@@ -634,7 +672,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   model = create_model(config, ds.num_classes)
   graphdef, eval_graphdef, state = create_train_state(config, model, tx, mesh)
   loss_fn = losses.get(config.loss.name, **config.loss.get("params", {}))
-  train_step = jit_train_step(make_train_step(graphdef, loss_fn, tx), mesh)
+  step_fn = make_train_step(graphdef, loss_fn, tx)
+  train_step = jit_train_step(step_fn, mesh)
   eval_step = jax.jit(make_eval_step(eval_graphdef), compiler_options=cpu.compiler_options())
 
   # ----- Resume. ----------------------------------------------------------------------------------
@@ -676,17 +715,38 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
         steps_per_epoch,
       )
     # ----- Train. ---------------------------------------------------------------------------------
-    batches = data_lib.train_batches(
-      ds,
-      global_batch_size=config.batch_size,
-      seed=config.seed,
-      start_step=int(state.step),
-      process_index=jax.process_index(),
-      process_count=jax.process_count(),
-      augment=config.get("augment", True),
-      num_workers=config.get("data_workers", 0),
+    batch_args = {
+      "global_batch_size": config.batch_size,
+      "seed": config.seed,
+      "process_index": jax.process_index(),
+      "process_count": jax.process_count(),
+      "augment": config.get("augment", True),
       **layout,
-    )
+    }
+    if config.get("device_data"):
+      # The training set stays on the devices; each call runs the steps up to the next log line (or
+      # the epoch's end) in a lax.scan, the batches made there (aplx.data.device): same batches.
+      data = data_lib.device.put(ds, mesh)
+      make_batch = functools.partial(
+        data_lib.device.make_batch, kind=ds.augment, mean=ds.mean, std=ds.std, augment=batch_args["augment"]
+      )
+      multi_step = jit_multi_step(make_multi_step(step_fn, make_batch), mesh)
+      chunk_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec(None, "data"))
+      partial_last = steps_per_epoch * config.batch_size > ds.num_train
+
+      def advance(state, sums, step):
+        n = _chunk_length(step, steps_per_epoch, config.log_every_steps, max_steps, partial_last)
+        chunk = _global_batch(data_lib.device.chunk(ds, step, n, **batch_args), chunk_sharding)
+        return (*multi_step(state, data, chunk, sums), n)
+    else:
+      batches = data_lib.train_batches(
+        ds, start_step=int(state.step), num_workers=config.get("data_workers", 0), **batch_args
+      )
+
+      def advance(state, sums, step):
+        del step
+        return (*train_step(state, _global_batch(next(batches), batch_sharding), sums), 1)
+
     # Streamed datasets decode their evaluation splits in this many threads.
     evaluate_split = functools.partial(
       evaluate,
@@ -702,12 +762,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
     in_flight = collections.deque()  # Small arrays from recent steps: waiting on the oldest bounds the queue.
     with _PreemptionFlag() as preempted:
       while step < max_steps:
-        state, sums = train_step(state, _global_batch(next(batches), batch_sharding), sums)
-        step += 1
+        state, sums, n = advance(state, sums, step)
+        step += n
         in_flight.append(state.step + 0)  # A new array: the step's outputs are donated to the next step.
         if len(in_flight) > MAX_STEPS_AHEAD:
           in_flight.popleft().block_until_ready()
-        if step % config.log_every_steps == 0 or step % steps_per_epoch == 0:
+        # A log line every log_every_steps steps into the epoch and at its end (device data: after
+        # every call, which ends at one of these).
+        pos = step % steps_per_epoch
+        if n > 1 or pos % config.log_every_steps == 0:
           _check_finite(sums, config.optim)
           logging.info(
             "epoch %d/%d  step %d/%d  loss %.4f",
@@ -831,6 +894,16 @@ def _check_finite(sums: dict, optim) -> None:
       f"The training loss became NaN or inf at step {bad}. Stopping; the last good checkpoint is "
       f"kept. {advice}"
     )
+
+
+def _chunk_length(step: int, steps_per_epoch: int, every: int, stop: int, partial_last: bool) -> int:
+  """Steps in the device-data call that starts at `step`: up to the next multiple of `every` steps into
+  the epoch, the end of the epoch or `stop`, whichever comes first (so every epoch compiles the same
+  few lengths). An epoch's partial last batch (smaller, drop_remainder=False) is a call of its own."""
+  pos = step % steps_per_epoch
+  if partial_last and pos == steps_per_epoch - 1:
+    return 1
+  return min(every - pos % every, steps_per_epoch - int(partial_last) - pos, stop - step)
 
 
 def _hms(seconds: float) -> str:

@@ -313,12 +313,14 @@ def _reference_augment(img, u_oy, u_ox, u_flip, u_rot, max_degrees):
   if not max_degrees:
     return out
   theta = np.deg2rad((2 * u_rot - 1) * max_degrees)
+  cos, sin = np.float32(np.cos(theta)), np.float32(np.sin(theta))  # The source pixel in float32.
   rot = np.zeros_like(out)
-  c = (h - 1) / 2
+  c = np.float32((h - 1) / 2)
   for y in range(h):
     for x in range(w):
-      sy = int(np.rint(np.cos(theta) * (y - c) - np.sin(theta) * (x - c) + c))
-      sx = int(np.rint(np.sin(theta) * (y - c) + np.cos(theta) * (x - c) + c))
+      dy, dx = np.float32(y) - c, np.float32(x) - c
+      sy = int(np.rint(cos * dy - sin * dx + c))
+      sx = int(np.rint(sin * dy + cos * dx + c))
       if 0 <= sy < h and 0 <= sx < w:
         rot[y, x] = out[sy, sx]
   return rot

@@ -9,10 +9,12 @@ Public API:
   eval_batches(ds, *, batch_size, split="test", process_index=0, process_count=1, num_threads=1)
                 (split: "test", "train", "val" or a key of ds.eval_sets)
   steps_per_epoch(ds, global_batch_size)
+  device.put / device.chunk / device.make_batch   (batches made on the accelerator: config.device_data)
   ensure_prepared(name, data_dir=None, *, download=True)
   prepare_dataset(name, *, data_dir=None, raw_dir=None)   (module: aplx.data.prepare, a CLI)
 """
 
+from aplx.data import device
 from aplx.data.pipeline import (
   DATASETS,
   Dataset,
@@ -39,6 +41,7 @@ __all__ = [
   "Dataset",
   "default_data_dir",
   "default_mnist_dir",
+  "device",
   "ensure_prepared",
   "eval_batches",
   "hold_out",

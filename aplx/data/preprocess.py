@@ -3,7 +3,8 @@
 Normalisation per dataset (official `dataset.py` constants), and augmentation (../shared/FIDELITY.md):
   mnist      none
   cifar10    random crop 32 with 4-pixel zero padding + horizontal flip
-  cifar100   the same + random rotation, angle uniform in [-20, 20] degrees (nearest, zero fill)
+  cifar100   the same + random rotation, angle uniform in [-20, 20] degrees (nearest, zero fill;
+             source pixels computed in float32)
 Augmentation is done on uint8 images *before* normalisation, so padding and rotation fill are black
 pixels as in torchvision. All randomness is a pure function of (seed, epoch, example id): a
 counter-based hash, no generator state, so any batch can be rebuilt exactly (resume, re-shard).
@@ -11,11 +12,11 @@ counter-based hash, no generator state, so any batch can be rebuilt exactly (res
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Mapping
 
 import numpy as np
 
-__all__ = ["AUGMENTATIONS", "NORMALIZATION", "augment", "normalize", "uniform"]
+__all__ = ["AUGMENTATIONS", "NORMALIZATION", "apply", "augment", "draws", "normalize", "uniform"]
 
 # (mean, std) per channel, on images scaled to [0, 1].
 NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
@@ -26,8 +27,9 @@ NORMALIZATION: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
 }
 
 
-def normalize(images: np.ndarray, mean, std) -> np.ndarray:
-  """uint8 `[b, H, W, C]` -> float32 `(x / 255 - mean) / std`."""
+def normalize(images, mean, std):
+  """uint8 `[b, H, W, C]` -> float32 `(x / 255 - mean) / std`, as `x * scale - shift` with float32
+  constants (a NumPy or, inside jit, a jax array: the same bytes either way)."""
   scale = np.float32(1.0 / 255.0) / np.asarray(std, np.float32)
   shift = np.asarray(mean, np.float32) / np.asarray(std, np.float32)
   return images.astype(np.float32) * scale - shift
@@ -65,61 +67,72 @@ def uniform(seed: int, epoch: int, ids, stream: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # Augmentations: uint8 [b, H, W, C] -> uint8 [b, H, W, C]
 # ---------------------------------------------------------------------------------------------------
+# Two halves: `draws` (host, NumPy) turns (seed, epoch, id) into per-example parameters, and `apply`
+# makes the images from them with array operations that NumPy and jax.numpy compute identically
+# (integer index arithmetic; the rotation in float32 with the same operations in the same order), so
+# batches built on the host and on an accelerator (`aplx.data.device`) are the same bytes.
+
+# kind -> (zero padding of the random crop, horizontal flip, maximum rotation in degrees)
+_GEOMETRY = {"none": (0, False, 0.0), "crop_flip": (4, True, 0.0), "crop_flip_rotate": (4, True, 20.0)}
+AUGMENTATIONS = tuple(_GEOMETRY)
 
 
-def _geometric(images, ids, seed, epoch, *, pad: int, flip: bool, max_degrees: float):
-  """Crop (zero pad `pad`), flip, rotate — composed into one nearest-neighbour gather."""
-  b, h, w, _ = images.shape
-  y = np.arange(h, dtype=np.float64)[None, :, None]
-  x = np.arange(w, dtype=np.float64)[None, None, :]
-  valid = np.ones((b, h, w), bool)
+def _check_kind(kind: str) -> tuple[int, bool, float]:
+  if kind not in _GEOMETRY:
+    raise ValueError(f"unknown augmentation {kind!r}; known: {sorted(_GEOMETRY)}.")
+  return _GEOMETRY[kind]
+
+
+def draws(ids, *, kind: str, seed: int, epoch: int) -> dict[str, np.ndarray]:
+  """The random parameters of augmentation `kind` for examples `ids` [...]: a pure function of
+  (seed, epoch, id). {"offset_y", "offset_x": int32 crop offsets in [0, 2 pad], "flip": bool,
+  "cos", "sin": float32 of the rotation angle}, each of ids' shape; the ones `kind` does not use are
+  left out ("none": {})."""
+  pad, flip, max_degrees = _check_kind(kind)
+  ids = np.asarray(ids)
+  out = {}
   if max_degrees:
-    # Output pixel -> source pixel in the cropped+flipped image (inverse rotation about the centre).
-    theta = np.deg2rad((2.0 * uniform(seed, epoch, ids, 3) - 1.0) * max_degrees)[:, None, None]
-    cy, cx = (h - 1) / 2.0, (w - 1) / 2.0
-    cos, sin = np.cos(theta), np.sin(theta)
-    ys = np.rint(cos * (y - cy) - sin * (x - cx) + cy).astype(np.int64)
-    xs = np.rint(sin * (y - cy) + cos * (x - cx) + cx).astype(np.int64)
-    valid &= (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-  else:
-    ys = np.broadcast_to(y.astype(np.int64), (b, h, w))
-    xs = np.broadcast_to(x.astype(np.int64), (b, h, w))
+    theta = np.deg2rad((2.0 * uniform(seed, epoch, ids, 3) - 1.0) * max_degrees)
+    out["cos"], out["sin"] = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
   if flip:
-    flipped = (uniform(seed, epoch, ids, 2) < 0.5)[:, None, None]
-    xs = np.where(flipped, w - 1 - xs, xs)
+    out["flip"] = uniform(seed, epoch, ids, 2) < 0.5
   if pad:
-    oy = np.floor(uniform(seed, epoch, ids, 0) * (2 * pad + 1)).astype(np.int64)[:, None, None]
-    ox = np.floor(uniform(seed, epoch, ids, 1) * (2 * pad + 1)).astype(np.int64)[:, None, None]
-    ys, xs = ys + oy - pad, xs + ox - pad
-    valid &= (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
-  rows = np.arange(b)[:, None, None]
-  out = images[rows, np.clip(ys, 0, h - 1), np.clip(xs, 0, w - 1)]
-  out *= valid[..., None].astype(out.dtype)
+    out["offset_y"] = np.floor(uniform(seed, epoch, ids, 0) * (2 * pad + 1)).astype(np.int32)
+    out["offset_x"] = np.floor(uniform(seed, epoch, ids, 1) * (2 * pad + 1)).astype(np.int32)
   return out
 
 
-def _none(images, ids, seed, epoch):
-  del ids, seed, epoch
-  return images
-
-
-def _crop_flip(images, ids, seed, epoch):
-  return _geometric(images, ids, seed, epoch, pad=4, flip=True, max_degrees=0.0)
-
-
-def _crop_flip_rotate(images, ids, seed, epoch):
-  return _geometric(images, ids, seed, epoch, pad=4, flip=True, max_degrees=20.0)
-
-
-AUGMENTATIONS: dict[str, Callable[..., np.ndarray]] = {
-  "none": _none,
-  "crop_flip": _crop_flip,
-  "crop_flip_rotate": _crop_flip_rotate,
-}
+def apply(images, params: Mapping, *, kind: str, xp=np):
+  """Augments a uint8 batch [b, H, W, C] with `draws`' parameters [b]: crop (zero padding), flip and
+  rotation (nearest, zero fill) composed into one gather. `xp`: numpy, or jax.numpy inside jit."""
+  pad, flip, max_degrees = _check_kind(kind)
+  if not (pad or flip or max_degrees):
+    return images
+  b, h, w, _ = images.shape
+  y = xp.arange(h, dtype=xp.int32)[None, :, None]
+  x = xp.arange(w, dtype=xp.int32)[None, None, :]
+  valid = xp.ones((b, h, w), bool)
+  if max_degrees:
+    # Output pixel -> source pixel in the cropped + flipped image (inverse rotation about the centre).
+    cos, sin = params["cos"][:, None, None], params["sin"][:, None, None]
+    dy = y.astype(xp.float32) - xp.float32((h - 1) / 2.0)
+    dx = x.astype(xp.float32) - xp.float32((w - 1) / 2.0)
+    ys = xp.rint(cos * dy - sin * dx + xp.float32((h - 1) / 2.0)).astype(xp.int32)
+    xs = xp.rint(sin * dy + cos * dx + xp.float32((w - 1) / 2.0)).astype(xp.int32)
+    valid = valid & (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+  else:
+    ys, xs = xp.broadcast_to(y, (b, h, w)), xp.broadcast_to(x, (b, h, w))
+  if flip:
+    xs = xp.where(params["flip"][:, None, None], w - 1 - xs, xs)
+  if pad:
+    ys = ys + params["offset_y"][:, None, None] - pad
+    xs = xs + params["offset_x"][:, None, None] - pad
+    valid = valid & (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
+  rows = xp.arange(b)[:, None, None]
+  out = images[rows, xp.clip(ys, 0, h - 1), xp.clip(xs, 0, w - 1)]
+  return out * valid[..., None].astype(out.dtype)
 
 
 def augment(images: np.ndarray, ids, *, kind: str, seed: int, epoch: int) -> np.ndarray:
   """Applies augmentation `kind` to a uint8 batch; randomness from (seed, epoch, id) only."""
-  if kind not in AUGMENTATIONS:
-    raise ValueError(f"unknown augmentation {kind!r}; known: {sorted(AUGMENTATIONS)}.")
-  return AUGMENTATIONS[kind](images, np.asarray(ids), seed, epoch)
+  return apply(images, draws(ids, kind=kind, seed=seed, epoch=epoch), kind=kind)

@@ -32,9 +32,7 @@ class ConvBNReLU(nnx.Module):
     if self.im2col:
       y = _layers.conv3x3_im2col(x, kernel)
     else:
-      y = jax.lax.conv_general_dilated(
-        x, kernel, (1, 1), ((1, 1), (1, 1)), dimension_numbers=("NHWC", "HWIO", "NHWC")
-      )
+      y = _layers.conv3x3(x, kernel)
     return jax.nn.relu(self.bn(y, shift=self.conv.bias[...]))
 
 

@@ -147,6 +147,9 @@ def base_config(
   # processes that decode and augment (0: in the main process; a GPU needs ~10-20, docs/data.md).
   c.image_size = ml_collections.FieldReference(None, field_type=int)
   c.data_workers = 0
+  # In-RAM datasets: keep the training set on the devices and make the batches there, running the steps
+  # between two log lines in one call (aplx.data.device; the same batches, so the same run).
+  c.device_data = False
   c.log_every_steps = 100
   c.keep_checkpoints = 2
   c.max_steps = ml_collections.FieldReference(None, field_type=int)  # Stop early (tests).
