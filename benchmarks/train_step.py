@@ -48,6 +48,7 @@ CONFIGS = {  # model -> (config module in experiments/configs, extra config argu
   "cifar10_cnn": ("cifar10", ""),
   "resnet34": ("cifar100", ",fidelity=paper"),
   "resnet50": ("cifar100", ""),
+  "resnet50_imagenet": ("webvision", ""),  # 224 px; its config's batch is 512: pass a smaller one here.
 }
 TORCH_MODELS = ("mnist_cnn",)  # Models with a PyTorch baseline in benchmarks/torch_mnist.py.
 STEPS_PER_EPOCH = 1000  # Only the learning rate's value depends on it, not the work of a step.
