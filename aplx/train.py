@@ -10,6 +10,11 @@ parameters, batch statistics and optimiser state are replicated `P()`; XLA inser
 BatchNorm statistics and gradients are global across devices and hosts. The same code runs on 1 CPU, 8
 fake CPU devices, a GPU node, a multi-host GPU cluster or a TPU slice.
 
+Feeding: batches are made on the host (`data.train_batches`) and placed on the mesh one step at a time,
+or, with `config.device_data`, the training set stays on the devices and the steps between two log lines
+run in one `lax.scan` call whose batches are made there (`make_multi_step`, `aplx.data.device`): the same
+batches, hence the same run.
+
 Determinism: the batch at global step s and the PRNG key of step s are pure functions of (config.seed,
 s), the noisy label of an example is a pure function of (config.noise.seed, example id), and whether it
 is held out for validation (`config.val_fraction`) of (config.seed, example id). A run resumed from any
@@ -715,6 +720,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
         steps_per_epoch,
       )
     # ----- Train. ---------------------------------------------------------------------------------
+    max_steps = min(config.get("max_steps") or total_steps, total_steps)  # Tests: stop as if killed.
     batch_args = {
       "global_batch_size": config.batch_size,
       "seed": config.seed,
@@ -755,7 +761,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
       batch_sharding=batch_sharding,
       num_threads=max(1, config.get("data_workers", 0)),
     )
-    max_steps = min(config.get("max_steps") or total_steps, total_steps)  # Tests: stop as if killed.
     run_start, run_start_step = time.time(), int(state.step)
     epoch_start = run_start
     step = int(state.step)
