@@ -342,34 +342,33 @@ def _logsumexp_jvp(primals, tangents):
   return lse, jnp.sum(e * dz, axis=-1) / total
 
 
-def _lse_and_sum(z: jax.Array, term: Callable[[jax.Array, jax.Array], tuple]) -> tuple[jax.Array, jax.Array]:
-  """(logsumexp(z), sum_k g(log p_k)) over the last axis, with a hand-written JVP.
+def _lse_and_sum(z: jax.Array, term: Callable[..., tuple]) -> tuple[jax.Array, jax.Array]:
+  """(logsumexp(z), G = sum_k g(log p_k)) over the last axis, with a hand-written JVP.
 
-  `term(logp, p)` returns (g, slope, scale), [..., K] arrays and a Python float with dg/dlog p = scale *
-  slope (return g itself as the slope when dg/dlog p = scale * g: its sum is then not computed twice).
-  JVP: d sum_k g_k = scale (sum_j slope_j dz_j - (sum_k slope_k) d lse). g and the slope are computed
-  once per logit and kept for the backward pass, which is one multiply-add per logit; left to
-  autodiff, XLA:CPU stores about twice as many [..., K] intermediates (NFL and NGCE at 5x and 3x the
-  cost of CE instead of ~2x; docs/losses.md, Benchmark). Forward mode works (the rule is plain jnp).
+  `term(z, lse, p)` returns (G, slope, slope_sum, scale): G [...], the slope [..., K] and a Python
+  float with dg/dlog p = scale * slope, and sum_k slope_k if it has it already (else None). JVP:
+  dG = scale (sum_j slope_j dz_j - (sum_k slope_k) d lse). The per-logit work (p from the one exp of
+  logsumexp, g's transcendental part, the slope) is done once and kept, and the backward pass is one
+  multiply-add per logit; left to autodiff, XLA:CPU stores about twice as many [..., K] intermediates
+  (NFL and NGCE at ~5x and ~3x the cost of CE instead of ~3.5x and ~2x; docs/losses.md, Benchmark).
+  Forward mode and higher derivatives work (the rule is plain jnp).
   """
 
   def primal(z):
     e, total, lse = _softmax_parts(z)
-    g, slope, scale = term(z - lse[..., None], e * (1.0 / total)[..., None])
-    return lse, g, slope, scale
+    return (lse, *term(z, lse, e * (1.0 / total)[..., None]))
 
   @jax.custom_jvp
   def lse_and_sum(z):
-    lse, g, _, _ = primal(z)
-    return lse, jnp.sum(g, axis=-1)
+    lse, g_sum, _, _, _ = primal(z)
+    return lse, g_sum
 
   @lse_and_sum.defjvp
   def lse_and_sum_jvp(primals, tangents):
     (z,), (dz,) = primals, tangents
-    lse, g, slope, scale = primal(z)
+    lse, g_sum, slope, slope_sum, scale = primal(z)
     dlse = jax.jvp(_logsumexp, (z,), (dz,))[1]
-    g_sum = jnp.sum(g, axis=-1)
-    slope_sum = g_sum if slope is g else jnp.sum(slope, axis=-1)
+    slope_sum = jnp.sum(slope, axis=-1) if slope_sum is None else slope_sum
     return (lse, g_sum), (dlse, scale * (jnp.sum(slope * dz, axis=-1) - slope_sum * dlse))
 
   return lse_and_sum(z)
@@ -417,17 +416,23 @@ def _focal_factor(logp: jax.Array, gamma, detach: bool, tiny: float = 1e-30, u=N
 
 
 def _focal_term(gamma: float, detach: bool, tiny: float = 1e-30) -> Callable[..., tuple]:
-  """`_lse_and_sum`'s term for NFL's denominator: FL = -(1 - p)^gamma log p and its slope in log p,
-  -(1 - p)^gamma + gamma (1 - p)^(gamma - 1) p log p; the second part is 0 where the clamp of
-  `_focal_factor` acts, and left out when `detach` (the factor is then a constant)."""
+  """`_lse_and_sum`'s term for NFL's denominator: sum_k FL_k, FL = -(1 - p)^gamma log p, and the slope
+  dFL/dlog p = -(1 - p)^gamma + gamma (1 - p)^(gamma - 1) p log p; its second part is 0 where the clamp
+  of `_focal_factor` acts, and left out when `detach` (the factor is then a constant).
 
-  def term(logp, p):
+  The sum is lse sum_k f_k - sum_k f_k z_k (f: the factor), which needs no stored [..., K] log p. Like
+  NCE's `sum_logp` it loses ~1e-7 max|z| / |mean log p| relative accuracy in float32 (at most ~1e-4,
+  all logits equal and huge); the slope uses log p itself."""
+
+  def term(z, lse, p):
     u = jnp.maximum(1.0 - p, tiny)
+    logp = z - lse[..., None]
     factor = _focal_factor(logp, gamma, detach, tiny, u=u)
+    g_sum = lse * jnp.sum(factor, axis=-1) - jnp.sum(factor * z, axis=-1)
     if detach or float(gamma) == 0.0:
-      return -factor * logp, -factor, 1.0
+      return g_sum, -factor, None, 1.0
     slope = jnp.where(1.0 - p > tiny, gamma / u * p * logp, 0.0) - 1.0
-    return -factor * logp, factor * slope, 1.0
+    return g_sum, factor * slope, None, 1.0
 
   return term
 
