@@ -313,14 +313,17 @@ def _reference_augment(img, u_oy, u_ox, u_flip, u_rot, max_degrees):
   if not max_degrees:
     return out
   theta = np.deg2rad((2 * u_rot - 1) * max_degrees)
-  cos, sin = np.float32(np.cos(theta)), np.float32(np.sin(theta))  # The source pixel in float32.
+  # cos and sin rounded to multiples of 2^-16 (the library's fixed point); every sum below is then
+  # exact in float64, and the source pixel is rounded half up.
+  cos, sin = np.rint(np.cos(theta) * 2**16) / 2**16, np.rint(np.sin(theta) * 2**16) / 2**16
+  assert abs(cos - np.cos(theta)) <= 2**-17 and abs(sin - np.sin(theta)) <= 2**-17
   rot = np.zeros_like(out)
-  c = np.float32((h - 1) / 2)
+  c = (h - 1) / 2
   for y in range(h):
     for x in range(w):
-      dy, dx = np.float32(y) - c, np.float32(x) - c
-      sy = int(np.rint(cos * dy - sin * dx + c))
-      sx = int(np.rint(sin * dy + cos * dx + c))
+      dy, dx = y - c, x - c
+      sy = int(np.floor(cos * dy - sin * dx + c + 0.5))
+      sx = int(np.floor(sin * dy + cos * dx + c + 0.5))
       if 0 <= sy < h and 0 <= sx < w:
         rot[y, x] = out[sy, sx]
   return rot

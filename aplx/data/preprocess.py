@@ -4,7 +4,7 @@ Normalisation per dataset (official `dataset.py` constants), and augmentation (.
   mnist      none
   cifar10    random crop 32 with 4-pixel zero padding + horizontal flip
   cifar100   the same + random rotation, angle uniform in [-20, 20] degrees (nearest, zero fill;
-             source pixels computed in float32)
+             source pixels in fixed point, the same bytes in NumPy and XLA)
 Augmentation is done on uint8 images *before* normalisation, so padding and rotation fill are black
 pixels as in torchvision. All randomness is a pure function of (seed, epoch, example id): a
 counter-based hash, no generator state, so any batch can be rebuilt exactly (resume, re-shard).
@@ -69,8 +69,12 @@ def uniform(seed: int, epoch: int, ids, stream: int) -> np.ndarray:
 # ---------------------------------------------------------------------------------------------------
 # Two halves: `draws` (host, NumPy) turns (seed, epoch, id) into per-example parameters, and `apply`
 # makes the images from them with array operations that NumPy and jax.numpy compute identically
-# (integer index arithmetic; the rotation in float32 with the same operations in the same order), so
-# batches built on the host and on an accelerator (`aplx.data.device`) are the same bytes.
+# (integer index arithmetic only, the rotation in fixed point), so batches built on the host and on an
+# accelerator (`aplx.data.device`) are the same bytes. (Rotation in float32 was not enough: XLA fuses
+# cos * dy - sin * dx + c into multiply-adds, which round differently from NumPy at the .5 ties of
+# nearest-neighbour sampling.)
+
+_ROTATION_BITS = 16  # cos and sin in units of 2^-16 (an error of <= 2^-17 per factor).
 
 # kind -> (zero padding of the random crop, horizontal flip, maximum rotation in degrees)
 _GEOMETRY = {"none": (0, False, 0.0), "crop_flip": (4, True, 0.0), "crop_flip_rotate": (4, True, 20.0)}
@@ -86,14 +90,15 @@ def _check_kind(kind: str) -> tuple[int, bool, float]:
 def draws(ids, *, kind: str, seed: int, epoch: int) -> dict[str, np.ndarray]:
   """The random parameters of augmentation `kind` for examples `ids` [...]: a pure function of
   (seed, epoch, id). {"offset_y", "offset_x": int32 crop offsets in [0, 2 pad], "flip": bool,
-  "cos", "sin": float32 of the rotation angle}, each of ids' shape; the ones `kind` does not use are
-  left out ("none": {})."""
+  "cos", "sin": int32, the rotation angle's cosine and sine in units of 2^-16}, each of ids' shape;
+  the ones `kind` does not use are left out ("none": {})."""
   pad, flip, max_degrees = _check_kind(kind)
   ids = np.asarray(ids)
   out = {}
   if max_degrees:
     theta = np.deg2rad((2.0 * uniform(seed, epoch, ids, 3) - 1.0) * max_degrees)
-    out["cos"], out["sin"] = np.cos(theta).astype(np.float32), np.sin(theta).astype(np.float32)
+    one = 1 << _ROTATION_BITS
+    out["cos"], out["sin"] = (np.rint(f(theta) * one).astype(np.int32) for f in (np.cos, np.sin))
   if flip:
     out["flip"] = uniform(seed, epoch, ids, 2) < 0.5
   if pad:
@@ -113,12 +118,17 @@ def apply(images, params: Mapping, *, kind: str, xp=np):
   x = xp.arange(w, dtype=xp.int32)[None, None, :]
   valid = xp.ones((b, h, w), bool)
   if max_degrees:
-    # Output pixel -> source pixel in the cropped + flipped image (inverse rotation about the centre).
+    # Output pixel -> source pixel in the cropped + flipped image (inverse rotation about the centre c):
+    # source = round(cos dy - sin dx + c_y, sin dy + cos dx + c_x) with dy = y - c_y, dx = x - c_x,
+    # in integers: 2 dy and 2 dx are integers and cos, sin carry 16 fractional bits, so the sum is
+    # an integer in units of 2^-17; rounding half up is adding 2^16 and an arithmetic shift by 17.
+    if max(h, w) > 8192:
+      raise ValueError(f"rotation supports images up to 8192 pixels a side (int32), got {h} x {w}.")
     cos, sin = params["cos"][:, None, None], params["sin"][:, None, None]
-    dy = y.astype(xp.float32) - xp.float32((h - 1) / 2.0)
-    dx = x.astype(xp.float32) - xp.float32((w - 1) / 2.0)
-    ys = xp.rint(cos * dy - sin * dx + xp.float32((h - 1) / 2.0)).astype(xp.int32)
-    xs = xp.rint(sin * dy + cos * dx + xp.float32((w - 1) / 2.0)).astype(xp.int32)
+    dy2, dx2 = 2 * y - (h - 1), 2 * x - (w - 1)
+    half, shift = 1 << _ROTATION_BITS, _ROTATION_BITS + 1
+    ys = (cos * dy2 - sin * dx2 + ((h - 1) << _ROTATION_BITS) + half) >> shift
+    xs = (sin * dy2 + cos * dx2 + ((w - 1) << _ROTATION_BITS) + half) >> shift
     valid = valid & (ys >= 0) & (ys < h) & (xs >= 0) & (xs < w)
   else:
     ys, xs = xp.broadcast_to(y, (b, h, w)), xp.broadcast_to(x, (b, h, w))
