@@ -64,6 +64,16 @@ class PropertiesTest(chex.TestCase):
       self.assertTrue(bool(jnp.all((per_label >= -1e-6) & (per_label <= 1 + 1e-6))))
       _close(per_label.sum(-1), np.ones(6), tol=2e-5)
 
+  def test_nfl_stays_in_unit_interval_at_large_logits(self):
+    # K = 2 and logits ~100: NFL's fast path (Python gamma) computes its numerator and denominator by
+    # different routes, which overshot 1 by up to ~4e-6 before the ratio was clipped.
+    z = _logits((20000, 2), 100.0)
+    for y in (jnp.zeros(20000, jnp.int32), jnp.ones(20000, jnp.int32)):
+      for gamma in (0.5, 2.0):
+        v = L.nfl(z, y, gamma=gamma)
+        self.assertLessEqual(float(v.max()), 1.0)
+        self.assertGreater(float(v.max()), 1.0 - 1e-3)  # Near-1 losses are there to overshoot.
+
   @chex.variants(with_jit=True, without_jit=True)
   def test_nmae_nrce_are_scaled_mae_rce(self):
     for k in (2, 10, 100):
