@@ -150,7 +150,7 @@ def test_registry():
     M.get("vgg", num_classes=10, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="num_classes"):
     M.get("mnist_cnn", num_classes=0, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="kernels must be one of"):
+  with pytest.raises(ValueError, match="kernels must be .fast. or .reference."):
     M.get("mnist_cnn", num_classes=10, rngs=nnx.Rngs(0), kernels="turbo")
 
 
@@ -251,6 +251,51 @@ def test_max_pool_fast_equals_reference_bitwise_with_ties():
   np.testing.assert_array_equal(
     jax.grad(lambda x: M.max_pool_2x2_fast(x).sum())(x)[0, :, :, 0], [[1, 0], [0, 0]]
   )
+
+
+def _bn_relu_composed(x, scale, bias, eps, pool):
+  """The three layers as written, differentiated by JAX: BatchNorm (training mode), ReLU, max-pool."""
+  axes = tuple(range(x.ndim - 1))
+  scale, bias = (jnp.expand_dims(v, axes) for v in (scale, bias))
+  mean = x.mean(axis=axes, keepdims=True)
+  var = jnp.square(x - mean).mean(axis=axes, keepdims=True)
+  y = jax.nn.relu((x - mean) * (scale * jax.lax.rsqrt(var + eps)) + bias)
+  return (M.max_pool_2x2_reference(y) if pool else y), mean.reshape(-1), var.reshape(-1)
+
+
+@pytest.mark.parametrize(
+  "shape,pool", [((6, 7, 9, 3), True), ((6, 8, 8, 3), True), ((6, 4, 4, 3), False), ((10, 5), False)]
+)
+def test_bn_relu_train_equals_autodiff_float64(shape, pool):
+  # Values and the VJP of all three outputs (the batch mean and variance feed the running averages)
+  # against JAX's autodiff of the composed layers, in float64; odd sizes drop the last row/column,
+  # and half the activations are ReLU'd to 0, so pool windows tie at 0 and at the maximum.
+  enable_x64 = jax.enable_x64 if hasattr(jax, "enable_x64") else jax.experimental.enable_x64
+  with enable_x64(True):
+    rng = np.random.default_rng(0)
+    x = rng.integers(-2, 3, shape).astype(np.float64) + (rng.random(shape) < 0.5) * rng.normal(size=shape)
+    scale, bias = rng.normal(size=(2, shape[-1]))
+    scale[0] = -1.0  # A negative scale turns the window's maximum into the minimum of x.
+    fast = jax.vjp(lambda *a: M.bn_relu_train(*a, 1e-5, pool), x, scale, bias)
+    ref = jax.vjp(lambda *a: _bn_relu_composed(*a, 1e-5, pool), x, scale, bias)
+    for a, b in zip(fast[0], ref[0]):
+      np.testing.assert_allclose(a, b, rtol=1e-12, atol=1e-12)
+    assert float((fast[0][0] == 0).mean()) > 0.1  # The ReLU is active.
+    cts = tuple(rng.normal(size=o.shape) for o in ref[0])
+    for a, b in zip(fast[1](cts), ref[1](cts)):
+      np.testing.assert_allclose(a, b, rtol=1e-10, atol=1e-10)
+
+
+def test_bn_relu_train_dtypes():
+  # bfloat16 activations: out keeps x's dtype and equals the module path; cotangents match the primals.
+  x = jax.random.normal(jax.random.key(0), (4, 6, 6, 5)).astype(jnp.bfloat16)
+  scale, bias = jnp.ones(5), jnp.zeros(5)
+  (out, mean, var), vjp = jax.vjp(lambda *a: M.bn_relu_train(*a, 1e-5, True), x, scale, bias)
+  assert (out.dtype, mean.dtype, var.dtype) == (jnp.bfloat16, jnp.float32, jnp.float32)
+  gx, gs, gb = vjp((jnp.ones_like(out), jnp.zeros_like(mean), jnp.zeros_like(var)))
+  assert (gx.dtype, gs.dtype, gb.dtype) == (jnp.bfloat16, jnp.float32, jnp.float32)
+  bn = M.BatchNorm(5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
+  np.testing.assert_array_equal(out, M.max_pool_2x2_fast(jax.nn.relu(bn(x))))
 
 
 def mnist_like_batch(n=16):

@@ -19,7 +19,7 @@ with _deps.extra("train", __name__):
   from flax import nnx
 
 from aplx.models._cnn import ToyCNN, cifar10_cnn, mnist_cnn
-from aplx.models._layers import BatchNorm, max_pool_2x2_fast, max_pool_2x2_reference
+from aplx.models._layers import BatchNorm, bn_relu_train, max_pool_2x2_fast, max_pool_2x2_reference
 from aplx.models._resnet import ResNet, resnet18, resnet34, resnet50, resnet50_imagenet
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
@@ -62,6 +62,7 @@ __all__ = [
   "ResNet",
   "ToyCNN",
   "cifar10_cnn",
+  "bn_relu_train",
   "get",
   "max_pool_2x2_fast",
   "max_pool_2x2_reference",

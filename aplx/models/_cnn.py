@@ -18,14 +18,17 @@ class ConvBNReLU(nnx.Module):
       in_ch, out_ch, 3, use_bias=True, kernel_init=_layers.kaiming_uniform_relu, dtype=dtype, rngs=rngs
     )
     self.bn = _layers.BatchNorm(out_ch, dtype=dtype, rngs=rngs)
-    # "fast": few input channels -> the convolution as one matmul over 3x3 patches; and the conv bias
-    # folded into BatchNorm's mean instead of added to the full activation (same function).
+    # "fast": few input channels -> the convolution as one matmul over 3x3 patches; the conv bias
+    # folded into BatchNorm's mean instead of added to the full activation (same function); and
+    # BatchNorm, ReLU and max-pool differentiated by hand (`_layers.bn_relu_train`).
     self.fast = kernels == "fast"
     self.im2col = self.fast and in_ch <= 4
 
-  def __call__(self, x):
+  def __call__(self, x, *, pool: bool = False):
+    """The block's output, followed by a 2x2 max-pool if ``pool``."""
     if not self.fast:
-      return jax.nn.relu(self.bn(self.conv(x)))
+      y = jax.nn.relu(self.bn(self.conv(x)))
+      return _layers.max_pool_2x2_reference(y) if pool else y
     dtype = self.conv.dtype or x.dtype
     x = x.astype(dtype)
     kernel = self.conv.kernel[...].astype(dtype)
@@ -33,7 +36,8 @@ class ConvBNReLU(nnx.Module):
       y = _layers.conv3x3_im2col(x, kernel)
     else:
       y = _layers.conv3x3(x, kernel)
-    return jax.nn.relu(self.bn(y, shift=self.conv.bias[...]))
+    # BatchNorm + ReLU + pool as one kernel with a hand-written VJP in training mode.
+    return self.bn.relu(y, shift=self.conv.bias[...], pool=pool)
 
 
 class ToyCNN(nnx.Module):
@@ -55,8 +59,8 @@ class ToyCNN(nnx.Module):
     dtype,
     rngs: nnx.Rngs,
   ):
-    if kernels not in _layers.MAX_POOLS:
-      raise ValueError(f"kernels must be one of {sorted(_layers.MAX_POOLS)}, got {kernels!r}")
+    if kernels not in ("fast", "reference"):
+      raise ValueError(f"kernels must be 'fast' or 'reference', got {kernels!r}")
     self.kernels = kernels
     self.in_channels = in_channels
     self.image_size = image_size
@@ -81,12 +85,10 @@ class ToyCNN(nnx.Module):
     check_input(
       x, channels=self.in_channels, size=(self.image_size, self.image_size), name=type(self).__name__
     )
-    pool = _layers.MAX_POOLS[self.kernels]
     x = x.astype(self.dtype)
     for block in self.blocks:
-      for layer in block:
-        x = layer(x)
-      x = pool(x)
+      for i, layer in enumerate(block):
+        x = layer(x, pool=i == len(block) - 1)
     x = jnp.transpose(x, (0, 3, 1, 2)).reshape(x.shape[0], -1)  # PyTorch's NCHW flatten order
     x = jax.nn.relu(self.bn1(self.fc1(x)))
     return self.fc2(x).astype(jnp.float32)

@@ -7,6 +7,7 @@ distribution, and updates its BatchNorm statistics the same way as theirs.
 
 from __future__ import annotations
 
+import functools
 import math
 
 from flax import nnx
@@ -107,22 +108,49 @@ class BatchNorm(nnx.BatchNorm):
     """
     if use_running_average is None:
       use_running_average = self.use_running_average
-    axes = tuple(range(x.ndim - 1))
     xf = x.astype(jnp.float32)
     shift = jnp.zeros(x.shape[-1:], jnp.float32) if shift is None else shift.astype(jnp.float32)
-    bcast = lambda v: v.reshape((1,) * (x.ndim - 1) + (-1,))  # explicit: strict rank promotion
+    bcast = lambda v: _per_channel(v, x.ndim)
     if use_running_average:
       mean, var = self.mean[...] - shift, self.var[...]  # centre of x (not of x + shift)
     else:
-      mean = jnp.mean(xf, axis=axes)
-      var = jnp.mean(jnp.square(xf - bcast(mean)), axis=axes)
-      n = math.prod(x.shape[:-1])
-      m = self.momentum
-      self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * (mean + shift))
-      self.var[...] = jax.lax.stop_gradient(m * self.var[...] + (1 - m) * var * (n / max(n - 1, 1)))
+      mean, var = _batch_stats(xf)
+      self._update_running(mean + shift, var, math.prod(x.shape[:-1]))
     mul = self.scale[...] * jax.lax.rsqrt(var + self.epsilon)
     y = (xf - bcast(mean)) * bcast(mul) + bcast(self.bias[...])
     return y.astype(self.dtype or x.dtype)
+
+  def relu(self, x, *, shift=None, pool: bool = False):
+    """``relu(self(x, shift=shift))``, then `max_pool_2x2_fast` if ``pool``: same values and gradients.
+
+    In training mode this is one kernel with a hand-written VJP (`bn_relu_train`), whose backward pass
+    reads the full-size activation twice where autodiff of the three layers reads it a dozen times.
+    """
+    if self.use_running_average:
+      y = jax.nn.relu(self(x, shift=shift))
+      return max_pool_2x2_fast(y) if pool else y
+    dtype = self.dtype or x.dtype
+    y, mean, var = bn_relu_train(x.astype(dtype), self.scale[...], self.bias[...], self.epsilon, pool)
+    shift = 0.0 if shift is None else shift.astype(jnp.float32)
+    self._update_running(mean + shift, var, math.prod(x.shape[:-1]))
+    return y
+
+  def _update_running(self, mean, var, n):
+    """PyTorch's update: running = 0.9 running + 0.1 batch, with the unbiased variance var n / (n - 1)."""
+    m = self.momentum
+    self.mean[...] = jax.lax.stop_gradient(m * self.mean[...] + (1 - m) * mean)
+    self.var[...] = jax.lax.stop_gradient(m * self.var[...] + (1 - m) * var * (n / max(n - 1, 1)))
+
+
+def _batch_stats(x):
+  """Per-channel mean and biased variance over all axes but the last (two passes, as PyTorch)."""
+  axes = tuple(range(x.ndim - 1))
+  mean = jnp.mean(x, axis=axes)
+  return mean, jnp.mean(jnp.square(x - _per_channel(mean, x.ndim)), axis=axes)
+
+
+def _per_channel(v, ndim):
+  return v.reshape((1,) * (ndim - 1) + (-1,))  # explicit: strict rank promotion
 
 
 # ------------------------------------------------------------------------------------------------
@@ -183,7 +211,72 @@ def _max_pool_bwd(res, g):
 
 max_pool_2x2_fast.defvjp(_max_pool_fwd, _max_pool_bwd)
 
-MAX_POOLS = {"fast": max_pool_2x2_fast, "reference": max_pool_2x2_reference}
+
+# ------------------------------------------------------------------------------------------------
+# Training-mode BatchNorm + ReLU (+ 2x2 max-pool) with a hand-written VJP.
+# ------------------------------------------------------------------------------------------------
+# Autodiff of BatchNorm -> ReLU -> max-pool makes about a dozen elementwise and reduction passes over
+# the full-size activation in the backward pass (on the MNIST CNN these passes, not the convolutions,
+# were most of the step on XLA:CPU). Written out, the backward pass is two passes: one reads x, the
+# pool winners and the incoming gradient for the two per-channel sums, one writes dx. With
+# xhat = (x - mean) * inv, inv = rsqrt(var + eps) and gy the gradient at the BatchNorm output:
+#   dbias = sum gy,  dscale = sum gy * xhat,  dx = scale * inv * (gy - (dbias + xhat * dscale) / n),
+# plus the terms of the batch mean and variance, which are outputs too (for the running statistics).
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def bn_relu_train(x, scale, bias, eps: float, pool: bool):
+  """``relu(scale * (x - mean) * rsqrt(var + eps) + bias)`` with the batch's per-channel mean and biased
+  variance (in float32 or wider), then a 2x2 max-pool if ``pool``. Returns (out, mean, var); out has
+  x's dtype, and equals (with its gradient) `BatchNorm` in training mode, ReLU and `max_pool_2x2_fast`.
+  """
+  return _bn_relu_fwd(x, scale, bias, eps, pool)[0]
+
+
+def _bn_relu_fwd(x, scale, bias, eps, pool):
+  xf = x.astype(jnp.promote_types(x.dtype, jnp.float32))
+  mean, var = _batch_stats(xf)
+  inv = jax.lax.rsqrt(var + eps)
+  y = (xf - _per_channel(mean, x.ndim)) * _per_channel(scale * inv, x.ndim) + _per_channel(bias, x.ndim)
+  out = jax.nn.relu(y).astype(x.dtype)
+  if pool:
+    a, b, c, d = _split_2x2(out)
+    out = jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
+    # The first maximum of each window in row-major order (as max_pool_2x2_fast), 4 where the window's
+    # maximum is 0: ReLU passes no gradient there.
+    sel = jnp.select([out <= 0, a == out, b == out, c == out], [4, 0, 1, 2], 3).astype(jnp.int8)
+  else:
+    sel = out > 0
+  return (out, mean, var), (x, sel, mean, inv, scale, bias)
+
+
+def _bn_relu_bwd(eps, pool, res, cts):
+  del eps
+  x, sel, mean, inv, scale, bias = res
+  g, g_mean, g_var = cts
+  nd, n = x.ndim, math.prod(x.shape[:-1])
+  axes = tuple(range(nd - 1))
+  ct = mean.dtype
+  xhat = lambda v: (v.astype(ct) - _per_channel(mean, nd)) * _per_channel(inv, nd)
+  if pool:  # Sums over the pooled positions: only each window's winner has a gradient.
+    g_sel = jnp.where(sel < 4, g.astype(ct), 0)
+    xs = _split_2x2(x)
+    x_sel = jnp.select([sel == 0, sel == 1, sel == 2], xs[:3], xs[3])
+    (gy,) = _max_pool_bwd((sel, x.shape), g_sel)
+  else:
+    g_sel = gy = jnp.where(sel, g.astype(ct), 0)
+    x_sel = x
+  d_bias = jnp.sum(g_sel, axis=axes)
+  d_scale = jnp.sum(g_sel * xhat(x_sel), axis=axes)
+  a = scale * inv
+  # d mean / dx = 1 / n and d var / dx = 2 (x - mean) / n = 2 xhat / (inv n).
+  c0 = (g_mean - a * d_bias) / n
+  c1 = (2 * g_var / inv - a * d_scale) / n
+  dx = gy * _per_channel(a, nd) + _per_channel(c0, nd) + xhat(x) * _per_channel(c1, nd)
+  return dx.astype(x.dtype), d_scale.astype(scale.dtype), d_bias.astype(bias.dtype)
+
+
+bn_relu_train.defvjp(_bn_relu_fwd, _bn_relu_bwd)
 
 
 # ------------------------------------------------------------------------------------------------
