@@ -35,30 +35,10 @@ import jax
 import numpy as np
 
 from aplx import cpu, data, losses, train
-from aplx.data import device, pipeline, preprocess
+from aplx.data import device
+from benchmarks.input_pipeline import cifar_like
 
 CONFIG_ARG = "loss=nce+rce,noise=sym,rate=0.8"
-
-
-def _cifar_like(n: int = 50000) -> pipeline.Dataset:
-  rng = np.random.default_rng(0)
-  labels = rng.integers(0, 10, n).astype(np.int32)
-  mean, std = preprocess.NORMALIZATION["cifar10"]
-  return pipeline.Dataset(
-    name="cifar10 (random data)",
-    num_classes=10,
-    image_shape=(32, 32, 3),
-    train_images=rng.integers(0, 256, (n, 32, 32, 3), dtype=np.uint8),
-    train_ids=np.arange(n, dtype=np.int32),
-    train_clean_labels=labels,
-    train_noisy_labels=labels,
-    test_images=np.zeros((0, 32, 32, 3), np.uint8),
-    test_labels=np.zeros(0, np.int32),
-    mean=mean,
-    std=std,
-    augment="crop_flip",
-    noise={"kind": "none"},
-  )
 
 
 class Loops:
@@ -66,7 +46,10 @@ class Loops:
 
   def __init__(self, name: str, steps: int):
     self.config = importlib.import_module(f"experiments.configs.{name}").get_config(CONFIG_ARG)
-    self.ds = data.load_dataset("mnist", noise="sym", rate=0.8) if name == "mnist" else _cifar_like()
+    if name == "mnist":
+      self.ds = data.load_dataset("mnist", noise="sym", rate=0.8)
+    else:
+      self.ds = cifar_like("crop_flip")
     c, self.steps = self.config, steps
     self.mesh = train.make_mesh()
     spe = data.steps_per_epoch(self.ds, c.batch_size)

@@ -72,7 +72,8 @@ def _per_example_grain(ds, batch: int, seed: int):
   return iter(d.to_iter_dataset(grain.ReadOptions(num_threads=1, prefetch_buffer_size=4)))
 
 
-def _cifar_like(augment: str, n: int = 50000) -> pipeline.Dataset:
+def cifar_like(augment: str, n: int = 50000) -> pipeline.Dataset:
+  """A dataset of CIFAR-10's sizes (uint8 32 x 32 x 3, 10 classes) with random images and labels."""
   rng = np.random.default_rng(0)
   labels = rng.integers(0, 10, n).astype(np.int32)
   mean, std = preprocess.NORMALIZATION["cifar10"]
@@ -140,7 +141,7 @@ def main() -> None:
   ):
     if name in names:
       step = (model, _step_rate(model, 3 if name == "cifar10" else 1))
-      rows.append((f"{name} (random data)", "train_batches", _rate(batches(_cifar_like(aug)), B, S), *step))
+      rows.append((f"{name} (random data)", "train_batches", _rate(batches(cifar_like(aug)), B, S), *step))
   if "webvision" in names:
     from aplx.data import prepare  # pylint: disable=import-outside-toplevel
     from benchmarks import streaming  # pylint: disable=import-outside-toplevel
