@@ -351,7 +351,8 @@ def _lse_and_sum(z: jax.Array, term: Callable[..., tuple]) -> tuple[jax.Array, j
   logsumexp, g's transcendental part, the slope) is done once and kept, and the backward pass is one
   multiply-add per logit; left to autodiff, XLA:CPU stores about twice as many [..., K] intermediates
   (NFL and NGCE at ~5x and ~3x the cost of CE instead of ~3.5x and ~2x; docs/losses.md, Benchmark).
-  Forward mode and higher derivatives work (the rule is plain jnp).
+  Forward mode and higher derivatives work (the rule is plain jnp; checked in float64). In float32,
+  NFL's second derivative is NaN where p rounds to 1, on this path and on plain autodiff alike.
   """
 
   def primal(z):
