@@ -73,6 +73,18 @@ class PropertiesTest(chex.TestCase):
         v = L.nfl(z, y, gamma=gamma)
         self.assertLessEqual(float(v.max()), 1.0)
         self.assertGreater(float(v.max()), 1.0 - 1e-3)  # Near-1 losses are there to overshoot.
+    # The clip leaves the gradient alone, also where the ratio is exactly 1 in float32 (a confidently
+    # wrong example) and with the normaliser detached, where that gradient is not ~0: it is the
+    # numerator's gradient over the (constant) sum of FL over the labels.
+    z, y = jnp.array([[0.0, 30.0], [0.0, 60.0], [0.0, 3.0]]), jnp.zeros(3, jnp.int32)
+    for sg in (False, True):
+
+      def want(z, sg=sg):
+        den = sum(L.focal_loss(z, jnp.full((3,), j), gamma=0.5) for j in range(2))
+        return L.focal_loss(z, y, gamma=0.5) / (jax.lax.stop_gradient(den) if sg else den)
+
+      got = jax.jacrev(lambda z, sg=sg: L.nfl(z, y, gamma=0.5, stop_gradient_normalizer=sg))(z)
+      _close(got, jax.jacrev(want)(z), tol=1e-5)
 
   @chex.variants(with_jit=True, without_jit=True)
   def test_nmae_nrce_are_scaled_mae_rce(self):

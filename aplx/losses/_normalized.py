@@ -106,8 +106,9 @@ def nfl(
   if stop_gradient_normalizer:
     den = jax.lax.stop_gradient(den)
   # On the fast path the numerator and the denominator's y-term round differently (up to ~4e-6
-  # relative, K = 2 and logits ~100): kept in [0, 1], where the ratio is 1 up to that rounding.
-  return _base._masked(jnp.minimum(num / den, 1.0), where)
+  # relative, K = 2 and logits ~100): the value is kept in [0, 1], the gradient left as the ratio's.
+  ratio = num / den
+  return _base._masked(ratio - jax.lax.stop_gradient(jnp.maximum(ratio - 1.0, 0.0)), where)
 
 
 @_base._annotate("passive", soft_labels=True)
