@@ -296,6 +296,12 @@ def test_bn_relu_train_dtypes():
   assert (gx.dtype, gs.dtype, gb.dtype) == (jnp.bfloat16, jnp.float32, jnp.float32)
   bn = M.BatchNorm(5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   np.testing.assert_array_equal(out, M.max_pool_2x2_fast(jax.nn.relu(bn(x))))
+  # BatchNorm.relu is relu(BatchNorm(x)) (+ pool) for any input dtype: bf16 in a bf16 layer (the fused
+  # kernel), float32 into a bf16 layer (statistics of the float32 input, as __call__ computes them).
+  for xd in (x, x.astype(jnp.float32) + 1e-3):
+    bn_a, bn_b = (M.BatchNorm(5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)) for _ in range(2))
+    np.testing.assert_array_equal(bn_a.relu(xd, pool=True), M.max_pool_2x2_fast(jax.nn.relu(bn_b(xd))))
+    chex.assert_trees_all_close(nnx.state(bn_a, nnx.BatchStat), nnx.state(bn_b, nnx.BatchStat), atol=1e-6)
 
 
 def mnist_like_batch(n=16):

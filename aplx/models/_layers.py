@@ -124,13 +124,15 @@ class BatchNorm(nnx.BatchNorm):
     """``relu(self(x, shift=shift))``, then `max_pool_2x2_fast` if ``pool``: same values and gradients.
 
     In training mode this is one kernel with a hand-written VJP (`bn_relu_train`), whose backward pass
-    reads the full-size activation twice where autodiff of the three layers reads it a dozen times.
+    reads the full-size activation twice where autodiff of the three layers reads it a dozen times,
+    when ``x`` already has the compute dtype (as in the models) and is at most 32-bit; otherwise (a
+    cast before the statistics, float64 computed in float32) it is the three layers as written.
     """
-    if self.use_running_average:
+    fused = x.dtype == (self.dtype or x.dtype) and jnp.dtype(x.dtype).itemsize <= 4
+    if self.use_running_average or not fused:
       y = jax.nn.relu(self(x, shift=shift))
       return max_pool_2x2_fast(y) if pool else y
-    dtype = self.dtype or x.dtype
-    y, mean, var = bn_relu_train(x.astype(dtype), self.scale[...], self.bias[...], self.epsilon, pool)
+    y, mean, var = bn_relu_train(x, self.scale[...], self.bias[...], self.epsilon, pool)
     shift = 0.0 if shift is None else shift.astype(jnp.float32)
     self._update_running(mean + shift, var, math.prod(x.shape[:-1]))
     return y
