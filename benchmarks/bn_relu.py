@@ -1,11 +1,16 @@
 """Training-mode BatchNorm + ReLU (+ 2x2 max-pool): the hand-written VJP against autodiff of the layers.
 
   python -m benchmarks.bn_relu [--batch 128] [--repeats 7] [--number 5]
+  python -m benchmarks.bn_relu --step [--models mnist_cnn,cifar10_cnn]
 
 Times `jax.jit(jax.grad(...))` of `sum(out * w)` with respect to (x, scale, bias) at the activation
 shapes of the paper's CNNs (batch 128): `aplx.models.bn_relu_train` (the "fast" kernels' path) against
 the same layers differentiated by JAX (the BatchNorm expressions, `jax.nn.relu`, `max_pool_2x2_fast`).
 Every time is the minimum over `--repeats` rounds of `--number` calls; the two alternate round by round.
+
+`--step`: the trainer's whole step (`benchmarks.train_step`'s aplx case) with `BatchNorm.relu` as it is
+and with `BatchNorm.relu` replaced by the three layers as written (`BatchNorm.__call__`, ReLU,
+max-pool), alternating blocks of `--number` steps; medians and bests over `--repeats` blocks.
 """
 
 from __future__ import annotations
@@ -59,13 +64,53 @@ def _best(f, args, repeats, number):
   return best
 
 
+def _composed_relu(self, x, *, shift=None, pool=False):
+  """`BatchNorm.relu` without the fused kernel: the layers as written, differentiated by JAX."""
+  y = jax.nn.relu(self(x, shift=shift))
+  return M.max_pool_2x2_fast(y) if pool else y
+
+
+def step_ab(models, repeats, number):
+  """The trainer's step with and without the fused kernel, alternating; prints a table."""
+  from benchmarks import train_step  # pylint: disable=import-outside-toplevel
+
+  load = os.getloadavg()
+  print("| model | step | ms/step median | ms/step best | speed-up (medians) |")
+  print("|---|---|---:|---:|---:|")
+  for model in models:
+    fused_relu, cases = M.BatchNorm.relu, {}
+    for name, relu in (("layers as written", _composed_relu), ("bn_relu_train", fused_relu)):
+      M.BatchNorm.relu = relu  # Traced (and so baked in) by the first call, in check().
+      try:
+        cases[name] = train_step.AplxCase(train_step.get_config(model))
+        cases[name].check()
+      finally:
+        M.BatchNorm.relu = fused_relu
+    times = {k: [] for k in cases}
+    for _ in range(repeats):
+      for k, case in cases.items():
+        t0 = time.perf_counter()
+        case.run(number)
+        times[k].append((time.perf_counter() - t0) / number * 1e3)
+    med = {k: float(np.median(v)) for k, v in times.items()}
+    for k, v in times.items():
+      ratio = f"{med['layers as written'] / med[k]:.2f}x"
+      print(f"| {model} | {k} | {med[k]:.1f} | {min(v):.1f} | {ratio} |")
+  print(f"load average before {load[0]:.1f}, after {os.getloadavg()[0]:.1f}")
+
+
 def main():
   parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
   parser.add_argument("--batch", type=int, default=128)
   parser.add_argument("--repeats", type=int, default=7)
   parser.add_argument("--number", type=int, default=5)
+  parser.add_argument("--step", action="store_true", help="the whole train step, with and without")
+  parser.add_argument("--models", default="mnist_cnn,cifar10_cnn", help="with --step")
   args = parser.parse_args()
   tuned = cpu.tune_allocator()  # As experiments.main; before JAX starts.
+  if args.step:
+    print(f"jax {jax.__version__}, backend {jax.default_backend()}, malloc tuned: {tuned}")
+    return step_ab(args.models.split(","), args.repeats, args.number)
   load = os.getloadavg()
   rows = []
   for model, layer, (h, w, c), pool in SHAPES:
