@@ -242,11 +242,10 @@ def _bn_relu_fwd(x, scale, bias, eps, pool):
   y = (xf - _per_channel(mean, x.ndim)) * _per_channel(scale * inv, x.ndim) + _per_channel(bias, x.ndim)
   out = jax.nn.relu(y).astype(x.dtype)
   if pool:
-    a, b, c, d = _split_2x2(out)
-    out = jnp.maximum(jnp.maximum(a, b), jnp.maximum(c, d))
-    # The first maximum of each window in row-major order (as max_pool_2x2_fast), 4 where the window's
-    # maximum is 0: ReLU passes no gradient there.
-    sel = jnp.select([out <= 0, a == out, b == out, c == out], [4, 0, 1, 2], 3).astype(jnp.int8)
+    # max_pool_2x2_fast's winners (the first maximum of each window in row-major order), and 4 where
+    # the window's maximum is 0: ReLU passes no gradient there.
+    out, (winner, _) = _max_pool_fwd(out)
+    sel = jnp.where(out <= 0, 4, winner).astype(jnp.int8)
   else:
     sel = out > 0
   return (out, mean, var), (x, sel, mean, inv, scale, bias)
