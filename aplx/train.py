@@ -286,7 +286,7 @@ def evaluate(
     process_count=jax.process_count(),
     num_threads=num_threads,
   ):
-    for k, v in jax.device_get(eval_step(state, _global_batch(batch, batch_sharding))).items():  # 1 read.
+    for k, v in jax.device_get(eval_step(state, global_batch(batch, batch_sharding))).items():  # 1 read.
       totals[k] += int(v)
   count = max(totals["count"], 1)
   out = {"acc_clean": totals["correct"] / count}
@@ -312,7 +312,7 @@ def make_mesh() -> jax.sharding.Mesh:
   return jax.make_mesh((jax.device_count(),), ("data",), axis_types=(jax.sharding.AxisType.Auto,))
 
 
-def _global_batch(local: Mapping[str, np.ndarray], sharding: jax.sharding.NamedSharding) -> dict:
+def global_batch(local: Mapping[str, np.ndarray], sharding: jax.sharding.NamedSharding) -> dict:
   """Assembles this process's share of a batch into one global array sharded over the mesh."""
   return {k: jax.make_array_from_process_local_data(sharding, v) for k, v in local.items()}
 
@@ -742,7 +742,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
 
       def advance(state, sums, step):
         n = _chunk_length(step, steps_per_epoch, config.log_every_steps, max_steps, partial_last)
-        chunk = _global_batch(data_lib.device.chunk(ds, step, n, **batch_args), chunk_sharding)
+        chunk = global_batch(data_lib.device.chunk(ds, step, n, **batch_args), chunk_sharding)
         return (*multi_step(state, data, chunk, sums), n)
     else:
       batches = data_lib.train_batches(
@@ -751,7 +751,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
 
       def advance(state, sums, step):
         del step
-        return (*train_step(state, _global_batch(next(batches), batch_sharding), sums), 1)
+        return (*train_step(state, global_batch(next(batches), batch_sharding), sums), 1)
 
     # Streamed datasets decode their evaluation splits in this many threads.
     evaluate_split = functools.partial(

@@ -7,7 +7,7 @@ one step.
   python -m benchmarks.device_data --datasets mnist --steps 100 --repeats 5
 
 Both loops are the trainer's (`aplx.train`): the paper config of the dataset (loss nce+rce, sym 0.8),
-`make_train_step` + `jit_train_step` fed by `data.train_batches` through `_global_batch` with at most
+`make_train_step` + `jit_train_step` fed by `data.train_batches` through `global_batch` with at most
 `train.MAX_STEPS_AHEAD` steps in flight, against `make_multi_step` + `jit_multi_step` fed by
 `aplx.data.device.chunk`, `--steps` steps per call (the configs' log_every_steps is 100). The two
 start from the same state, and after the first block their parameters are checked to be bitwise
@@ -17,7 +17,7 @@ uint8 data of CIFAR-10's size with its augmentation (crop + flip), as CIFAR is n
 Blocks of the two alternate (`--repeats`), in one process; img/s is the median over blocks.
 
 Host-side costs of one step, timed alone: a jitted call's dispatch (a no-op on a scalar), placing one
-batch on the device (`_global_batch`) and making it (`next(train_batches)`). They are what the
+batch on the device (`global_batch`) and making it (`next(train_batches)`). They are what the
 device path saves per step, and what a fast accelerator would otherwise wait on (docs/training.md).
 """
 
@@ -80,7 +80,7 @@ class Loops:
       in_flight = collections.deque()
       for _ in range(self.steps):
         state, sums = self.train_step(
-          state, train._global_batch(next(self.batches), self.batch_sharding), sums
+          state, train.global_batch(next(self.batches), self.batch_sharding), sums
         )
         in_flight.append(state.step + 0)
         if len(in_flight) > train.MAX_STEPS_AHEAD:
@@ -88,7 +88,7 @@ class Loops:
     else:
       chunk = device.chunk(self.ds, start, self.steps, **self.batch_args)
       state, sums = self.multi_step(
-        state, self.on_device, train._global_batch(chunk, self.chunk_sharding), sums
+        state, self.on_device, train.global_batch(chunk, self.chunk_sharding), sums
       )
     jax.block_until_ready(sums)
     self.state[path], self.sums[path], self.next_step[path] = state, sums, start + self.steps
@@ -107,7 +107,7 @@ class Loops:
     local = next(self.batches)
     t0 = time.perf_counter()
     for _ in range(n):
-      jax.block_until_ready(train._global_batch(local, self.batch_sharding))
+      jax.block_until_ready(train.global_batch(local, self.batch_sharding))
     out["place batch"] = (time.perf_counter() - t0) / n
     t0 = time.perf_counter()
     for _ in range(n):
@@ -158,7 +158,7 @@ def main():
     ratio = rate["device"] / rate["host"]
     print(f"| {name} | {b} | {rate['host']:,.0f} | {rate['device']:,.0f} | {ratio:.2f}x | {same} |")
   print("\nHost-side cost of one step of the host path (microseconds, timed alone):")
-  print("| data | jitted call dispatch | place batch (_global_batch) | make batch (train_batches) |")
+  print("| data | jitted call dispatch | place batch (global_batch) | make batch (train_batches) |")
   print("|---|---:|---:|---:|")
   for name, _, _, _, costs in rows:
     print(f"| {name} | {costs['dispatch']:.0f} | {costs['place batch']:.0f} | {costs['make batch']:.0f} |")

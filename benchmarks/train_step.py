@@ -83,7 +83,7 @@ class AplxCase:
       "id": np.arange(b, dtype=np.int32),
     }
     batch_sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
-    self.batch = train._global_batch(self.local, batch_sharding)  # pylint: disable=protected-access
+    self.batch = train.global_batch(self.local, batch_sharding)
     self.batch_size = b
     cost = self.step.lower(self.state, self.batch, self.sums).cost_analysis()
     cost = cost[0] if isinstance(cost, (list, tuple)) else cost

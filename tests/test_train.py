@@ -141,7 +141,7 @@ def _run(mesh, batches):
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
   sums = train.zero_sums()
   for b in batches:
-    state, sums = step(state, train._global_batch(b, sharding), sums)
+    state, sums = step(state, train.global_batch(b, sharding), sums)
   return state, sums
 
 
@@ -166,7 +166,7 @@ def test_train_step_compiles_once():
   # As in train_and_evaluate: fresh sums placed like the state (committed, replicated).
   sums = jax.device_put(train.zero_sums(), state.step.sharding)
   for b in _batches(3):
-    state, sums = step(state, train._global_batch(b, sharding), sums)
+    state, sums = step(state, train.global_batch(b, sharding), sums)
   assert int(state.step) == 3
 
 
@@ -179,7 +179,7 @@ def test_nonfinite_loss_is_reported_with_its_step():
   batches[2]["image"][0, 0, 0, 0] = np.nan  # Step 2's loss is NaN.
   sums = train.zero_sums()
   for i, b in enumerate(batches):
-    state, sums = step(state, train._global_batch(b, sharding), sums)
+    state, sums = step(state, train.global_batch(b, sharding), sums)
     if i < 2:
       train._check_finite(sums, _optim())  # Nothing to report yet.
   with pytest.raises(train.NonFiniteLossError, match="NaN or inf at step 2.*clipping is already on"):
