@@ -14,9 +14,10 @@
 
 Comparing config.json with the config a run is resumed (or swept) with, `config_diff`: a field that one
 side lacks matches when the other side holds that field's default (`field_defaults`: the loss's
-parameters, the model's options, ADDED_FIELDS). So fields added to the configs later (every loss
-parameter in `loss.params`, `model.kwargs.dtype`, `val_fraction`) keep older runs resumable and
-finished. No JAX import at module level (the defaults import `aplx.losses` / `aplx.models` when needed).
+parameters, the model's options, the trainer's `aplx.train.DEFAULTS`). So fields added to the configs
+later (every loss parameter in `loss.params`, `model.kwargs.dtype`, `val_fraction`, `optim.l1`) keep older
+runs resumable and finished. No JAX import at module level (the defaults import `aplx.losses`,
+`aplx.models` and `aplx.train.config` when needed).
 """
 
 from __future__ import annotations
@@ -50,16 +51,6 @@ RESUMABLE_CHANGES = (
   "data_workers",  # Worker processes do not change the batches (data.train_batches).
   "device_data",  # Batches made on the devices are the host's (aplx.data.device; bitwise on CPU).
 )
-
-# Top-level config fields added after runs were written, with the value that gives what a config without
-# them gave (0.0: no validation split, the paper's protocol).
-ADDED_FIELDS = {
-  "val_fraction": 0.0,
-  "val_fold": 0,
-  "image_size": None,
-  "data_workers": 0,
-  "device_data": False,
-}
 
 
 def path(workdir: str | epath.Path) -> epath.Path:
@@ -155,9 +146,11 @@ def model_defaults(name: str) -> dict[str, Any]:
 
 
 def field_defaults(config: dict) -> dict[str, Any]:
-  """{dotted path: default} of the fields a config may leave out: ADDED_FIELDS, `loss.params.<p>` for
-  every parameter of its loss and `model.kwargs.<k>` for every option of its model."""
-  out = dict(ADDED_FIELDS)
+  """{dotted path: default} of the fields a config may leave out: the trainer's (`aplx.train.DEFAULTS`),
+  `loss.params.<p>` for every parameter of its loss and `model.kwargs.<k>` for every option of its model."""
+  from aplx.train.config import DEFAULTS  # pylint: disable=g-import-not-at-top
+
+  out = {k: v for k, v in DEFAULTS.items() if not isinstance(v, dict)}
   loss, model = config.get("loss") or {}, config.get("model") or {}
   out.update({f"loss.params.{k}": v for k, v in loss_defaults(loss.get("name")).items()})
   out.update({f"model.kwargs.{k}": v for k, v in model_defaults(model.get("name")).items()})

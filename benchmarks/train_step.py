@@ -71,7 +71,7 @@ class AplxCase:
     tx = train.make_optimizer(config.optim, schedule)
     model = train.create_model(config, spec.num_classes)
     self.graphdef, _, self.state = train.create_train_state(config, model, tx, mesh)
-    self.loss_fn = losses.get(config.loss.name, **config.loss.get("params", {}))
+    self.loss_fn = losses.get(config.loss.name, **config.loss.params)
     self.step = train.jit_train_step(train.make_train_step(self.graphdef, self.loss_fn, tx), mesh)
     self.sums = jax.jit(train.zero_sums, out_shardings=self.state.step.sharding)()
     b, rng = config.batch_size, np.random.default_rng(0)
@@ -92,7 +92,7 @@ class AplxCase:
   def check(self):
     """Runs one step (compiling it) and checks that it is the trainer's and trains on the config's loss."""
     fn = self.step.__wrapped__
-    assert (fn.__module__, fn.__qualname__) == ("aplx.train", "make_train_step.<locals>.step"), fn
+    assert (fn.__module__, fn.__qualname__) == ("aplx.train.steps", "make_train_step.<locals>.step"), fn
     model = nnx.merge(self.graphdef, self.state.params, self.state.batch_stats, copy=True)  # Train mode.
     expected = float(self.loss_fn(model(self.batch["image"]), self.batch["label"]).mean())
     before = jax.tree.leaves(jax.device_get(self.state.params))

@@ -23,7 +23,7 @@ def run(workdir: str) -> dict[str, list[dict]]:
   for i, loss in enumerate(LOSSES):
     config = mnist.get_config(f"loss={loss},{ARG}")
     done = time.time() - start
-    eta = f", demo ETA {train._hms(done / i * (len(LOSSES) - i))}" if i else ""
+    eta = f", demo ETA {train.format_duration(done / i * (len(LOSSES) - i))}" if i else ""
     print(
       f"\n=== run {i + 1}/{len(LOSSES)}: {loss}: {config.dataset}, {config.noise.type} noise "
       f"{config.noise.rate}, {config.subset} train images, {config.epochs} epochs -> "
@@ -37,9 +37,9 @@ def run(workdir: str) -> dict[str, list[dict]]:
   with open(out, "w") as f:
     f.write(table.lstrip() + "\n")
   print(
-    f"\nDemo done in {train._hms(time.time() - start)}. The table above: {out}. Per-epoch metrics: "
-    f"{os.path.join(workdir, '<loss>', 'metrics.jsonl')}. TensorBoard: pip install tensorboard && "
-    f"tensorboard --logdir {workdir}",
+    f"\nDemo done in {train.format_duration(time.time() - start)}. The table above: {out}. "
+    f"Per-epoch metrics: {os.path.join(workdir, '<loss>', 'metrics.jsonl')}. "
+    f"TensorBoard: pip install tensorboard && tensorboard --logdir {workdir}",
     flush=True,
   )
   return history

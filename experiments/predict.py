@@ -65,7 +65,7 @@ def predict(
   saved = rundir.read_config(workdir)
   if saved is None:
     raise FileNotFoundError(f"No config.json in {workdir}: not a run's workdir.")
-  config = ml_collections.ConfigDict(saved)
+  config = train.with_defaults(ml_collections.ConfigDict(saved))
   if data_dir:
     config.data_dir = data_dir  # A path, not part of what the run computed (rundir.RESUMABLE_CHANGES).
   ds = train.load_data(config)
@@ -84,7 +84,7 @@ def predict(
 
   # The run's model and state, restored as the trainer builds them.
   mesh = train.make_mesh()
-  layout = {"drop_remainder": config.get("drop_remainder", True), "multiple_of": jax.device_count()}
+  layout = {"drop_remainder": config.drop_remainder, "multiple_of": jax.device_count()}
   schedule = train.make_schedule(
     config.optim, data_lib.steps_per_epoch(ds, config.batch_size, **layout), config.epochs
   )
@@ -97,7 +97,7 @@ def predict(
   sharding = jax.sharding.NamedSharding(mesh, jax.sharding.PartitionSpec("data"))
 
   probs, ids, noisy, clean = [], [], [], []
-  threads = max(1, config.get("data_workers", 0))  # Streamed datasets decode in this many threads.
+  threads = max(1, config.data_workers)  # Streamed datasets decode in this many threads.
   for batch in data_lib.eval_batches(ds, batch_size=batch_size, split=split, num_threads=threads):
     rows = batch["mask"] > 0
     probs.append(np.asarray(step(state, {"image": jax.device_put(batch["image"], sharding)}))[rows])

@@ -87,13 +87,13 @@ def test_rotation_is_the_same_on_device_for_many_angles():
 def test_chunk_lengths_stop_at_log_points_epoch_ends_and_partial_batches():
   out, step = [], 0
   while step < 2 * 469:
-    n = train._chunk_length(step, 469, 100, 2 * 469, True)
+    n = train.chunk_length(step, 469, 100, 2 * 469, True)
     out.append(n)
     step += n
   assert out == [100, 100, 100, 100, 68, 1] * 2  # Epoch-aligned; the partial 469th step alone.
-  assert train._chunk_length(469 + 250, 469, 100, 10**6, True) == 50  # Resumed mid-way: to step 300.
-  assert train._chunk_length(460, 469, 100, 462, True) == 2  # max_steps
-  assert train._chunk_length(400, 468, 100, 10**6, False) == 68  # No partial batch: to the end.
+  assert train.chunk_length(469 + 250, 469, 100, 10**6, True) == 50  # Resumed mid-way: to step 300.
+  assert train.chunk_length(460, 469, 100, 462, True) == 2  # max_steps
+  assert train.chunk_length(400, 468, 100, 10**6, False) == 68  # No partial batch: to the end.
 
 
 def _config(mnist_data_dir, **overrides):
@@ -130,7 +130,7 @@ def test_device_data_run_is_the_host_run_and_resumes_either_way(mnist_data_dir, 
   for name, first in [("device_then_host", True), ("host_then_device", False)]:
     workdir = str(tmp_path / name)
     with monkeypatch.context() as m:
-      m.setattr(train._PreemptionFlag, "__call__", lambda self, manager, step: step == 11)
+      m.setattr(train.PreemptionFlag, "__call__", lambda self, step: step == 11)
       with pytest.raises(train.Preempted, match="step 11"):
         train.train_and_evaluate(_config(mnist_data_dir, device_data=first), workdir)
     assert sorted(int(d) for d in os.listdir(os.path.join(workdir, "checkpoints")) if d.isdigit()) == [8, 11]

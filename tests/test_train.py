@@ -28,6 +28,7 @@ def _optim(**kw):
     "schedule": "cosine",
     "eta_min": 0.001,
     "decay_rate": 0.97,
+    "l1": 0.0,
   }
   return ml_collections.ConfigDict(dict(base, **kw))
 
@@ -181,11 +182,11 @@ def test_nonfinite_loss_is_reported_with_its_step():
   for i, b in enumerate(batches):
     state, sums = step(state, train.global_batch(b, sharding), sums)
     if i < 2:
-      train._check_finite(sums, _optim())  # Nothing to report yet.
+      train.check_finite(sums, _optim())  # Nothing to report yet.
   with pytest.raises(train.NonFiniteLossError, match="NaN or inf at step 2.*clipping is already on"):
-    train._check_finite(sums, _optim(grad_clip=5.0))
+    train.check_finite(sums, _optim(grad_clip=5.0))
   with pytest.raises(train.NonFiniteLossError, match="NaN or inf at step 2.*enable gradient clipping"):
-    train._check_finite(sums, _optim(grad_clip=0.0))
+    train.check_finite(sums, _optim(grad_clip=0.0))
 
 
 # ----- End to end on real MNIST: accuracy, resume, checkpoints. -------------------------------------
@@ -208,12 +209,7 @@ def _final_params(workdir, config):
   optim = config.optim
   tx = train.make_optimizer(optim, train.make_schedule(optim, 8, config.epochs))
   _, _, state = train.create_train_state(config, model, tx, mesh)
-  import orbax.checkpoint as ocp  # pylint: disable=g-import-not-at-top
-
-  manager = ocp.CheckpointManager(os.path.join(workdir, "checkpoints"))
-  restored, _, _ = train._restore_or_keep(manager, state, train.zero_sums(), config)
-  manager.close()
-  return restored
+  return train.restore_checkpoint(workdir, state, config)[0]
 
 
 def _strip_timing(history):
@@ -252,7 +248,7 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(uninterrupted, mnist
 def test_preempted_mid_epoch_checkpoint_resumes_exactly(uninterrupted, mnist_data_dir, tmp_path, monkeypatch):
   ref_dir, config, ref_history = uninterrupted
   workdir = str(tmp_path)
-  monkeypatch.setattr(train._PreemptionFlag, "__call__", lambda self, manager, step: step == 13)
+  monkeypatch.setattr(train.PreemptionFlag, "__call__", lambda self, step: step == 13)
   with pytest.raises(train.Preempted, match="step 13"):
     train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
   assert rundir.read_status(workdir) | {"time": None} == {"status": "preempted", "step": 13, "time": None}
@@ -301,13 +297,13 @@ def test_corrupted_latest_checkpoint_falls_back_and_is_kept_aside(
   _corrupt(workdir, 16)
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"epoch": 3, "te')  # A write torn by a kill.
-  slow_eval = train.evaluate
+  slow_eval = train.Evaluator.__call__
 
-  def evaluate(*args, **kwargs):
+  def evaluate(self, state):
     time.sleep(12.0)  # Longer than compiling and training the 8 steps of an epoch here.
-    return slow_eval(*args, **kwargs)
+    return slow_eval(self, state)
 
-  monkeypatch.setattr(train, "evaluate", evaluate)
+  monkeypatch.setattr(train.Evaluator, "__call__", evaluate)
   config2 = _tiny_config(mnist_data_dir, keep_checkpoints=3, epochs=2)
   history = train.train_and_evaluate(config2, workdir)
   assert _strip_timing(history) == _strip_timing(ref_history)

@@ -9,6 +9,7 @@ Public API:
   eval_batches(ds, *, batch_size, split="test", process_index=0, process_count=1, num_threads=1)
                 (split: "test", "train", "val" or a key of ds.eval_sets)
   steps_per_epoch(ds, global_batch_size)
+  check_image_size(name, image_size)   (ValueError unless the dataset takes that image size)
   device.put / device.chunk / device.make_batch   (batches made on the accelerator: config.device_data)
   ensure_prepared(name, data_dir=None, *, download=True)
   prepare_dataset(name, *, data_dir=None, raw_dir=None)   (module: aplx.data.prepare, a CLI)
@@ -18,6 +19,7 @@ from aplx.data import device
 from aplx.data.pipeline import (
   DATASETS,
   Dataset,
+  check_image_size,
   eval_batches,
   hold_out,
   load_dataset,
@@ -39,6 +41,7 @@ from aplx.data.prepare import prepare as prepare_dataset
 __all__ = [
   "DATASETS",
   "Dataset",
+  "check_image_size",
   "default_data_dir",
   "default_mnist_dir",
   "device",

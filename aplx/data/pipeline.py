@@ -262,6 +262,19 @@ def _images(arrays: dict[str, np.ndarray], builder, name: str, data_dir: str, sp
   return stream.Records(name, data_dir, split, rows, files=_fingerprint(builder, split) or "")
 
 
+def check_image_size(name: str, image_size: int | None) -> None:
+  """ValueError unless `name` is a known dataset and `image_size` is None or, for a streamed dataset,
+  an integer >= 8 (the side of its crops)."""
+  if name not in DATASETS:
+    raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}.")
+  spec = DATASETS[name]
+  if image_size is not None and (spec.storage != "stream" or type(image_size) is not int or image_size < 8):
+    raise ValueError(
+      f"image_size={image_size!r}: only streamed datasets take an image size (webvision, clothing1m), an "
+      f"integer >= 8; {name} keeps its own ({spec.image_shape[0]}x{spec.image_shape[1]}): leave it None."
+    )
+
+
 def load_dataset(
   name: str,
   *,
@@ -299,15 +312,9 @@ def load_dataset(
   Returns:
     A `Dataset`.
   """
-  if name not in DATASETS:
-    raise ValueError(f"unknown dataset {name!r}; known: {sorted(DATASETS)}.")
+  check_image_size(name, image_size)
   spec = DATASETS[name]
   streamed = spec.storage == "stream"
-  if image_size is not None and (not streamed or type(image_size) is not int or image_size < 8):
-    raise ValueError(
-      f"image_size={image_size!r}: only streamed datasets take an image size, an integer >= 8 "
-      f"({name} images are {spec.image_shape[0]}x{spec.image_shape[1]}; leave it None)."
-    )
   data_dir = prepare_lib.ensure_prepared(name, data_dir, download=download)
   builder = prepare_lib.builder(name, data_dir)
   shape = None if streamed else spec.image_shape  # Streamed: read the labels, not the images.

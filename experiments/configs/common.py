@@ -16,6 +16,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from aplx import losses, rundir
+from aplx.train import config as train_config
 
 # Keys the config argument understands: (type, default). None means "unset": the config's own value
 # (all training images, the setting's epochs).
@@ -106,10 +107,8 @@ def base_config(
   """The ConfigDict every dataset config returns; per-dataset values come in as arguments."""
   c = ml_collections.ConfigDict()
   c.dataset = dataset
-  c.data_dir = ml_collections.FieldReference(None, field_type=str)  # None: $APLX_DATA_DIR or TFDS's.
-  c.subset = (
-    args["subset"] if args["subset"] is not None else ml_collections.FieldReference(None, field_type=int)
-  )
+  if args["subset"] is not None:
+    c.subset = args["subset"]
   c.seed = args["seed"]
 
   c.noise = ml_collections.ConfigDict()
@@ -134,25 +133,11 @@ def base_config(
   # The authors' PyTorch loaders keep the last partial batch of an epoch (drop_last=False); the paper
   # does not say. aplx's default, big_vision's, drops it.
   c.drop_remainder = args["fidelity"] == "paper"
-  c.eval_batch_size = 1000
-  # Validation split: hold out this fraction of the (noisy) training set, chosen by example id from
-  # (seed, id), and evaluate on it every epoch (val_acc_noisy / val_acc_clean in metrics.jsonl), for
-  # `experiments.report --select val`. 0.0 = the paper's protocol: nothing held out, train on all.
-  # val_fold=k holds out the k-th window of width val_fraction instead of the first: with
-  # val_fraction=1/n, folds 0..n-1 are n-fold cross-validation (docs/training.md).
-  c.val_fraction = 0.0
-  c.val_fold = 0
-  c.augment = True
-  # Streamed datasets (webvision, clothing1m): crop side (None: the dataset's, 224) and grain worker
-  # processes that decode and augment (0: in the main process; a GPU needs ~10-20, docs/data.md).
-  c.image_size = ml_collections.FieldReference(None, field_type=int)
-  c.data_workers = 0
-  # In-RAM datasets: keep the training set on the devices and make the batches there, running the steps
-  # between two log lines in one call (aplx.data.device; the same batches, so the same run).
-  c.device_data = False
-  c.log_every_steps = 100
-  c.keep_checkpoints = 2
-  c.max_steps = ml_collections.FieldReference(None, field_type=int)  # Stop early (tests).
+  # Every other field at the trainer's default (one table, `aplx.train.DEFAULTS`, commented there): the
+  # validation split (val_fraction, val_fold: `experiments.report --select val`, docs/training.md),
+  # image_size and data_workers of streamed datasets, device_data, log_every_steps, keep_checkpoints,
+  # max_steps, eval_batch_size, optim.l1, ...
+  train_config.fill_defaults(c)
   return c
 
 

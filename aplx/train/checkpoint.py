@@ -1,0 +1,185 @@
+"""Checkpoints: save, restore the newest readable one, set unreadable ones aside, read-only restore.
+
+One orbax checkpoint per finished epoch (and one at a preemption) holds the whole `TrainState`, the
+epoch's running sums, and as JSON metadata the number of completed epochs and the run's config. A
+checkpoint that cannot be read is never deleted: it is moved to `<workdir>/checkpoints_unreadable/`.
+"""
+
+import json
+import os
+import time
+
+from absl import logging
+import jax
+import ml_collections
+import orbax.checkpoint as ocp
+
+from aplx import rundir
+from aplx.train.config import ConfigError
+from aplx.train.steps import zero_sums
+
+
+class CheckpointError(RuntimeError):
+  """A checkpoint could not be read or written; the message says what to do."""
+
+
+def short(e: BaseException, limit: int = 240) -> str:
+  """An exception in one short line: orbax/TensorStore errors can carry kilobytes of spec."""
+  text = " ".join(str(e).split()) or type(e).__name__
+  return f"{type(e).__name__}: {text[:limit]}{'...' if len(text) > limit else ''}"
+
+
+def config_json(config: ml_collections.ConfigDict) -> dict:
+  """The config as config.json and the checkpoints' metadata hold it."""
+  return json.loads(config.to_json_best_effort())
+
+
+class Checkpoints:
+  """The checkpoints of one workdir (`<workdir>/checkpoints`), through an orbax CheckpointManager.
+
+  `keep`: how many of the newest are kept. `read_only`: nothing is created, moved or deleted.
+  """
+
+  def __init__(self, workdir: str, keep: int | None = None, *, read_only: bool = False):
+    self.directory = os.path.join(workdir, "checkpoints")
+    self.aside = os.path.join(workdir, "checkpoints_unreadable")
+    if read_only:
+      options = ocp.CheckpointManagerOptions(read_only=True)
+    else:
+      options = ocp.CheckpointManagerOptions(max_to_keep=keep, create=True)
+    self.manager = ocp.CheckpointManager(self.directory, options=options)
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def close(self) -> None:
+    self.manager.close()
+
+  def steps(self) -> list[int]:
+    return sorted(self.manager.all_steps())
+
+  def reached_preemption(self, step: int) -> bool:
+    """Orbax's multi-host preemption sync: every process agrees on the same step (a collective)."""
+    return self.manager.reached_preemption(step)
+
+  def save(self, state, sums: dict, epoch: int, config: ml_collections.ConfigDict) -> None:
+    """Saves (state, running epoch sums) and `epoch`, the number of completed epochs, and waits until
+    the checkpoint is committed. A failed write (full disk, lost bucket) raises one CheckpointError."""
+    step = int(state.step)
+    try:
+      self.manager.save(
+        step,
+        args=ocp.args.Composite(
+          state=ocp.args.StandardSave((state, sums)),
+          meta=ocp.args.JsonSave({"epoch": epoch, "step": step, "config": config_json(config)}),
+        ),
+      )
+      self.manager.wait_until_finished()
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(
+        f"Could not write the checkpoint of step {step} to {self.directory} ({short(e)}). Is the disk "
+        "full or the directory not writable? Free space and rerun the same command: the run resumes "
+        "from its last committed checkpoint."
+      ) from e
+
+  def restore(self, step: int, state, sums: dict, config) -> tuple:
+    """(state, sums, completed epochs) of checkpoint `step`; `state` and `sums` give the structure and
+    shardings. CheckpointError if it is unreadable, ConfigError if its config differs from `config`
+    (not a corruption: falling back would not help)."""
+    where = os.path.join(self.directory, str(step))
+    try:
+      meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
+    except Exception as e:  # noqa: BLE001 -- any failure here means an unreadable checkpoint.
+      raise CheckpointError(f"cannot read the metadata of {where} ({short(e)})") from e
+    diff = rundir.config_diff(meta["config"], config_json(config))
+    if diff:
+      raise ConfigError(
+        f"The checkpoint at {where} was written with a different config ({'; '.join(diff)}). Resume "
+        "with the original config, or use a new --workdir to start a different run."
+      )
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (state, sums))
+    args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
+    try:
+      restored, sums = self.manager.restore(step, args=args)["state"]
+    except Exception as e:  # noqa: BLE001
+      raise CheckpointError(
+        f"cannot restore the training state from {where} ({short(e)}): corrupted, or written by "
+        "another model / optimiser"
+      ) from e
+    return restored, sums, meta["epoch"]
+
+  def restore_newest(self, state, sums: dict, config) -> tuple:
+    """(state, sums, completed epochs) from the newest checkpoint that restores, else the inputs and 0
+    (no checkpoint).
+
+    A newer checkpoint that cannot be read (e.g. corrupted by a crash mid-write) is moved aside (never
+    deleted) and the run resumes from the one before, with a warning. If no checkpoint restores,
+    nothing is moved and the run refuses to start over.
+    """
+    failures = []
+    for step in reversed(self.steps()):
+      try:
+        restored = self.restore(step, state, sums, config)
+      except CheckpointError as e:
+        failures.append((step, str(e)))
+        continue
+      if failures:
+        self._set_aside([s for s, _ in failures])
+        logging.warning(
+          "RESUMING FROM AN OLDER CHECKPOINT (step %d): the newer %s could not be restored and %s moved "
+          "to %s: %s",
+          step,
+          ", ".join(str(s) for s, _ in failures),
+          "was" if len(failures) == 1 else "were",
+          self.aside,
+          "; ".join(f for _, f in failures),
+        )
+      logging.info(
+        "Resumed from %s (epoch %d, step %d).", os.path.join(self.directory, str(step)), restored[2], step
+      )
+      return restored
+    if failures:
+      raise CheckpointError(
+        f"No checkpoint in {self.directory} could be restored ({failures[0][1]}). Refusing to start "
+        "from scratch over them: move the directory away (or use another --workdir) to start over."
+      )
+    return state, sums, 0
+
+  def _set_aside(self, steps: list[int]) -> None:
+    """Moves unreadable checkpoint steps out of the directory (process 0), then every process rescans."""
+    if jax.process_index() == 0:
+      aside = rundir.path(self.aside)
+      aside.mkdir(parents=True, exist_ok=True)
+      for step in steps:
+        src = rundir.path(self.directory) / str(step)
+        src.rename(aside / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}")
+    if jax.process_count() > 1:
+      from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+
+      multihost_utils.sync_global_devices("aplx_checkpoints_set_aside")
+    self.manager.reload()
+
+
+def restore_checkpoint(
+  workdir: str, state, config: ml_collections.ConfigDict, step: int | None = None
+) -> tuple:
+  """(state, completed epochs) from the checkpoint of `step` (default: the newest) in `workdir`, read
+  only: nothing is moved or written. For tools that use a trained run (`experiments.predict`); `state`
+  (`create_train_state`) gives the structure and the shardings; `config` must be the run's."""
+  directory = os.path.join(workdir, "checkpoints")
+  if not rundir.path(directory).exists():
+    raise CheckpointError(f"No checkpoint directory {directory}: is {workdir} a run's workdir?")
+  with Checkpoints(workdir, read_only=True) as checkpoints:
+    steps = checkpoints.steps()
+    if step is None and not steps:
+      raise CheckpointError(f"No checkpoint in {directory} yet: a run saves one per finished epoch.")
+    if step is not None and step not in steps:
+      raise CheckpointError(
+        f"No checkpoint of step {step} in {directory}; its steps are {steps} (the run keeps the "
+        "newest config.keep_checkpoints)."
+      )
+    state, _, epoch = checkpoints.restore(steps[-1] if step is None else step, state, zero_sums(), config)
+  return state, epoch

@@ -1,0 +1,63 @@
+"""Evaluation: accuracy on a split, and the evaluation fields of an epoch's record."""
+
+import collections
+
+import jax
+import ml_collections
+
+from aplx import cpu
+from aplx import data as data_lib
+from aplx.train import steps
+
+
+def evaluate(
+  eval_step, state, ds, batch_size: int, batch_sharding, split: str = "test", num_threads: int = 1
+) -> dict:
+  """Accuracy on a split of `ds` (`data.eval_batches`: every process reads its rows of each global
+  batch): {"acc_clean"} against the clean labels, plus {"acc_noisy"} on the train and val splits."""
+  totals = collections.Counter()
+  for batch in data_lib.eval_batches(
+    ds,
+    batch_size=batch_size,
+    split=split,
+    process_index=jax.process_index(),
+    process_count=jax.process_count(),
+    num_threads=num_threads,
+  ):
+    for k, v in jax.device_get(
+      eval_step(state, steps.global_batch(batch, batch_sharding))
+    ).items():  # 1 read.
+      totals[k] += int(v)
+  count = max(totals["count"], 1)
+  out = {"acc_clean": totals["correct"] / count}
+  if "correct_noisy" in totals:
+    out["acc_noisy"] = totals["correct_noisy"] / count
+  return out
+
+
+class Evaluator:
+  """Every evaluation an epoch's record holds: the test set, the dataset's other evaluation sets and the
+  validation split, with the test set's code path (`evaluate`)."""
+
+  def __init__(self, config: ml_collections.ConfigDict, ds, mesh, eval_graphdef):
+    self.ds = ds
+    self.eval_step = jax.jit(steps.make_eval_step(eval_graphdef), compiler_options=cpu.compiler_options())
+    self.batch_size = config.eval_batch_size
+    self.sharding = jax.sharding.NamedSharding(mesh, steps.P("data"))
+    self.num_threads = max(1, config.data_workers)  # Streamed datasets decode in this many threads.
+
+  def split(self, state, split: str) -> dict:
+    return evaluate(self.eval_step, state, self.ds, self.batch_size, self.sharding, split, self.num_threads)
+
+  def __call__(self, state) -> dict:
+    """{"test_acc", "test_acc_<name>" per extra evaluation set, "val_acc_noisy" and "val_acc_clean"
+    with a validation split (the latter when the clean labels are known)}."""
+    record = {"test_acc": self.split(state, "test")["acc_clean"]}
+    for name in self.ds.eval_sets:  # e.g. webvision's ILSVRC2012 validation images.
+      record[f"test_acc_{name}"] = self.split(state, name)["acc_clean"]
+    if self.ds.num_val:  # Against both labels of the held-out examples.
+      val = self.split(state, "val")
+      record["val_acc_noisy"] = val["acc_noisy"]
+      if self.ds.clean_train_labels_known:
+        record["val_acc_clean"] = val["acc_clean"]
+    return record

@@ -1,0 +1,189 @@
+"""What a run tells the world: metrics.jsonl and TensorBoard, status.json, and its log lines.
+
+Process 0 writes the run directory's files (`aplx.rundir` describes them); every process logs.
+"""
+
+import os
+import time
+
+from absl import logging
+import jax
+import ml_collections
+
+from aplx import rundir
+from aplx.train.checkpoint import config_json, short
+
+read_metrics = rundir.read_metrics  # The per-epoch records of a run.
+
+
+def format_duration(seconds: float) -> str:
+  """`h:mm:ss`, e.g. 3725.4 -> '1:02:05'."""
+  seconds = int(seconds)
+  return f"{seconds // 3600}:{seconds // 60 % 60:02d}:{seconds % 60:02d}"
+
+
+class Preempted(Exception):
+  """Raised by `train_and_evaluate` after a preemption checkpoint is committed: rerun to resume.
+  `experiments.main` exits with `rundir.PREEMPTED_EXIT_CODE`."""
+
+  def __init__(self, step: int, workdir: str):
+    super().__init__(f"Preempted at step {step}; checkpoint committed in {workdir}. Rerun to resume.")
+    self.step = step
+
+
+def train_record(sums: dict, epoch: int, step: int, lr, seconds: float, ds) -> dict:
+  """The training fields of an epoch's record, from its on-device sums (one host read each)."""
+  count = int(sums["count"])
+  record = {
+    "epoch": epoch,
+    "step": step,
+    "lr": float(lr),
+    "train_loss": float(sums["loss"]) / count,
+    "train_acc_noisy": int(sums["correct_noisy"]) / count,
+    "train_acc_clean": int(sums["correct_clean"]) / count,
+    "images_per_sec": count / seconds,
+  }
+  if not ds.clean_train_labels_known:  # Real noise without clean labels: nothing to report.
+    del record["train_acc_clean"]
+  return record
+
+
+class MetricWriter:
+  """metrics.jsonl and TensorBoard summaries in the workdir; process 0 only.
+
+  `history` holds every record of the run so far (on process 0), resumed epochs included.
+  """
+
+  def __init__(self, workdir: str, resume_epoch: int):
+    self.active = jax.process_index() == 0
+    self.workdir = workdir
+    self.tb = None
+    self.history = []
+    if not self.active:
+      return
+    # Drop lines of epochs that the resumed run will redo (and a torn last line), so the log matches
+    # an uninterrupted run.
+    self.history = [r for r in rundir.read_metrics(workdir) if r["epoch"] <= resume_epoch]
+    rundir.write_metrics(workdir, self.history)
+    from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
+
+    self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def __enter__(self):
+    return self
+
+  def __exit__(self, *exc):
+    self.close()
+
+  def write(self, record: dict) -> None:
+    if not self.active:
+      return
+    self.history.append(record)
+    rundir.append_metrics(self.workdir, record)
+    for k, v in record.items():
+      if k != "epoch":
+        self.tb.add_scalar(k, v, record["epoch"])
+    self.tb.flush()
+
+  def close(self) -> None:
+    if self.tb is not None:
+      self.tb.close()
+
+
+class RunStatus:
+  """status.json (process 0): `start` writes config.json and 'running'; leaving the block with an
+  exception writes 'preempted' (`Preempted`) or 'failed'."""
+
+  def __init__(self, workdir: str):
+    self.workdir = workdir
+    self.active = jax.process_index() == 0
+
+  def __enter__(self):
+    return self
+
+  def start(self, config: ml_collections.ConfigDict, step: int, epoch: int) -> None:
+    if self.active:
+      rundir.write_config(self.workdir, config_json(config))
+      rundir.write_status(self.workdir, rundir.RUNNING, step=step, epoch=epoch)
+
+  def end(self, finished: bool, step: int, epoch: int) -> None:
+    if self.active:
+      rundir.write_status(
+        self.workdir, rundir.FINISHED if finished else rundir.RUNNING, step=step, epoch=epoch
+      )
+
+  def __exit__(self, kind, e, tb):
+    if not self.active or e is None:
+      return
+    if isinstance(e, Preempted):
+      rundir.write_status(self.workdir, rundir.PREEMPTED, step=e.step)
+    else:
+      rundir.write_status(self.workdir, rundir.FAILED, error=short(e, 1000))
+
+
+def log_start(config: ml_collections.ConfigDict, ds, steps_per_epoch: int, workdir: str) -> None:
+  """The run in one line (and its validation split in another)."""
+  logging.info(
+    "%s | %s noise %.2f | loss %s | model %s | %d train images, %d steps/epoch x %d epochs "
+    "| %d devices, %d processes | workdir %s",
+    config.dataset,
+    config.noise.type,
+    config.noise.rate,
+    config.loss.name,
+    config.model.name,
+    ds.num_train,
+    steps_per_epoch,
+    config.epochs,
+    jax.device_count(),
+    jax.process_count(),
+    workdir,
+  )
+  if ds.num_val:
+    logging.info(
+      "Validation split: %d training examples held out by id (val_fraction %g, fold %d); %d left to "
+      "train on, hence %d steps/epoch.",
+      ds.num_val,
+      config.val_fraction,
+      config.val_fold,
+      ds.num_train,
+      steps_per_epoch,
+    )
+
+
+class Progress:
+  """Times the run: images/s of an epoch's training (evaluation excluded), and the ETA."""
+
+  def __init__(self, start_step: int, total_steps: int):
+    self.start, self.start_step, self.total_steps = time.time(), start_step, total_steps
+    self.epoch_start = self.start
+
+  def epoch_seconds(self) -> float:
+    """Seconds since the epoch started, to be read when its training is done (before evaluating)."""
+    return max(time.time() - self.epoch_start, 1e-9)
+
+  def next_epoch(self) -> None:
+    self.epoch_start = time.time()
+
+  def eta(self, step: int) -> str:
+    return format_duration((time.time() - self.start) / (step - self.start_step) * (self.total_steps - step))
+
+
+def log_step(epoch: int, epochs: int, step_in_epoch: int, steps_per_epoch: int, loss: float) -> None:
+  logging.info("epoch %d/%d  step %d/%d  loss %.4f", epoch, epochs, step_in_epoch, steps_per_epoch, loss)
+
+
+def log_epoch(record: dict, epochs: int, eta: str) -> None:
+  """The epoch's line: its losses, accuracies, learning rate, speed and the run's ETA."""
+  logging.info(
+    "epoch %d/%d  loss %.4f  train acc noisy %.2f%%%s  test acc %.2f%%%s  lr %.5f  %.0f img/s  ETA %s",
+    record["epoch"],
+    epochs,
+    record["train_loss"],
+    100 * record["train_acc_noisy"],
+    f" clean {100 * record['train_acc_clean']:.2f}%" if "train_acc_clean" in record else "",
+    100 * record["test_acc"],
+    "".join(f"  {k} {100 * v:.2f}%" for k, v in record.items() if k.startswith(("val_", "test_acc_"))),
+    record["lr"],
+    record["images_per_sec"],
+    eta,
+  )
