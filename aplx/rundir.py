@@ -1,12 +1,15 @@
 """The run directory: what a training run leaves in its workdir, written and read in one place.
 
   <workdir>/config.json     the run's config (`ConfigDict.to_json_best_effort`), written at start
-  <workdir>/metrics.jsonl   one JSON object per finished epoch, appended only once that epoch's
-                            checkpoint is committed; a torn last line (a run killed mid-write) is
-                            ignored by `read_metrics` and dropped when the run resumes
+  <workdir>/metrics.jsonl   one JSON object per finished epoch, append-only: appended once that
+                            epoch's checkpoint is committed, never rewritten. Every checkpoint also
+                            holds the records so far, so a start appends any that the file lacks
+  <workdir>/metrics.jsonl.damaged  lines of metrics.jsonl that do not parse (a torn write, a damaged
+                            disk), copied here by the trainer with a warning; `read_metrics` skips them
   <workdir>/status.json     {"status": RUNNING | FINISHED | PREEMPTED | FAILED, "step", "epoch",
                             "time", "error"}: how the last process left the run
   <workdir>/checkpoints/    orbax checkpoints (aplx.train)
+  <workdir>/lock            the host and PID of the process training in it (aplx.train.checkpoint)
   <workdir>/tensorboard/    TensorBoard event files
 
 `aplx.train` writes it; `experiments.sweep` and `experiments.report` read it. Paths go through
@@ -64,34 +67,43 @@ def path(workdir: str | epath.Path) -> epath.Path:
 # ---------------------------------------------------------------------------------------------------
 
 
-def read_metrics(workdir) -> list[dict]:
-  """The per-epoch records, in order. A torn or otherwise unreadable line ends the log there (a run
-  killed while writing leaves at most its last line torn)."""
+def read_metrics_lines(workdir) -> tuple[list[dict], list[str]]:
+  """(the per-epoch records in epoch order, the lines that are not a record). A line that does not
+  parse (torn by a kill, damaged) is skipped; of two records of one epoch the first is kept."""
   p = path(workdir) / "metrics.jsonl"
   if not p.exists():
-    return []
-  records = []
-  for line in p.read_text().splitlines():
+    return [], []
+  records, damaged = {}, []
+  for line in p.read_bytes().decode(errors="replace").splitlines():
     if not line.strip():
       continue
     try:
-      records.append(json.loads(line))
-    except json.JSONDecodeError:
-      break
-  return records
+      record = json.loads(line)
+      epoch = record["epoch"]
+    except (json.JSONDecodeError, TypeError, KeyError):
+      damaged.append(line)
+      continue
+    records.setdefault(epoch, record)
+  return [records[e] for e in sorted(records)], damaged
+
+
+def read_metrics(workdir) -> list[dict]:
+  """The per-epoch records, in epoch order (`read_metrics_lines`, damaged lines skipped)."""
+  return read_metrics_lines(workdir)[0]
 
 
 def write_metrics(workdir, records: list[dict]) -> None:
   """Replaces metrics.jsonl with `records` (write to a temporary file, then rename)."""
-  p = path(workdir) / "metrics.jsonl"
-  tmp = p.parent / (p.name + ".tmp")
-  tmp.write_text("".join(json.dumps(r) + "\n" for r in records))
-  tmp.replace(p)
+  _write_atomically(path(workdir) / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
 
 def append_metrics(workdir, record: dict) -> None:
-  with (path(workdir) / "metrics.jsonl").open("a") as f:
-    f.write(json.dumps(record) + "\n")
+  """Appends one record, on a line of its own even after a torn last line."""
+  p = path(workdir) / "metrics.jsonl"
+  text = p.read_bytes().decode(errors="replace") if p.exists() else ""
+  torn = bool(text) and not text.endswith("\n")
+  with p.open("a") as f:
+    f.write(("\n" if torn else "") + json.dumps(record) + "\n")
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -99,8 +111,20 @@ def append_metrics(workdir, record: dict) -> None:
 # ---------------------------------------------------------------------------------------------------
 
 
+def _write_atomically(p: epath.Path, text: str) -> None:
+  """Writes a temporary file beside `p`, then renames it: `p` is never left half-written."""
+  tmp = p.parent / (p.name + ".tmp")
+  try:
+    tmp.write_text(text)
+    tmp.replace(p)
+  except BaseException:
+    if tmp.exists():
+      tmp.unlink()  # A full disk leaves neither a half-written file nor a stray temporary one.
+    raise
+
+
 def write_config(workdir, config_json: dict) -> None:
-  (path(workdir) / "config.json").write_text(json.dumps(config_json, indent=2, sort_keys=True))
+  _write_atomically(path(workdir) / "config.json", json.dumps(config_json, indent=2, sort_keys=True))
 
 
 def read_config(workdir) -> dict | None:
@@ -181,10 +205,8 @@ def config_diff(saved: dict, now: dict) -> list[str]:
 
 
 def write_status(workdir, status: str, **info) -> None:
-  p = path(workdir) / "status.json"
-  tmp = p.parent / "status.json.tmp"
-  tmp.write_text(json.dumps({"status": status, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **info}))
-  tmp.replace(p)
+  text = json.dumps({"status": status, "time": time.strftime("%Y-%m-%d %H:%M:%S"), **info})
+  _write_atomically(path(workdir) / "status.json", text)
 
 
 def read_status(workdir) -> dict:

@@ -24,6 +24,10 @@ them from their latest checkpoint. A workdir whose config.json no longer matches
 point gives now (an edited config file, other --fixed values) is reported as a conflict and not touched:
 resuming it would mix two settings. Exits non-zero if any run failed.
 
+Stopping: SIGTERM or SIGINT (Ctrl-C) to the sweep, or to its process group, stops it cleanly: no new
+run starts, each running `experiments.main` gets SIGTERM (it commits a checkpoint and exits 75), the
+sweep waits for them and exits 75 (`aplx.rundir.PREEMPTED_EXIT_CODE`); rerun the same command to resume.
+
 `python -m experiments.report --root <root>` turns the workdirs into the paper's tables and figures.
 """
 
@@ -35,6 +39,7 @@ import json
 import os
 import re
 import shlex
+import signal
 import subprocess
 import sys
 import threading
@@ -47,6 +52,24 @@ from aplx import rundir
 from experiments.configs import common
 
 FINISHED, PARTIAL, MISSING, CONFLICT = "finished", "partial", "missing", "conflict"
+
+# Set by a stop signal (`forward_stop_signals`): no run starts after it.
+STOP = threading.Event()
+_CHILDREN: set[subprocess.Popen] = set()  # The runs' running processes.
+
+
+def _stop_children(signum, frame) -> None:
+  del signum, frame
+  STOP.set()
+  for proc in list(_CHILDREN):
+    if proc.poll() is None:
+      proc.send_signal(signal.SIGTERM)  # SIGTERM even for a SIGINT: a second SIGINT would interrupt it.
+
+
+def forward_stop_signals() -> None:
+  """SIGTERM and SIGINT to this process stop the sweep: see the module's docstring."""
+  for sig in (signal.SIGTERM, signal.SIGINT):
+    signal.signal(sig, _stop_children)
 
 
 class Run(NamedTuple):
@@ -309,7 +332,14 @@ def subprocess_runner(config_file: str, python: str | None = None, parallel: int
       cmd = command(run, config_file, python or sys.executable)
       log.write(f"=== {time.strftime('%Y-%m-%d %H:%M:%S')} {shlex.join(cmd)}\n")
       log.flush()
-      return subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+      proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
+      _CHILDREN.add(proc)
+      try:
+        if STOP.is_set():  # Signalled while starting it.
+          proc.send_signal(signal.SIGTERM)
+        return proc.wait()
+      finally:
+        _CHILDREN.discard(proc)
 
   return launch
 
@@ -367,7 +397,7 @@ def run_sweep(
 
   def one(item):
     run, status, detail = item
-    if stopping.is_set():
+    if stopping.is_set() or STOP.is_set():
       return
     say(f"  start    {run.workdir} ({'resume: ' + detail if status == PARTIAL else 'new'}) log {run.log}")
     start = time.time()
@@ -395,6 +425,8 @@ def run_sweep(
 
   with concurrent.futures.ThreadPoolExecutor(max(1, parallel)) as pool:
     list(pool.map(one, todo))
+  if STOP.is_set() and not result["interrupted"]:
+    result["interrupted"].append((None, "stopped by a signal before its runs"))
 
   say(
     f"Done: {len(result['finished'])}/{total} finished, {len(result['failed'])} failed"
@@ -443,6 +475,7 @@ def main(argv):
       if print_commands(runs, _CONFIG_FILE.value, python=_PYTHON.value or "python", expected=expected)
       else 0
     )
+  forward_stop_signals()
   if _PARALLEL.value > 1 and runs:
     prepare_data(module.get_config(runs[0].arg))
   result = run_sweep(

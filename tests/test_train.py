@@ -290,11 +290,13 @@ def test_corrupted_latest_checkpoint_falls_back_and_is_kept_aside(
   uninterrupted, mnist_data_dir, tmp_path, monkeypatch
 ):
   """Epoch 2's checkpoint is unreadable: resume from epoch 1's, set the bad one aside, end as the
-  uninterrupted run. Also: a torn metrics line is dropped, and images/s counts training time only."""
+  uninterrupted run. Also: a torn metrics line is kept aside, and images/s counts training time only."""
   ref_dir, config, ref_history = uninterrupted
   workdir = str(tmp_path)
   train.train_and_evaluate(_tiny_config(mnist_data_dir, keep_checkpoints=3), workdir)
   _corrupt(workdir, 16)
+  # Epoch 2's record lost too, so that the redone epoch writes it (timed with the slow evaluation).
+  rundir.write_metrics(workdir, rundir.read_metrics(workdir)[:1])
   with open(os.path.join(workdir, "metrics.jsonl"), "a") as f:
     f.write('{"epoch": 3, "te')  # A write torn by a kill.
   slow_eval = train.Evaluator.__call__
@@ -307,6 +309,7 @@ def test_corrupted_latest_checkpoint_falls_back_and_is_kept_aside(
   config2 = _tiny_config(mnist_data_dir, keep_checkpoints=3, epochs=2)
   history = train.train_and_evaluate(config2, workdir)
   assert _strip_timing(history) == _strip_timing(ref_history)
+  assert open(os.path.join(workdir, "metrics.jsonl.damaged")).read() == '{"epoch": 3, "te\n'
   aside = os.listdir(os.path.join(workdir, "checkpoints_unreadable"))
   assert len(aside) == 1 and aside[0].startswith("16-")
   chex.assert_trees_all_equal(_final_params(workdir, config).params, _final_params(ref_dir, config).params)

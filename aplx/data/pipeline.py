@@ -18,11 +18,13 @@ import functools
 import hashlib
 import io
 import json
+import logging
 import os
 from pathlib import Path
 import sys
 import threading
 from typing import Any, Iterator
+import zipfile
 
 import numpy as np
 
@@ -209,6 +211,21 @@ def _fingerprint(builder, split: str) -> str | None:
   return hashlib.sha256(json.dumps(desc).encode()).hexdigest()[:16]
 
 
+def _read_cache(cache: Path, wanted: tuple[str, ...]) -> dict[str, np.ndarray] | None:
+  """The arrays of a decoded-split cache file; None if it lacks a field, or if it is damaged (then it
+  is renamed to `<name>.damaged`, with a warning, and the split is decoded again)."""
+  try:
+    with np.load(cache) as z:
+      return {k: z[k] for k in z.files} if all(f in z for f in wanted) else None
+  except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+    aside = cache.with_name(cache.name + ".damaged")
+    os.replace(cache, aside)
+    logging.getLogger(__name__).warning(
+      "%s is damaged (%s): moved to %s; decoding the split again.", cache, e, aside
+    )
+    return None
+
+
 def _load_split(builder, split: str, fields, shape, use_cache: bool) -> dict[str, np.ndarray]:
   fp = _fingerprint(builder, split)
   key = (str(builder.data_path), split, fields, fp, shape is None)
@@ -220,9 +237,7 @@ def _load_split(builder, split: str, fields, shape, use_cache: bool) -> dict[str
   arrays = None
   wanted = ("label",) + tuple(fields) + (() if shape is None else ("image",))
   if use_cache and cache is not None and cache.exists():
-    with np.load(cache) as z:
-      if all(f in z for f in wanted):
-        arrays = {k: z[k] for k in z.files}
+    arrays = _read_cache(cache, wanted)
   if arrays is None:
     arrays = _read_split(builder, split, tuple(fields), shape)
     if use_cache and cache is not None:

@@ -383,6 +383,10 @@ def prepare(name: str, *, data_dir: str | None = None, raw_dir: str | None = Non
   return str(builder.data_path)
 
 
+class PrepareError(RuntimeError):
+  """A dataset could not be prepared; the message gives the command to prepare it by hand."""
+
+
 def ensure_prepared(name: str, data_dir: str | None = None, *, download: bool = True) -> str:
   """Makes sure TFDS `name` is in `data_dir` (default `default_data_dir()`); returns `data_dir`.
 
@@ -411,7 +415,7 @@ def ensure_prepared(name: str, data_dir: str | None = None, *, download: bool = 
     else:
       tfds.builder(name, data_dir=data_dir).download_and_prepare(file_format="array_record")
   except Exception as e:  # pylint: disable=broad-except
-    raise RuntimeError(
+    raise PrepareError(
       f"could not prepare TFDS dataset {name!r} in {data_dir} ({type(e).__name__}: {e}). "
       f"Prepare it from local files with:\n  {prepare_command(name, data_dir)}\n"
       "(see docs/data.md)."

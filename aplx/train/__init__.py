@@ -48,6 +48,7 @@ with _deps.extra("train,data", __name__):
     make_train_step,
     zero_sums,
   )
+  from aplx.train.workdir import WorkdirError, WorkdirLock, describe_os_error
 
 __all__ = [
   "DEFAULTS",
@@ -65,10 +66,13 @@ __all__ = [
   "PreemptionFlag",
   "RunStatus",
   "TrainState",
+  "WorkdirError",
+  "WorkdirLock",
   "check_finite",
   "chunk_length",
   "create_model",
   "create_train_state",
+  "describe_os_error",
   "evaluate",
   "format_duration",
   "global_batch",

@@ -1,17 +1,24 @@
 """Checkpoints: save, restore the newest readable one, set unreadable ones aside, read-only restore.
 
 One orbax checkpoint per finished epoch (and one at a preemption) holds the whole `TrainState`, the
-epoch's running sums, and as JSON metadata the number of completed epochs and the run's config. A
-checkpoint that cannot be read is never deleted: it is moved to `<workdir>/checkpoints_unreadable/`.
+epoch's running sums, and as JSON metadata: the number of completed epochs, the run's config, the
+metrics records so far (`history`, and `pending`: the training fields of the epoch this checkpoint
+ends, whose evaluation follows the save), and a SHA-256 of every array. Restoring recomputes the
+checksums: a checkpoint whose data changed on disk (bit flips, an overwrite) or whose parameters are not
+finite is unreadable. A checkpoint that cannot be read is never deleted: it is moved to
+`<workdir>/checkpoints_unreadable/`, loudly, and the run falls back to the one before.
 """
 
+import hashlib
 import json
 import os
 import time
+from typing import NamedTuple
 
 from absl import logging
 import jax
 import ml_collections
+import numpy as np
 import orbax.checkpoint as ocp
 
 from aplx import rundir
@@ -32,6 +39,46 @@ def short(e: BaseException, limit: int = 240) -> str:
 def config_json(config: ml_collections.ConfigDict) -> dict:
   """The config as config.json and the checkpoints' metadata hold it."""
   return json.loads(config.to_json_best_effort())
+
+
+class Restored(NamedTuple):
+  """What a checkpoint gives back (`Checkpoints.restore`)."""
+
+  state: object
+  sums: dict
+  epoch: int  # Completed epochs.
+  history: list  # The metrics records of the epochs before `epoch`'s.
+  pending: dict | None  # The training fields of epoch `epoch`'s record (its evaluation follows the save).
+
+
+def checksums(tree) -> dict[str, str]:
+  """{path: SHA-256 of the array's bytes} for every leaf of `tree`, from this process's copy (every
+  array of a run is replicated)."""
+  leaves = jax.tree_util.tree_flatten_with_path(tree)[0]
+  return {
+    jax.tree_util.keystr(path): hashlib.sha256(np.ascontiguousarray(_local(x)).tobytes()).hexdigest()
+    for path, x in leaves
+  }
+
+
+def _local(x) -> np.ndarray:
+  return np.asarray(x.addressable_data(0)) if isinstance(x, jax.Array) else np.asarray(x)
+
+
+def _verify(restored, saved: dict | None, where: str) -> None:
+  """CheckpointError if the restored arrays differ from their checksums at save, or a parameter is not
+  finite. Checkpoints written before checksums existed are checked for finiteness only."""
+  if saved is not None:
+    bad = [k for k, v in checksums(restored).items() if saved.get(k) != v]
+    if bad:
+      raise CheckpointError(
+        f"{where} does not match the checksums written with it ({len(bad)} of {len(saved)} arrays differ, "
+        f"e.g. {bad[0]}): its files were damaged after the save"
+      )
+  state = restored[0]
+  for path, x in jax.tree_util.tree_flatten_with_path(state.params)[0]:
+    if not np.isfinite(_local(x)).all():
+      raise CheckpointError(f"{where} holds non-finite parameters ({jax.tree_util.keystr(path)})")
 
 
 class Checkpoints:
@@ -65,17 +112,32 @@ class Checkpoints:
     """Orbax's multi-host preemption sync: every process agrees on the same step (a collective)."""
     return self.manager.reached_preemption(step)
 
-  def save(self, state, sums: dict, epoch: int, config: ml_collections.ConfigDict) -> None:
-    """Saves (state, running epoch sums) and `epoch`, the number of completed epochs, and waits until
-    the checkpoint is committed. A failed write (full disk, lost bucket) raises one CheckpointError."""
+  def save(
+    self,
+    state,
+    sums: dict,
+    epoch: int,
+    config: ml_collections.ConfigDict,
+    history: list[dict],
+    pending: dict | None = None,
+  ) -> None:
+    """Saves (state, running epoch sums), `epoch` (the number of completed epochs), the metrics records
+    so far (`history`, `pending`: see the module's docstring) and the arrays' checksums, and waits
+    until the checkpoint is committed. A failed write (full disk, lost bucket) raises one
+    CheckpointError."""
     step = int(state.step)
+    meta = {
+      "epoch": epoch,
+      "step": step,
+      "config": config_json(config),
+      "history": history,
+      "pending": pending,
+      "checksums": checksums((state, sums)),
+    }
     try:
       self.manager.save(
         step,
-        args=ocp.args.Composite(
-          state=ocp.args.StandardSave((state, sums)),
-          meta=ocp.args.JsonSave({"epoch": epoch, "step": step, "config": config_json(config)}),
-        ),
+        args=ocp.args.Composite(state=ocp.args.StandardSave((state, sums)), meta=ocp.args.JsonSave(meta)),
       )
       self.manager.wait_until_finished()
     except Exception as e:  # noqa: BLE001
@@ -85,10 +147,10 @@ class Checkpoints:
         "from its last committed checkpoint."
       ) from e
 
-  def restore(self, step: int, state, sums: dict, config) -> tuple:
-    """(state, sums, completed epochs) of checkpoint `step`; `state` and `sums` give the structure and
-    shardings. CheckpointError if it is unreadable, ConfigError if its config differs from `config`
-    (not a corruption: falling back would not help)."""
+  def restore(self, step: int, state, sums: dict, config) -> Restored:
+    """Checkpoint `step`; `state` and `sums` give the structure and shardings. CheckpointError if it is
+    unreadable or damaged (`_verify`), ConfigError if its config differs from `config` (not a
+    corruption: falling back would not help)."""
     where = os.path.join(self.directory, str(step))
     try:
       meta = self.manager.restore(step, args=ocp.args.Composite(meta=ocp.args.JsonRestore()))["meta"]
@@ -103,17 +165,17 @@ class Checkpoints:
     abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (state, sums))
     args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
     try:
-      restored, sums = self.manager.restore(step, args=args)["state"]
+      restored = self.manager.restore(step, args=args)["state"]
     except Exception as e:  # noqa: BLE001
       raise CheckpointError(
         f"cannot restore the training state from {where} ({short(e)}): corrupted, or written by "
         "another model / optimiser"
       ) from e
-    return restored, sums, meta["epoch"]
+    _verify(restored, meta.get("checksums"), where)
+    return Restored(*restored, meta["epoch"], meta.get("history", []), meta.get("pending"))
 
-  def restore_newest(self, state, sums: dict, config) -> tuple:
-    """(state, sums, completed epochs) from the newest checkpoint that restores, else the inputs and 0
-    (no checkpoint).
+  def restore_newest(self, state, sums: dict, config) -> Restored:
+    """The newest checkpoint that restores, else the inputs at epoch 0 (no checkpoint).
 
     A newer checkpoint that cannot be read (e.g. corrupted by a crash mid-write) is moved aside (never
     deleted) and the run resumes from the one before, with a warning. If no checkpoint restores,
@@ -138,7 +200,7 @@ class Checkpoints:
           "; ".join(f for _, f in failures),
         )
       logging.info(
-        "Resumed from %s (epoch %d, step %d).", os.path.join(self.directory, str(step)), restored[2], step
+        "Resumed from %s (epoch %d, step %d).", os.path.join(self.directory, str(step)), restored.epoch, step
       )
       return restored
     if failures:
@@ -146,7 +208,7 @@ class Checkpoints:
         f"No checkpoint in {self.directory} could be restored ({failures[0][1]}). Refusing to start "
         "from scratch over them: move the directory away (or use another --workdir) to start over."
       )
-    return state, sums, 0
+    return Restored(state, sums, 0, [], None)
 
   def _set_aside(self, steps: list[int]) -> None:
     """Moves unreadable checkpoint steps out of the directory (process 0), then every process rescans."""
@@ -181,5 +243,5 @@ def restore_checkpoint(
         f"No checkpoint of step {step} in {directory}; its steps are {steps} (the run keeps the "
         "newest config.keep_checkpoints)."
       )
-    state, _, epoch = checkpoints.restore(steps[-1] if step is None else step, state, zero_sums(), config)
-  return state, epoch
+    restored = checkpoints.restore(steps[-1] if step is None else step, state, zero_sums(), config)
+  return restored.state, restored.epoch

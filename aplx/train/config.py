@@ -6,6 +6,8 @@ field that one side lacks as equal to it, and `with_defaults` fills it in, so th
 field as `config.<name>`.
 """
 
+import math
+
 import jax
 import ml_collections
 
@@ -83,6 +85,9 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
   def integer(value):
     return isinstance(value, int) and not isinstance(value, bool)
 
+  def number(value):
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
   if config.dataset not in data_lib.DATASETS:
     bad("dataset", config.dataset, f"use one of {sorted(data_lib.DATASETS)}.")
   if config.model.name not in models.names():
@@ -96,7 +101,11 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     bad("noise.type", config.noise.type, f"use one of {sorted(noise_lib.NOISE_MODELS)} (or human:<field>).")
   if not 0.0 <= config.noise.rate <= 1.0:
     bad("noise.rate", config.noise.rate, "a noise rate is in [0, 1].")
-  for field in ("epochs", "batch_size", "eval_batch_size", "log_every_steps"):
+  for field in ("seed", "noise.seed"):
+    value = config[field] if field == "seed" else config.noise.seed
+    if not integer(value) or value < 0:
+      bad(field, value, "a seed is an integer >= 0.")
+  for field in ("epochs", "batch_size", "eval_batch_size", "log_every_steps", "keep_checkpoints"):
     value = config[field]
     if not integer(value) or value < 1:
       bad(field, value, "must be a positive integer (0 is not 'the default': leave the field out).")
@@ -144,9 +153,13 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     optimizer.make_schedule(optim, steps_per_epoch=1, epochs=config.epochs)
   except ValueError as e:
     raise ConfigError(str(e)) from None
-  if not optim.lr > 0:
-    bad("optim.lr", optim.lr, "the learning rate must be > 0.")
-  for field in ("momentum", "weight_decay", "grad_clip", "l1"):
-    if optim[field] is not None and optim[field] < 0:
-      bad(f"optim.{field}", optim[field], "must be >= 0 (0 turns it off).")
+  if not (number(optim.lr) and optim.lr > 0):
+    bad("optim.lr", optim.lr, "the learning rate is a finite number > 0.")
+  for field in ("weight_decay", "grad_clip", "l1", "eta_min"):
+    if optim[field] is not None and not (number(optim[field]) and optim[field] >= 0):
+      bad(f"optim.{field}", optim[field], "a finite number >= 0 (0 turns it off).")
+  if not (number(optim.momentum) and 0 <= optim.momentum < 1):
+    bad("optim.momentum", optim.momentum, "momentum is in [0, 1) (0: plain SGD; the authors' 0.9).")
+  if optim.schedule == "exponential" and not (number(optim.decay_rate) and optim.decay_rate > 0):
+    bad("optim.decay_rate", optim.decay_rate, "the per-epoch decay factor is a finite number > 0.")
   return config

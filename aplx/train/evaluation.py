@@ -1,6 +1,7 @@
 """Evaluation: accuracy on a split, and the evaluation fields of an epoch's record."""
 
 import collections
+from collections.abc import Callable
 
 import jax
 import ml_collections
@@ -11,10 +12,18 @@ from aplx.train import steps
 
 
 def evaluate(
-  eval_step, state, ds, batch_size: int, batch_sharding, split: str = "test", num_threads: int = 1
+  eval_step,
+  state,
+  ds,
+  batch_size: int,
+  batch_sharding,
+  split: str = "test",
+  num_threads: int = 1,
+  stop: Callable[[], None] | None = None,
 ) -> dict:
   """Accuracy on a split of `ds` (`data.eval_batches`: every process reads its rows of each global
-  batch): {"acc_clean"} against the clean labels, plus {"acc_noisy"} on the train and val splits."""
+  batch): {"acc_clean"} against the clean labels, plus {"acc_noisy"} on the train and val splits.
+  `stop()` is called between batches (it raises to stop the evaluation: a preemption)."""
   totals = collections.Counter()
   for batch in data_lib.eval_batches(
     ds,
@@ -24,6 +33,8 @@ def evaluate(
     process_count=jax.process_count(),
     num_threads=num_threads,
   ):
+    if stop is not None:
+      stop()
     for k, v in jax.device_get(
       eval_step(state, steps.global_batch(batch, batch_sharding))
     ).items():  # 1 read.
@@ -46,17 +57,18 @@ class Evaluator:
     self.sharding = jax.sharding.NamedSharding(mesh, steps.P("data"))
     self.num_threads = max(1, config.data_workers)  # Streamed datasets decode in this many threads.
 
-  def split(self, state, split: str) -> dict:
-    return evaluate(self.eval_step, state, self.ds, self.batch_size, self.sharding, split, self.num_threads)
+  def split(self, state, split: str, stop=None) -> dict:
+    args = (self.batch_size, self.sharding, split, self.num_threads, stop)
+    return evaluate(self.eval_step, state, self.ds, *args)
 
-  def __call__(self, state) -> dict:
+  def __call__(self, state, stop: Callable[[], None] | None = None) -> dict:
     """{"test_acc", "test_acc_<name>" per extra evaluation set, "val_acc_noisy" and "val_acc_clean"
-    with a validation split (the latter when the clean labels are known)}."""
-    record = {"test_acc": self.split(state, "test")["acc_clean"]}
+    with a validation split (the latter when the clean labels are known)}. `stop`: see `evaluate`."""
+    record = {"test_acc": self.split(state, "test", stop)["acc_clean"]}
     for name in self.ds.eval_sets:  # e.g. webvision's ILSVRC2012 validation images.
-      record[f"test_acc_{name}"] = self.split(state, name)["acc_clean"]
+      record[f"test_acc_{name}"] = self.split(state, name, stop)["acc_clean"]
     if self.ds.num_val:  # Against both labels of the held-out examples.
-      val = self.split(state, "val")
+      val = self.split(state, "val", stop)
       record["val_acc_noisy"] = val["acc_noisy"]
       if self.ds.clean_train_labels_known:
         record["val_acc_clean"] = val["acc_clean"]

@@ -26,16 +26,19 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
   (noise seed, example id), and the validation split (`config.val_fraction`, `config.val_fold`) from
   (seed, example id), held out of the training set (`data.hold_out`). ConfigError if the split leaves
   nothing to validate on or too little to train on."""
-  ds = data_lib.load_dataset(
-    config.dataset,
-    data_dir=config.data_dir,
-    subset=config.subset,
-    noise=config.noise.type,
-    rate=config.noise.rate,
-    noise_seed=config.noise.seed,
-    image_size=config.image_size,
-    **config.noise.options,
-  )
+  try:
+    ds = data_lib.load_dataset(
+      config.dataset,
+      data_dir=config.data_dir,
+      subset=config.subset,
+      noise=config.noise.type,
+      rate=config.noise.rate,
+      noise_seed=config.noise.seed,
+      image_size=config.image_size,
+      **config.noise.options,
+    )
+  except ValueError as e:  # The dataset's own checks of what the config asks of it (subset, noise).
+    raise ConfigError(f"config ({config.dataset}): {e}") from None
   fraction, fold = config.val_fraction, config.val_fold
   if not fraction:
     return ds
@@ -53,6 +56,16 @@ def load_data(config: ml_collections.ConfigDict) -> data_lib.Dataset:
       f"config.batch_size={config.batch_size}: lower val_fraction or the batch size."
     )
   return ds
+
+
+def steps_per_epoch(config: ml_collections.ConfigDict, ds: data_lib.Dataset) -> int:
+  """Global batches per epoch; ConfigError if the batch is larger than the training set."""
+  if config.batch_size > ds.num_train:
+    raise ConfigError(
+      f"config.batch_size={config.batch_size} is larger than the {ds.num_train} training examples of "
+      f"{config.dataset}{f' (subset {config.subset})' if config.subset else ''}: lower the batch size."
+    )
+  return data_lib.steps_per_epoch(ds, config.batch_size, **layout(config))
 
 
 def layout(config: ml_collections.ConfigDict) -> dict:

@@ -10,17 +10,16 @@ import collections
 import contextlib
 import os
 import signal
-import threading
 
 from absl import logging
 import jax
 import ml_collections
 
-from aplx import data as data_lib
-from aplx import losses, rundir
+from aplx import losses, signals
 from aplx.train import evaluation, feed, optimizer, run_log, steps
+from aplx.train import workdir as workdir_lib
 from aplx.train.checkpoint import Checkpoints
-from aplx.train.config import validate_config
+from aplx.train.config import ConfigError, validate_config
 from aplx.train.run_log import Preempted
 
 # How many train steps the host may dispatch ahead of the device: bounds how long a preemption signal
@@ -29,31 +28,42 @@ MAX_STEPS_AHEAD = 2
 
 
 class PreemptionFlag:
-  """`flag(step)` is True once the job is asked to stop: SIGTERM (one process), or orbax's multi-host
-  preemption sync (every process agrees on the same step)."""
+  """`flag(step)` is True once the job is asked to stop: SIGTERM or SIGINT in one process
+  (`aplx.signals`, caught from process start by `experiments.main`), or orbax's multi-host preemption
+  sync (every process agrees on the same step). `check(step)` raises `Preempted` if so (the caller has
+  committed what must be kept); `stop_evaluation(step)` is `check` between evaluation batches in one
+  process (with several, the collective decides at the next step)."""
 
-  def __init__(self, checkpoints: Checkpoints):
-    self.checkpoints = checkpoints
-    self.received = False
-    self.previous = None
+  def __init__(self, checkpoints: Checkpoints, workdir: str):
+    self.checkpoints, self.workdir = checkpoints, workdir
+    self.local = jax.process_count() == 1
+    self.previous = {}
 
   def __enter__(self):
-    if jax.process_count() == 1 and threading.current_thread() is threading.main_thread():
-      self.previous = signal.signal(signal.SIGTERM, self._handle)
+    if self.local:
+      previous = {s: signal.getsignal(s) for s in (signal.SIGTERM, signal.SIGINT)}
+      self.previous = previous if signals.install() else {}
     return self
 
-  def _handle(self, signum, frame):
-    del signum, frame
-    self.received = True
-
   def __call__(self, step: int) -> bool:
-    if jax.process_count() > 1:
+    if not self.local:
       return self.checkpoints.reached_preemption(step)  # A collective.
-    return self.received
+    return signals.requested() is not None
 
-  def __exit__(self, *exc):
-    if self.previous is not None:
-      signal.signal(signal.SIGTERM, self.previous)
+  def check(self, step: int) -> None:
+    if self(step):
+      logging.warning("Stopping at step %d (%s): its checkpoint is committed.", step, signals.requested())
+      raise Preempted(step, self.workdir)
+
+  def stop_evaluation(self, step: int) -> None:
+    if self.local:
+      self.check(step)
+
+  def __exit__(self, kind, e, tb):
+    for sig, handler in self.previous.items():
+      signal.signal(sig, handler)
+    if isinstance(e, Preempted):
+      signals.clear()  # Acted on.
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[dict]:
@@ -65,11 +75,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   """
   config = validate_config(config)  # Before any data or the workdir is touched.
   workdir = str(workdir) if "://" in str(workdir) else os.path.abspath(workdir)
-  rundir.path(workdir).mkdir(parents=True, exist_ok=True)
+  lock = workdir_lib.WorkdirLock(workdir)
+  lock.check()  # Another job trains in it: stop now, not after loading the data.
 
-  # ----- Data: TFDS, label noise from (noise seed, id), validation split from (seed, id). ----------
+  # ----- Data: TFDS, label noise from (noise seed, id), validation split from (seed, id); checked
+  # against the config before the workdir is touched. ------------------------------------------------
   ds = feed.load_data(config)
-  steps_per_epoch = data_lib.steps_per_epoch(ds, config.batch_size, **feed.layout(config))
+  steps_per_epoch = feed.steps_per_epoch(config, ds)
   total_steps = steps_per_epoch * config.epochs
   max_steps = min(config.max_steps or total_steps, total_steps)  # Tests: stop as if killed.
 
@@ -84,22 +96,27 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   fresh_sums = jax.jit(steps.zero_sums, out_shardings=state.step.sharding)
 
   with contextlib.ExitStack() as stack:
-    # ----- Resume. --------------------------------------------------------------------------------
+    # ----- The workdir, held by this job; resume. --------------------------------------------------
+    workdir_lib.create(workdir)
+    stack.enter_context(lock)
     checkpoints = stack.enter_context(Checkpoints(workdir, keep=config.keep_checkpoints))
-    status = stack.enter_context(run_log.RunStatus(workdir))  # 'failed' / 'preempted' on the way out.
-    state, sums, epoch = checkpoints.restore_newest(state, fresh_sums(), config)
-    writer = stack.enter_context(run_log.MetricWriter(workdir, resume_epoch=epoch))
+    status = stack.enter_context(run_log.RunStatus(workdir, keeps=(ConfigError,)))  # failed / preempted
+    preempted = stack.enter_context(PreemptionFlag(checkpoints, workdir))
+    state, sums, epoch, history, pending = checkpoints.restore_newest(state, fresh_sums(), config)
+    writer = stack.enter_context(run_log.MetricWriter(workdir, saved=history))
     step = int(state.step)
     status.start(config, step=step, epoch=epoch)
     run_log.log_start(config, ds, steps_per_epoch, workdir)
+    preempted.check(step)  # Asked to stop during start-up: nothing new to save.
+    if pending is not None:  # The checkpoint ends an epoch; its record may not be written yet.
+      writer.write(pending | evaluate(state, stop=lambda: preempted.stop_evaluation(step)))
     kwargs = {"start_step": step, "steps_per_epoch": steps_per_epoch, "max_steps": max_steps}
     batches = stack.enter_context(contextlib.closing(feed.make_feed(config, ds, mesh, step_fn, **kwargs)))
-    preempted = stack.enter_context(PreemptionFlag(checkpoints))
     progress = run_log.Progress(step, total_steps)
     in_flight = collections.deque()  # Small arrays from recent steps: waiting on the oldest bounds the queue.
 
     # ----- Train: a log line every log_every_steps steps into the epoch and at its end; at the end of
-    # an epoch evaluate, checkpoint, then record. --------------------------------------------------
+    # an epoch checkpoint (with its training record pending), evaluate, then record. -----------------
     while step < max_steps:
       state, sums, n = batches.advance(state, sums, step)
       step += n
@@ -112,21 +129,19 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
         run_log.log_step(epoch + 1, config.epochs, step - epoch * steps_per_epoch, steps_per_epoch, loss)
       if step % steps_per_epoch == 0:
         seconds = progress.epoch_seconds()  # Training only: the loss read above waited for the steps.
-        record = run_log.train_record(sums, epoch + 1, step, schedule(step - 1), seconds, ds) | evaluate(
-          state
-        )
+        train = run_log.train_record(sums, epoch + 1, step, schedule(step - 1), seconds, ds)
         epoch += 1
         sums = fresh_sums()
-        checkpoints.save(state, sums, epoch, config)  # Committed before the record is written.
+        checkpoints.save(state, sums, epoch, config, writer.history, pending=train)  # Then the record.
+        record = train | evaluate(state, stop=lambda: preempted.stop_evaluation(step))
         writer.write(record)
         run_log.log_epoch(record, config.epochs, progress.eta(step))
         progress.next_epoch()
-        if step < max_steps and preempted(step):
-          logging.warning("Preempted at step %d (end of epoch %d; its checkpoint is committed).", step, epoch)
-          raise Preempted(step, workdir)
+        if step < max_steps:
+          preempted.check(step)
       elif preempted(step):
-        logging.warning("Preempted at step %d: saving a mid-epoch checkpoint and stopping.", step)
-        checkpoints.save(state, sums, epoch, config)
+        logging.warning("Stopping at step %d: saving a mid-epoch checkpoint.", step)
+        checkpoints.save(state, sums, epoch, config, writer.history)
         raise Preempted(step, workdir)
     status.end(finished=step >= total_steps, step=step, epoch=len(writer.history))
   return writer.history

@@ -49,25 +49,51 @@ def train_record(sums: dict, epoch: int, step: int, lr, seconds: float, ds) -> d
 
 
 class MetricWriter:
-  """metrics.jsonl and TensorBoard summaries in the workdir; process 0 only.
+  """metrics.jsonl (append-only) and TensorBoard summaries in the workdir; process 0 only.
 
-  `history` holds every record of the run so far (on process 0), resumed epochs included.
+  At the start, lines of metrics.jsonl that do not parse are copied to metrics.jsonl.damaged (never
+  deleted) with a warning, and the records of `saved` (the checkpoint's) that the file lacks are
+  appended. An epoch already recorded is not recorded again (an epoch redone after a fallback gives the
+  same record). `history` holds every record of the run so far (on process 0), in epoch order.
   """
 
-  def __init__(self, workdir: str, resume_epoch: int):
+  def __init__(self, workdir: str, saved: list[dict]):
     self.active = jax.process_index() == 0
     self.workdir = workdir
     self.tb = None
     self.history = []
     if not self.active:
       return
-    # Drop lines of epochs that the resumed run will redo (and a torn last line), so the log matches
-    # an uninterrupted run.
-    self.history = [r for r in rundir.read_metrics(workdir) if r["epoch"] <= resume_epoch]
-    rundir.write_metrics(workdir, self.history)
+    records, damaged = rundir.read_metrics_lines(workdir)
+    if damaged:
+      self._set_aside(damaged)
+    have = {r["epoch"] for r in records}
+    missing = [r for r in saved if r["epoch"] not in have]
+    for record in missing:
+      rundir.append_metrics(workdir, record)
+    if missing:
+      logging.warning(
+        "metrics.jsonl lacked the records of epochs %s: appended them from the checkpoint.",
+        [r["epoch"] for r in missing],
+      )
+    self.history = sorted(records + missing, key=lambda r: r["epoch"])
     from tensorboardX import SummaryWriter  # pylint: disable=g-import-not-at-top
 
     self.tb = SummaryWriter(os.path.join(workdir, "tensorboard"))
+
+  def _set_aside(self, damaged: list[str]) -> None:
+    aside = rundir.path(self.workdir) / "metrics.jsonl.damaged"
+    known = set(aside.read_bytes().decode(errors="replace").splitlines()) if aside.exists() else set()
+    new = [line for line in damaged if line not in known]
+    if new:
+      with aside.open("a") as f:
+        f.write("".join(line + "\n" for line in new))
+    logging.warning(
+      "metrics.jsonl has %d line(s) that are not records (torn by a kill, or damaged): kept in %s and "
+      "skipped. The records they held are restored from the checkpoint where it has them.",
+      len(damaged),
+      aside,
+    )
 
   def __enter__(self):
     return self
@@ -76,7 +102,7 @@ class MetricWriter:
     self.close()
 
   def write(self, record: dict) -> None:
-    if not self.active:
+    if not self.active or any(r["epoch"] == record["epoch"] for r in self.history):
       return
     self.history.append(record)
     rundir.append_metrics(self.workdir, record)
@@ -92,19 +118,24 @@ class MetricWriter:
 
 class RunStatus:
   """status.json (process 0): `start` writes config.json and 'running'; leaving the block with an
-  exception writes 'preempted' (`Preempted`) or 'failed'."""
+  exception writes 'preempted' (`Preempted`) or 'failed'. It never goes backwards: a run whose status
+  is 'finished' stays so, and errors that leave the run as it was (`keeps`: a refused resume, a
+  locked workdir) write nothing."""
 
-  def __init__(self, workdir: str):
+  def __init__(self, workdir: str, keeps: tuple[type[BaseException], ...] = ()):
     self.workdir = workdir
+    self.keeps = keeps
     self.active = jax.process_index() == 0
 
   def __enter__(self):
+    self.finished = self.active and rundir.read_status(self.workdir).get("status") == rundir.FINISHED
     return self
 
   def start(self, config: ml_collections.ConfigDict, step: int, epoch: int) -> None:
     if self.active:
       rundir.write_config(self.workdir, config_json(config))
-      rundir.write_status(self.workdir, rundir.RUNNING, step=step, epoch=epoch)
+      if not self.finished:
+        rundir.write_status(self.workdir, rundir.RUNNING, step=step, epoch=epoch)
 
   def end(self, finished: bool, step: int, epoch: int) -> None:
     if self.active:
@@ -113,12 +144,15 @@ class RunStatus:
       )
 
   def __exit__(self, kind, e, tb):
-    if not self.active or e is None:
+    if not self.active or e is None or isinstance(e, self.keeps) or self.finished:
       return
-    if isinstance(e, Preempted):
-      rundir.write_status(self.workdir, rundir.PREEMPTED, step=e.step)
-    else:
-      rundir.write_status(self.workdir, rundir.FAILED, error=short(e, 1000))
+    try:
+      if isinstance(e, Preempted):
+        rundir.write_status(self.workdir, rundir.PREEMPTED, step=e.step)
+      else:
+        rundir.write_status(self.workdir, rundir.FAILED, error=short(e, 1000))
+    except OSError as write_error:  # A full disk: the error that brought us here is the one to report.
+      logging.warning("Could not update %s/status.json (%s).", self.workdir, write_error)
 
 
 def log_start(config: ml_collections.ConfigDict, ds, steps_per_epoch: int, workdir: str) -> None:
