@@ -1,6 +1,6 @@
 """One check of aplx on whatever backend JAX finds (GPU, TPU or CPU), printed as one markdown report.
 
-  python -m benchmarks.accelerator                  # everything; <= ~6 min on one GPU (--budget)
+  python -m benchmarks.accelerator                  # everything; budgeted for ~6 min on one GPU
   python -m benchmarks.accelerator --smoke          # toy sizes on a CPU, the same report
   python -m benchmarks.accelerator --models=mnist_cnn --dtypes=float32 --out=report.md
 
