@@ -48,7 +48,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 MODELS = {"mnist_cnn": 128, "cifar10_cnn": 128, "resnet34": 128, "resnet50_imagenet": 64}  # -> batch
 CNNS = ("mnist_cnn", "cifar10_cnn")  # Models with a `kernels` option and an in-RAM dataset.
 LOSSES = ("nce+rce", "nce+mae", "nfl+rce", "ngce+rce", "gce", "sce")
-TESTS = (  # (what, pytest arguments): together ~1 min on a GPU host's CPUs.
+TESTS = (  # (area, pytest arguments): ~5 min on the 2-core VM at load ~10; aimed at < 2 min on a GPU host.
   ("losses", "tests/test_losses_reference.py -k with_jit and value_and_grad and (get or nce__ or gce_q)"),
   ("losses", "tests/test_losses_properties.py -k limit_identities or (low_precision and nce)"),
   ("models", "tests/test_models.py -k output_shapes or fast_kernels_equal or bfloat16 or train_and_eval"),
