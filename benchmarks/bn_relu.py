@@ -4,13 +4,14 @@
   python -m benchmarks.bn_relu --step [--models mnist_cnn,cifar10_cnn]
 
 Times `jax.jit(jax.grad(...))` of `sum(out * w)` with respect to (x, scale, bias) at the activation
-shapes of the paper's CNNs (batch 128): `aplx.models.bn_relu_train` (the "fast" kernels' path) against
+shapes of the paper's CNNs (batch 128): `aplx.models.bn_relu_train` (the CPU kernels' path) against
 the same layers differentiated by JAX (the BatchNorm expressions, `jax.nn.relu`, `max_pool_2x2_fast`).
 Every time is the minimum over `--repeats` rounds of `--number` calls; the two alternate round by round.
 
-`--step`: the trainer's whole step (`benchmarks.train_step`'s aplx case) with `BatchNorm.relu` as it is
-and with `BatchNorm.relu` replaced by the three layers as written (`BatchNorm.__call__`, ReLU,
-max-pool), alternating blocks of `--number` steps; medians and bests over `--repeats` blocks.
+`--step`: the trainer's whole step (`benchmarks.train_step`'s aplx case, CPU kernels) with
+`aplx.models._cpu_kernels.bn_relu` as it is and replaced by the three layers as written
+(`BatchNorm.__call__`, ReLU, max-pool), alternating blocks of `--number` steps; medians and bests over
+`--repeats` blocks. (An A/B of one internal kernel, so it patches the private module.)
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ import numpy as np
 
 from aplx import cpu
 import aplx.models as M
+from aplx.models import _cpu_kernels
 
 # (model, layer, [H, W, C] of the convolution's output, pooled after it)
 SHAPES = (
@@ -64,9 +66,9 @@ def _best(f, args, repeats, number):
   return best
 
 
-def _composed_relu(self, x, *, shift=None, pool=False):
-  """`BatchNorm.relu` without the fused kernel: the layers as written, differentiated by JAX."""
-  y = jax.nn.relu(self(x, shift=shift))
+def _composed_relu(bn, x, *, shift=None, pool=False):
+  """`_cpu_kernels.bn_relu` without the fused kernel: the layers as written, differentiated by JAX."""
+  y = jax.nn.relu(bn(x, shift=shift))
   return M.max_pool_2x2_fast(y) if pool else y
 
 
@@ -78,14 +80,17 @@ def step_ab(models, repeats, number):
   print("| model | step | ms/step median | ms/step best | speed-up (medians) |")
   print("|---|---|---:|---:|---:|")
   for model in models:
-    fused_relu, cases = M.BatchNorm.relu, {}
+    fused_relu, cases = _cpu_kernels.bn_relu, {}
     for name, relu in (("layers as written", _composed_relu), ("bn_relu_train", fused_relu)):
-      M.BatchNorm.relu = relu  # Traced (and so baked in) by the first call, in check().
+      _cpu_kernels.bn_relu = relu  # Traced (and so baked in) by the first call, in check().
       try:
-        cases[name] = train_step.AplxCase(train_step.get_config(model))
+        config = train_step.get_config(model)
+        with config.unlocked():
+          config.model.kwargs.kernels = "fast"  # (The default, "auto", on CPU; also elsewhere here.)
+        cases[name] = train_step.AplxCase(config)
         cases[name].check()
       finally:
-        M.BatchNorm.relu = fused_relu
+        _cpu_kernels.bn_relu = fused_relu
     times = {k: [] for k in cases}
     for _ in range(repeats):
       for k, case in cases.items():

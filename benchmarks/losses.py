@@ -20,7 +20,8 @@ from aplx import cpu
 import aplx.losses as L
 
 
-def _timer(fn, z, y, repeats, number):
+def min_time(fn, z, y, repeats, number):
+  """Seconds per call of `fn(z, y)`: min over `repeats` rounds of `number` calls, after a warm-up call."""
   out = fn(z, y)
   jax.block_until_ready(out)
   best = float("inf")
@@ -33,7 +34,8 @@ def _timer(fn, z, y, repeats, number):
   return best
 
 
-def _step(loss_fn):
+def fwd_bwd(loss_fn):
+  """`loss_fn`'s mean over the batch and its gradient in the logits, jitted: fn(logits, labels)."""
   kw = {"key": jax.random.key(0)} if getattr(loss_fn, "needs_key", False) else {}
   return jax.jit(jax.value_and_grad(lambda z, y: loss_fn(z, y, **kw).mean()))
 
@@ -51,22 +53,22 @@ def main():
   ks = [int(k) for k in args.ks.split(",")]
   names = args.only.split(",") if args.only else list(L.names())
 
-  baseline = _step(optax.losses.softmax_cross_entropy_with_integer_labels)
+  baseline = fwd_bwd(optax.losses.softmax_cross_entropy_with_integer_labels)
   ratios = {n: [] for n in names}
   base_ms = []
   for k in ks:
     rng = np.random.default_rng(k)
     z = jnp.asarray(rng.standard_normal((args.batch, k)) * 3, jnp.float32)
     y = jnp.asarray(rng.integers(0, k, args.batch), jnp.int32)
-    fns = {n: _step(L.get(n)) for n in names}
+    fns = {n: fwd_bwd(L.get(n)) for n in names}
     for f in fns.values():  # compile all before timing anything
       jax.block_until_ready(f(z, y))
     # Interleave: baseline, then each loss, then baseline again; each ratio uses the smaller
     # baseline of the two neighbours to damp drift from other processes on the machine.
-    t_base = _timer(baseline, z, y, args.repeats, args.number)
+    t_base = min_time(baseline, z, y, args.repeats, args.number)
     for n, f in fns.items():
-      t = _timer(f, z, y, args.repeats, args.number)
-      t_base = min(t_base, _timer(baseline, z, y, 2, args.number))
+      t = min_time(f, z, y, args.repeats, args.number)
+      t_base = min(t_base, min_time(baseline, z, y, 2, args.number))
       ratios[n].append(t / t_base)
     base_ms.append(t_base * 1e3)
 

@@ -21,7 +21,7 @@ import pytest
 tfds = pytest.importorskip("tensorflow_datasets", reason="the 'data' extra is not installed")
 
 from aplx import data  # noqa: E402
-from aplx.data import cifar_n, prepare  # noqa: E402
+from aplx.data import _readers, cifar_n, prepare  # noqa: E402
 
 N_TEST = 8
 _HUMAN = {
@@ -290,7 +290,7 @@ def test_download_without_raw_dir(tmp_path, monkeypatch):
     "CIFAR-10_human.pt": raw / "CIFAR-10_human.pt",
     "side_info_cifar10N.csv": raw / "side_info_cifar10N.csv",
   }
-  monkeypatch.setattr(prepare, "_check_reachable", lambda url: None)
+  monkeypatch.setattr(_readers, "check_reachable", lambda url: None)
   fake_download = lambda self, urls: {k: local[u.split("/")[-1]] for k, u in urls.items()}
   monkeypatch.setattr(tfds.download.DownloadManager, "download", fake_download)
   out = tmp_path / "tfds"

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import aplx.models as M
+from aplx.models import _cpu_kernels
 
 SHAPES = {
   "mnist_cnn": (28, 28, 1),
@@ -150,7 +151,7 @@ def test_registry():
     M.get("vgg", num_classes=10, rngs=nnx.Rngs(0))
   with pytest.raises(ValueError, match="num_classes"):
     M.get("mnist_cnn", num_classes=0, rngs=nnx.Rngs(0))
-  with pytest.raises(ValueError, match="kernels must be .fast. or .reference."):
+  with pytest.raises(ValueError, match="kernels must be one of 'auto', 'fast', 'reference'; got 'turbo'"):
     M.get("mnist_cnn", num_classes=10, rngs=nnx.Rngs(0), kernels="turbo")
 
 
@@ -233,6 +234,50 @@ def test_train_and_eval_modes(kernels):
 
 
 # ------------------------------------------------------------------------------------------------
+# Kernels chosen by backend: "auto" is the CPU kernels on the CPU backend, the plain layers elsewhere.
+# ------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["mnist_cnn", "cifar10_cnn"])
+@pytest.mark.parametrize(
+  "backend,kernels,fast",
+  [
+    ("cpu", "auto", True),
+    ("gpu", "auto", False),
+    ("tpu", "auto", False),
+    ("gpu", "fast", True),
+    ("cpu", "reference", False),
+  ],
+)
+def test_kernels_by_backend(monkeypatch, name, backend, kernels, fast):
+  # "auto" (the default) takes the CPU kernels on the CPU backend only; "fast"/"reference" are kept as
+  # asked. Which path runs: each block's flag, and whether _cpu_kernels.conv_bn_relu is called.
+  monkeypatch.setattr(_cpu_kernels, "backend", lambda: backend)
+  calls = []
+  conv_bn_relu = _cpu_kernels.conv_bn_relu
+  monkeypatch.setattr(_cpu_kernels, "conv_bn_relu", lambda *a, **k: calls.append(1) or conv_bn_relu(*a, **k))
+  options = {} if kernels == "auto" else {"kernels": kernels}
+  model = M.get(name, num_classes=10, rngs=nnx.Rngs(0), **options)
+  assert model.kernels == ("fast" if fast else "reference")
+  blocks = [layer for block in model.blocks for layer in block]
+  assert all(layer.cpu_kernels == fast for layer in blocks)
+  jax.eval_shape(lambda x: functional_forward(model, x), jnp.zeros((2, *SHAPES[name])))
+  assert len(calls) == (len(blocks) if fast else 0)
+
+
+@pytest.mark.skipif(jax.default_backend() != "cpu", reason="the CPU backend's default")
+def test_auto_is_fast_on_cpu():
+  # The default on the CPU backend: the same model, bit for bit, as kernels="fast".
+  x = jax.random.normal(jax.random.key(0), (4, 28, 28, 1))
+  auto, fast = (
+    M.get("mnist_cnn", num_classes=10, rngs=nnx.Rngs(0), **kw) for kw in ({}, {"kernels": "fast"})
+  )
+  assert auto.kernels == "fast"
+  np.testing.assert_array_equal(auto(x), fast(x))
+  chex.assert_trees_all_equal(nnx.state(auto), nnx.state(fast))
+
+
+# ------------------------------------------------------------------------------------------------
 # Fast kernels == reference kernels.
 # ------------------------------------------------------------------------------------------------
 
@@ -296,11 +341,12 @@ def test_bn_relu_train_dtypes():
   assert (gx.dtype, gs.dtype, gb.dtype) == (jnp.bfloat16, jnp.float32, jnp.float32)
   bn = M.BatchNorm(5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0))
   np.testing.assert_array_equal(out, M.max_pool_2x2_fast(jax.nn.relu(bn(x))))
-  # BatchNorm.relu is relu(BatchNorm(x)) (+ pool) for any input dtype: bf16 in a bf16 layer (the fused
+  # bn_relu(bn, x) is relu(bn(x)) (+ pool) for any input dtype: bf16 in a bf16 layer (the fused
   # kernel), float32 into a bf16 layer (statistics of the float32 input, as __call__ computes them).
   for xd in (x, x.astype(jnp.float32) + 1e-3):
     bn_a, bn_b = (M.BatchNorm(5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)) for _ in range(2))
-    np.testing.assert_array_equal(bn_a.relu(xd, pool=True), M.max_pool_2x2_fast(jax.nn.relu(bn_b(xd))))
+    got = _cpu_kernels.bn_relu(bn_a, xd, pool=True)
+    np.testing.assert_array_equal(got, M.max_pool_2x2_fast(jax.nn.relu(bn_b(xd))))
     chex.assert_trees_all_close(nnx.state(bn_a, nnx.BatchStat), nnx.state(bn_b, nnx.BatchStat), atol=1e-6)
 
 

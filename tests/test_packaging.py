@@ -6,6 +6,7 @@ cache holding jax, jaxlib and numpy):
   python -m pytest -m slow tests/test_packaging.py     (about a minute; .ci/run runs it)
 """
 
+import ast
 import os
 from pathlib import Path
 import shutil
@@ -107,6 +108,51 @@ def test_core_modules_import_without_the_extras():
   """)
   assert result.returncode == 0, result.stderr
   assert result.stdout.strip() == "ok"
+
+
+def _aplx_import_graph() -> dict[str, set[str]]:
+  """module -> the aplx modules it imports (anywhere in the file), read from the sources with `ast`.
+
+  `from pkg import name` counts as importing `pkg.name` when that is a module, else `pkg`. A module's
+  imports of its own parent packages are left out: Python initialises a parent before its children.
+  """
+  files = {}
+  for f in (REPO / "aplx").rglob("*.py"):
+    parts = f.relative_to(REPO).with_suffix("").parts
+    files[".".join(parts[:-1] if parts[-1] == "__init__" else parts)] = f
+  graph = {}
+  for name, f in files.items():
+    deps = set()
+    for node in ast.walk(ast.parse(f.read_text())):
+      if isinstance(node, ast.Import):
+        deps.update(a.name for a in node.names if a.name in files)
+      elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module in files:
+        deps.update(
+          f"{node.module}.{a.name}" if f"{node.module}.{a.name}" in files else node.module for a in node.names
+        )
+    graph[name] = {d for d in deps if d != name and not name.startswith(d + ".")}
+  return graph
+
+
+def test_aplx_imports_form_no_cycle():
+  # Downward imports only: what two modules share lives in a module below both (e.g. cifar_n takes the
+  # CIFAR readers from aplx.data._readers, not from prepare, which imports cifar_n).
+  graph = _aplx_import_graph()
+  done, path = set(), []
+
+  def visit(name):
+    if name in path:
+      raise AssertionError("import cycle: " + " -> ".join(path[path.index(name) :] + [name]))
+    if name not in done:
+      path.append(name)
+      for dep in sorted(graph[name]):
+        visit(dep)
+      path.pop()
+      done.add(name)
+
+  for name in sorted(graph):
+    visit(name)
+  assert graph["aplx.data.prepare"] >= {"aplx.data.cifar_n", "aplx.data.real_noise"}  # The graph is read.
 
 
 @pytest.mark.slow

@@ -43,7 +43,7 @@ import zipfile
 import numpy as np
 
 from aplx import _deps
-from aplx.data import prepare as prepare_lib
+from aplx.data import _readers
 
 with _deps.extra("data", __name__):
   from tensorflow_datasets.image_classification.cifar10_n import cifar10_n as tfds_cifar10_n
@@ -73,7 +73,7 @@ _RAW_URL = (
 
 @dataclasses.dataclass(frozen=True)
 class _Spec:
-  base: str  # key of prepare._CIFAR_PY: the CIFAR tarball the labels belong to
+  base: str  # key of _readers.CIFAR_PY: the CIFAR tarball the labels belong to
   human: str  # stem of the label file
   image_order: str  # the authors' TFDS-order -> python-order index file (for *_human_ordered.npy)
   side_info: str  # the workers' ids and times, one row per batch of images
@@ -375,16 +375,16 @@ def read_side_info(path, n: int, workers: tuple[tuple[str, str], ...]) -> dict[s
 # ---------------------------------------------------------------------------------------------------
 
 
-class _CifarNMixin(prepare_lib._LocalSourceMixin):
+class _CifarNMixin(_readers.LocalSourceMixin):
   """CIFAR-N from the python CIFAR tarball and the authors' label file; see the module docstring."""
 
   def _split_generators(self, dl_manager):
     spec = _SPECS[self.name]
-    url, folder, train_files, test_files, meta_file, keys = prepare_lib._CIFAR_PY[spec.base]
+    url, folder, train_files, test_files, meta_file, keys = _readers.CIFAR_PY[spec.base]
     tarball = Path(url).name
     if self._raw_dir is None:
       for u in (url, _RAW_URL):
-        prepare_lib._check_reachable(u)
+        _readers.check_reachable(u)
       got = dl_manager.download(
         {"cifar": url, "human": f"{_RAW_URL}/data/{spec.human}.pt", "side": f"{_RAW_URL}/{spec.side_info}"}
       )
@@ -403,16 +403,16 @@ class _CifarNMixin(prepare_lib._LocalSourceMixin):
         )
       human, order = _human_file(self._raw_dir, spec)
       side = _find_file(self._raw_dir, spec.side_info)
-    members = prepare_lib._cifar_python_members(raw, folder)
+    members = _readers.cifar_python_members(raw, folder)
     missing = [f for f in train_files + test_files + [meta_file] if f not in members]
     if missing:
       raise FileNotFoundError(f"{raw} lacks {missing}; expected the official {tarball}.")
-    meta = prepare_lib._unpickle(members[meta_file])
+    meta = _readers.unpickle(members[meta_file])
     for tfds_key, (_, names_key) in keys.items():
       self.info.features[tfds_key].names = [
         n.decode() if isinstance(n, bytes) else n for n in meta[names_key]
       ]
-    load = lambda files: [prepare_lib._unpickle(members[f]) for f in files]  # noqa: E731
+    load = lambda files: [_readers.unpickle(members[f]) for f in files]  # noqa: E731
     train, test = load(train_files), load(test_files)
     label_key = keys["label"][0]
     clean = np.concatenate([np.asarray(d[label_key]) for d in train])
@@ -427,10 +427,10 @@ class _CifarNMixin(prepare_lib._LocalSourceMixin):
   def _generate_examples(self, split_prefix, batches, extra):  # pylint: disable=arguments-differ
     """Examples keyed by index, as the stock builder; `extra` (None: -1, as its test split) by index."""
     spec = _SPECS[self.name]
-    keys = prepare_lib._CIFAR_PY[spec.base][5]
+    keys = _readers.CIFAR_PY[spec.base][5]
     fields = list(spec.fields) + [f for w in spec.workers for f in w]
     extra = extra or {}
-    for index, record in prepare_lib._cifar_examples(batches, split_prefix, keys):
+    for index, record in _readers.cifar_examples(batches, split_prefix, keys):
       record.update({f: extra[f][index].item() if f in extra else -1 for f in fields})
       yield index, record
 

@@ -25,20 +25,9 @@ CLI:
 from __future__ import annotations
 
 import argparse
-import gzip
-import hashlib
 import inspect
-import io
-import os
 from pathlib import Path
-import pickle
-import socket
 import sys
-import tarfile
-import urllib.parse
-import zlib
-
-import numpy as np
 
 from aplx import _deps
 
@@ -46,6 +35,11 @@ with _deps.extra("data", __name__):
   import tensorflow_datasets as tfds
   from tensorflow_datasets.image_classification import cifar as tfds_cifar
   from tensorflow_datasets.image_classification import mnist as tfds_mnist
+
+from aplx.data import _readers, cifar_n, real_noise
+
+# Public here too (prepare.read_idx, ...), and looked up in this module by the functions below.
+from aplx.data._readers import default_data_dir, default_mnist_dir, png_bytes, read_idx, verify_sha256sums
 
 __all__ = [
   "BUILDERS",
@@ -59,74 +53,8 @@ __all__ = [
 ]
 
 # ---------------------------------------------------------------------------------------------------
-# Settings
+# Builders: stock TFDS builders with NumPy readers (`_readers`) and an optional local source
 # ---------------------------------------------------------------------------------------------------
-
-
-def default_mnist_dir() -> str | None:
-  """`APLX_MNIST_DIR` (a directory of MNIST IDX files), else None: TFDS's download.
-
-  (`experiments/` and the tests default it to the repository's ../shared/data/mnist when present.)
-  """
-  return os.environ.get("APLX_MNIST_DIR") or None
-
-
-def default_data_dir() -> str:
-  """`APLX_DATA_DIR`, else TFDS's default (`TFDS_DATA_DIR` or ~/tensorflow_datasets)."""
-  return os.environ.get("APLX_DATA_DIR") or str(tfds.core.constants.DATA_DIR)
-
-
-# ---------------------------------------------------------------------------------------------------
-# Raw readers (NumPy only)
-# ---------------------------------------------------------------------------------------------------
-
-
-def _open_maybe_gzip(path: Path):
-  with open(path, "rb") as f:
-    magic = f.read(2)
-  return gzip.open(path, "rb") if magic == b"\x1f\x8b" else open(path, "rb")
-
-
-def read_idx(path) -> np.ndarray:
-  """Reads an IDX file (optionally gzipped) into a uint8 array of its declared shape."""
-  try:
-    with _open_maybe_gzip(Path(path)) as f:
-      data = f.read()
-  except (EOFError, OSError, zlib.error) as e:
-    raise ValueError(f"{path} is truncated or corrupted ({type(e).__name__}: {e}); download it again.") from e
-  if len(data) < 4 or data[:2] != b"\x00\x00" or data[2] != 0x08:
-    raise ValueError(f"{path} is not an unsigned-byte IDX file (magic {data[:4].hex()}).")
-  ndim = data[3]
-  shape = tuple(int.from_bytes(data[4 + 4 * i : 8 + 4 * i], "big") for i in range(ndim))
-  if len(data) != 4 + 4 * ndim + int(np.prod(shape)):
-    raise ValueError(
-      f"{path} is truncated: its header declares shape {shape} ({int(np.prod(shape))} bytes of data), "
-      f"the file holds {len(data) - 4 - 4 * ndim}. Download it again."
-    )
-  return np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim).reshape(shape)
-
-
-def verify_sha256sums(raw_dir: Path, files) -> None:
-  """Checks `files` against a `SHA256SUMS` file beside them (`sha256sum` format), if there is one."""
-  sums_file = raw_dir / "SHA256SUMS"
-  if not sums_file.exists():
-    return
-  expected = {}
-  for line in sums_file.read_text().splitlines():
-    digest, _, name = line.strip().partition(" ")
-    if digest:
-      expected[name.strip().lstrip("*")] = digest.lower()
-  for f in files:
-    want = expected.get(Path(f).name)
-    if want is None:
-      continue
-    got = hashlib.sha256(Path(f).read_bytes()).hexdigest()
-    if got != want:
-      raise ValueError(
-        f"{f} does not match its checksum in {sums_file} (sha256 {got[:16]}..., expected {want[:16]}...): "
-        "the file is corrupted or truncated; download it again."
-      )
-
 
 _MNIST_FILES = {
   "train": ("train-images-idx3-ubyte", "train-labels-idx1-ubyte"),
@@ -134,67 +62,7 @@ _MNIST_FILES = {
 }
 
 
-def _find(raw_dir: Path, stem: str) -> Path:
-  for name in (stem + ".gz", stem):
-    if (raw_dir / name).exists():
-      return raw_dir / name
-  raise FileNotFoundError(f"{stem}[.gz] not found in {raw_dir}.")
-
-
-def _cifar_python_members(raw: Path, folder: str) -> dict[str, bytes]:
-  """Reads every file of the official python-format CIFAR archive (tarball or extracted dir)."""
-  if raw.is_dir():
-    base = raw / folder if (raw / folder).is_dir() else raw
-    return {p.name: p.read_bytes() for p in base.iterdir() if p.is_file()}
-  out = {}
-  with tarfile.open(raw, "r:*") as tar:
-    for member in tar.getmembers():
-      if member.isfile():
-        out[Path(member.name).name] = tar.extractfile(member).read()
-  return out
-
-
-def _unpickle(blob: bytes) -> dict:
-  d = pickle.loads(blob, encoding="bytes")
-  return {(k.decode() if isinstance(k, bytes) else k): v for k, v in d.items()}
-
-
-def png_bytes(image: np.ndarray) -> bytes:
-  """PNG-encodes a uint8 [H, W, C] image with Pillow (TFDS would need TensorFlow for this)."""
-  from PIL import Image
-
-  buf = io.BytesIO()
-  Image.fromarray(image[..., 0] if image.shape[-1] == 1 else image).save(buf, format="PNG")
-  return buf.getvalue()
-
-
-def _cifar_images(d: dict) -> np.ndarray:
-  return np.asarray(d["data"], dtype=np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-
-
-def _check_reachable(url: str, timeout: float = 5.0) -> None:
-  """Fails in seconds, not minutes of TFDS retries, when the download host cannot be reached."""
-  host = urllib.parse.urlparse(url).hostname
-  try:
-    socket.create_connection((host, 443), timeout=timeout).close()
-  except OSError as e:
-    raise ConnectionError(f"cannot reach {host} to download ({e}); no network?") from e
-
-
-# ---------------------------------------------------------------------------------------------------
-# Builders: stock TFDS builders with NumPy readers and an optional local source
-# ---------------------------------------------------------------------------------------------------
-
-
-class _LocalSourceMixin:
-  """`raw_dir=None` downloads like the stock builder; a path reads local raw files instead."""
-
-  def __init__(self, *, raw_dir: str | os.PathLike | None = None, **kwargs):
-    self._raw_dir = None if raw_dir is None else Path(raw_dir).expanduser()
-    super().__init__(**kwargs)
-
-
-class Mnist(_LocalSourceMixin, tfds_mnist.MNIST, skip_registration=True):
+class Mnist(_readers.LocalSourceMixin, tfds_mnist.MNIST, skip_registration=True):
   """TFDS `mnist` 3.0.1 from local IDX files or the stock URLs, without TensorFlow."""
 
   name = "mnist"
@@ -207,11 +75,12 @@ class Mnist(_LocalSourceMixin, tfds_mnist.MNIST, skip_registration=True):
   def _split_generators(self, dl_manager):
     if self._raw_dir is not None:
       files = {
-        split: tuple(_find(self._raw_dir, stem) for stem in stems) for split, stems in _MNIST_FILES.items()
+        split: tuple(_readers.find_maybe_gzipped(self._raw_dir, stem) for stem in stems)
+        for split, stems in _MNIST_FILES.items()
       }
       verify_sha256sums(self._raw_dir, [f for pair in files.values() for f in pair])
     else:
-      _check_reachable(self.URL)
+      _readers.check_reachable(self.URL)
       urls = {
         f"{split}_{i}": self.URL + stem + ".gz"
         for split, stems in _MNIST_FILES.items()
@@ -229,69 +98,33 @@ class Mnist(_LocalSourceMixin, tfds_mnist.MNIST, skip_registration=True):
       yield index, {"image": png_bytes(images[index][..., None]), "label": int(labels[index])}
 
 
-_CIFAR_PY = {
-  # name: (url, folder, train files, test files, meta file, label keys {tfds: pickle})
-  "cifar10": (
-    "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz",
-    "cifar-10-batches-py",
-    [f"data_batch_{i}" for i in range(1, 6)],
-    ["test_batch"],
-    "batches.meta",
-    {"label": ("labels", "label_names")},
-  ),
-  "cifar100": (
-    "https://www.cs.toronto.edu/~kriz/cifar-100-python.tar.gz",
-    "cifar-100-python",
-    ["train"],
-    ["test"],
-    "meta",
-    {"label": ("fine_labels", "fine_label_names"), "coarse_label": ("coarse_labels", "coarse_label_names")},
-  ),
-}
-
-
-class _CifarPythonMixin(_LocalSourceMixin):
+class _CifarPythonMixin(_readers.LocalSourceMixin):
   """CIFAR from the official python-format tarball; same keys/ids/order as the stock builder."""
 
   def _split_generators(self, dl_manager):
-    url, folder, train_files, test_files, meta_file, keys = _CIFAR_PY[self.name]
+    url, folder, train_files, test_files, meta_file, keys = _readers.CIFAR_PY[self.name]
     if self._raw_dir is None:
-      _check_reachable(url)
+      _readers.check_reachable(url)
     raw = self._raw_dir if self._raw_dir is not None else Path(dl_manager.download(url))
     if not raw.exists():
       raise FileNotFoundError(f"{raw} does not exist (expected {Path(url).name} or {folder}/).")
-    members = _cifar_python_members(raw, folder)
+    members = _readers.cifar_python_members(raw, folder)
     missing = [f for f in train_files + test_files + [meta_file] if f not in members]
     if missing:
       raise FileNotFoundError(f"{raw} lacks {missing}; expected the official {Path(url).name}.")
-    meta = _unpickle(members[meta_file])
+    meta = _readers.unpickle(members[meta_file])
     for tfds_key, (_, names_key) in keys.items():
       self.info.features[tfds_key].names = [
         n.decode() if isinstance(n, bytes) else n for n in meta[names_key]
       ]
-    load = lambda files: [_unpickle(members[f]) for f in files]  # noqa: E731
+    load = lambda files: [_readers.unpickle(members[f]) for f in files]  # noqa: E731
     return {
       "train": self._generate_examples("train_", load(train_files)),
       "test": self._generate_examples("test_", load(test_files)),
     }
 
   def _generate_examples(self, split_prefix, batches):  # pylint: disable=arguments-differ
-    yield from _cifar_examples(batches, split_prefix, _CIFAR_PY[self.name][5])
-
-
-def _cifar_examples(batches, split_prefix: str, keys: dict):
-  """(index, record) over the official python CIFAR batches in order, keyed by index as the stock
-  builder: the labels named by `keys` ({tfds: (pickle key, names key)}), the id and the PNG image."""
-  index = 0
-  for d in batches:
-    images = _cifar_images(d)
-    labels = {k: np.asarray(d[pk]) for k, (pk, _) in keys.items()}
-    for i in range(images.shape[0]):
-      record = {k: int(v[i]) for k, v in labels.items()}
-      record["id"] = f"{split_prefix}{index:05d}"
-      record["image"] = png_bytes(images[i])
-      yield index, record
-      index += 1
+    yield from _readers.cifar_examples(batches, split_prefix, _readers.CIFAR_PY[self.name][5])
 
 
 class Cifar10(_CifarPythonMixin, tfds_cifar.Cifar10, skip_registration=True):
@@ -306,12 +139,21 @@ class Cifar100(_CifarPythonMixin, tfds_cifar.Cifar100, skip_registration=True):
   name = "cifar100"
 
 
-BUILDERS = {"mnist": Mnist, "cifar10": Cifar10, "cifar100": Cifar100}
+# Every dataset aplx builds: these three, CIFAR-N (`cifar_n`), WebVision and Clothing1M (`real_noise`).
+BUILDERS = {
+  "mnist": Mnist,
+  "cifar10": Cifar10,
+  "cifar100": Cifar100,
+  **cifar_n.BUILDERS,
+  **real_noise.BUILDERS,
+}
 # What `--raw_dir` is for each dataset (help texts and the commands in error messages).
 RAW_HINTS = {
   "mnist": "/path/to/mnist_idx_dir",
   "cifar10": "/path/to/cifar-10-python.tar.gz",
   "cifar100": "/path/to/cifar-100-python.tar.gz",
+  **cifar_n.RAW_HINTS,
+  **real_noise.RAW_HINTS,
 }
 
 
@@ -446,14 +288,6 @@ def main(argv=None) -> None:
   options = {} if args.imagenet_val_dir is None else {"imagenet_val_dir": args.imagenet_val_dir}
   path = prepare(args.name, data_dir=args.data_dir, raw_dir=raw_dir, **options)
   print(f"prepared {args.name} at {path}")
-
-
-# Datasets built on the readers above (imported last: they import this module).
-from aplx.data import cifar_n, real_noise  # noqa: E402
-
-for _module in (cifar_n, real_noise):
-  BUILDERS.update(_module.BUILDERS)
-  RAW_HINTS.update(_module.RAW_HINTS)
 
 
 if __name__ == "__main__":

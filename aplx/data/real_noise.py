@@ -54,7 +54,7 @@ from pathlib import Path
 import numpy as np
 
 from aplx import _deps
-from aplx.data import prepare as prepare_lib
+from aplx.data import _readers
 
 with _deps.extra("data", __name__):
   import tensorflow_datasets as tfds
@@ -166,7 +166,7 @@ class WebVisionConfig(tfds.core.BuilderConfig):
   num_classes: int = 1000
 
 
-class WebVision(prepare_lib._LocalSourceMixin, tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class WebVision(_readers.LocalSourceMixin, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """TFDS `webvision` (configs "mini", "full") from the WebVision 1.0 resized-256 release.
 
   `raw_dir`: the release root (info/, google/, val_images_256/). `imagenet_val_dir`: ILSVRC2012
@@ -308,7 +308,7 @@ def _clothing1m_annotations(raw: Path) -> Path:
   )
 
 
-class Clothing1M(prepare_lib._LocalSourceMixin, tfds.core.GeneratorBasedBuilder, skip_registration=True):
+class Clothing1M(_readers.LocalSourceMixin, tfds.core.GeneratorBasedBuilder, skip_registration=True):
   """TFDS `clothing1m`: train (noisy labels, with `clean_label` where known), val and test (clean)."""
 
   name = "clothing1m"
@@ -407,4 +407,4 @@ def builder(name: str, data_dir: str | os.PathLike | None = None) -> tfds.core.D
   """
   if name not in BUILDERS:
     raise ValueError(f"unknown dataset {name!r}; expected one of {sorted(BUILDERS)}.")
-  return BUILDERS[name](data_dir=str(data_dir or prepare_lib.default_data_dir()))
+  return BUILDERS[name](data_dir=str(data_dir or _readers.default_data_dir()))

@@ -19,7 +19,8 @@ with _deps.extra("train", __name__):
   from flax import nnx
 
 from aplx.models._cnn import ToyCNN, cifar10_cnn, mnist_cnn
-from aplx.models._layers import BatchNorm, bn_relu_train, max_pool_2x2_fast, max_pool_2x2_reference
+from aplx.models._cpu_kernels import bn_relu_train, max_pool_2x2_fast
+from aplx.models._layers import BatchNorm, max_pool_2x2_reference
 from aplx.models._resnet import ResNet, resnet18, resnet34, resnet50, resnet50_imagenet
 
 _REGISTRY: dict[str, Callable[..., nnx.Module]] = {
@@ -45,7 +46,8 @@ def get(name: str, *, num_classes: int, rngs: nnx.Rngs, **kwargs) -> nnx.Module:
     num_classes: number of output logits K.
     rngs: ``nnx.Rngs`` for parameter init (uses the ``params`` stream).
     **kwargs: model options: ``dtype`` (compute dtype, default float32; params stay float32) for all
-      models; ``kernels`` ("fast" default / "reference") for ``mnist_cnn`` and ``cifar10_cnn``.
+      models; ``kernels`` for ``mnist_cnn`` and ``cifar10_cnn``: "auto" (default; "fast" on the CPU
+      backend, "reference" on GPU/TPU), "fast" (the CPU kernels) or "reference" (the plain layers).
 
   Returns:
     An ``nnx.Module`` in training mode mapping float [B, H, W, C] to float32 logits [B, num_classes].

@@ -6,45 +6,51 @@ from flax import nnx
 import jax
 import jax.numpy as jnp
 
-from aplx.models import _layers
+from aplx.models import _cpu_kernels, _layers
 from aplx.models._checks import check_input
+
+# The `kernels` option: "fast" computes each ConvBNReLU block with `_cpu_kernels` (same function, faster
+# on XLA:CPU), "reference" with the plain layers, "auto" picks "fast" on the CPU backend only.
+KERNELS = ("auto", "fast", "reference")
+
+
+def resolve_kernels(kernels: str) -> str:
+  """What a `kernels` option stands for, "fast" or "reference"; "auto" asks `_cpu_kernels.backend()`."""
+  if kernels not in KERNELS:
+    raise ValueError(f"kernels must be one of {', '.join(map(repr, KERNELS))}; got {kernels!r}")
+  if kernels == "auto":
+    return "fast" if _cpu_kernels.backend() == "cpu" else "reference"
+  return kernels
 
 
 class ConvBNReLU(nnx.Module):
-  """The authors' `ConvBrunch`: conv3x3 (padding 1, with bias) + BatchNorm + ReLU."""
+  """The authors' `ConvBrunch`: conv3x3 (padding 1, with bias) + BatchNorm + ReLU (+ a 2x2 max-pool).
 
-  def __init__(self, in_ch: int, out_ch: int, *, kernels: str = "reference", dtype, rngs: nnx.Rngs):
+  ``cpu_kernels``: compute the block with `_cpu_kernels.conv_bn_relu` (the same function, written for
+  XLA:CPU) instead of the plain layers.
+  """
+
+  def __init__(self, in_ch: int, out_ch: int, *, cpu_kernels: bool = False, dtype, rngs: nnx.Rngs):
     self.conv = _layers.conv(
       in_ch, out_ch, 3, use_bias=True, kernel_init=_layers.kaiming_uniform_relu, dtype=dtype, rngs=rngs
     )
     self.bn = _layers.BatchNorm(out_ch, dtype=dtype, rngs=rngs)
-    # "fast": few input channels -> the convolution as one matmul over 3x3 patches; the conv bias
-    # folded into BatchNorm's mean instead of added to the full activation (same function); and
-    # BatchNorm, ReLU and max-pool differentiated by hand (`_layers.bn_relu_train`).
-    self.fast = kernels == "fast"
-    self.im2col = self.fast and in_ch <= 4
+    self.cpu_kernels = cpu_kernels
 
   def __call__(self, x, *, pool: bool = False):
     """The block's output, followed by a 2x2 max-pool if ``pool``."""
-    if not self.fast:
-      y = jax.nn.relu(self.bn(self.conv(x)))
-      return _layers.max_pool_2x2_reference(y) if pool else y
-    dtype = self.conv.dtype or x.dtype
-    x = x.astype(dtype)
-    kernel = self.conv.kernel[...].astype(dtype)
-    if self.im2col:
-      y = _layers.conv3x3_im2col(x, kernel)
-    else:
-      y = _layers.conv3x3(x, kernel)
-    # BatchNorm + ReLU + pool as one kernel with a hand-written VJP in training mode.
-    return self.bn.relu(y, shift=self.conv.bias[...], pool=pool)
+    if self.cpu_kernels:
+      return _cpu_kernels.conv_bn_relu(self.conv, self.bn, x, pool=pool)
+    y = jax.nn.relu(self.bn(self.conv(x)))
+    return _layers.max_pool_2x2_reference(y) if pool else y
 
 
 class ToyCNN(nnx.Module):
   """Stacks of ConvBNReLU blocks, each block followed by a 2x2 max-pool, then Dense+BN+ReLU, Dense.
 
   The flattened features are ordered (C, H, W) like PyTorch's ``x.view(B, -1)`` on NCHW, so weights
-  port one-to-one from the authors' model.
+  port one-to-one from the authors' model. ``kernels``: one of `KERNELS`; ``self.kernels`` is what it
+  resolved to at construction, "fast" or "reference".
   """
 
   def __init__(
@@ -59,18 +65,17 @@ class ToyCNN(nnx.Module):
     dtype,
     rngs: nnx.Rngs,
   ):
-    if kernels not in ("fast", "reference"):
-      raise ValueError(f"kernels must be 'fast' or 'reference', got {kernels!r}")
-    self.kernels = kernels
+    self.kernels = resolve_kernels(kernels)  # "fast" or "reference"
     self.in_channels = in_channels
     self.image_size = image_size
     self.dtype = dtype
+    cpu_kernels = self.kernels == "fast"
     layers = []
     ch = in_channels
     for widths in blocks:
       block = []
       for width in widths:
-        block.append(ConvBNReLU(ch, width, kernels=kernels, dtype=dtype, rngs=rngs))
+        block.append(ConvBNReLU(ch, width, cpu_kernels=cpu_kernels, dtype=dtype, rngs=rngs))
         ch = width
       layers.append(nnx.List(block))
     self.blocks = nnx.List(layers)
@@ -94,11 +99,11 @@ class ToyCNN(nnx.Module):
     return self.fc2(x).astype(jnp.float32)
 
 
-def mnist_cnn(*, num_classes: int = 10, rngs: nnx.Rngs, kernels: str = "fast", dtype=jnp.float32) -> ToyCNN:
+def mnist_cnn(*, num_classes: int = 10, rngs: nnx.Rngs, kernels: str = "auto", dtype=jnp.float32) -> ToyCNN:
   """The authors' MNIST `ToyModel`: [conv3x3 32+BN+ReLU, pool] [conv3x3 64+BN+ReLU, pool], FC 128, FC K.
 
-  Input [B, 28, 28, 1]. ``kernels``: "fast" (default) or "reference" max-pool; identical outputs and
-  gradients (see docs/models.md).
+  Input [B, 28, 28, 1]. ``kernels``: "auto" (default: "fast" on the CPU backend, else "reference"),
+  "fast" (`_cpu_kernels`) or "reference" (the plain layers); the same function (see docs/models.md).
   """
   return ToyCNN(
     blocks=((32,), (64,)),
@@ -112,9 +117,9 @@ def mnist_cnn(*, num_classes: int = 10, rngs: nnx.Rngs, kernels: str = "fast", d
   )
 
 
-def cifar10_cnn(*, num_classes: int = 10, rngs: nnx.Rngs, kernels: str = "fast", dtype=jnp.float32) -> ToyCNN:
+def cifar10_cnn(*, num_classes: int = 10, rngs: nnx.Rngs, kernels: str = "auto", dtype=jnp.float32) -> ToyCNN:
   """The authors' CIFAR-10 8-layer `ToyModel`: 3 x (2 x conv3x3+BN+ReLU, pool) with 64/128/196 channels,
-  FC 256 + BN + ReLU, FC K. Input [B, 32, 32, 3]."""
+  FC 256 + BN + ReLU, FC K. Input [B, 32, 32, 3]. ``kernels``: as `mnist_cnn`'s."""
   return ToyCNN(
     blocks=((64, 64), (128, 128), (196, 196)),
     in_channels=3,
