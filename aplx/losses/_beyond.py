@@ -1,10 +1,10 @@
-"""Robust losses published after Ma et al. (2020), same API: ANL, asymmetric losses, Poly-1,
-Taylor CE, epsilon-softmax CE, and NLNL's negative-learning term.
+"""Robust losses beside Ma et al. (2020), same API: ANL, asymmetric losses, Poly-1, Taylor CE,
+epsilon-softmax CE, NLNL's negative-learning term, and DMI (a batch-level loss).
 
 Each docstring gives the source and the formula as checked against the paper and the authors'
 public code; differences between the two are keyword options whose default is the paper. All take
 `axis` and `where` as the losses of Ma et al. do; only `poly1` takes soft labels (the others are
-defined for integer labels only and raise a TypeError for probabilities; docs/losses.md).
+defined for integer labels only and raise a TypeError for probabilities).
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import math
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 from aplx.losses import _base, _normalized
 
@@ -48,10 +49,10 @@ def _nnfl_core(
 def nnce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   min_prob: float = 1e-7,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Normalized negative cross entropy (ANL), NNCE = 1 - (A + log p_y) / sum_k (A + log p_k).
 
@@ -81,13 +82,13 @@ def nnce(
 def nnfl(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   gamma: float = 0.5,
   min_prob: float = 1e-7,
   detach_focal_factor: bool = False,
   stop_gradient_normalizer: bool = False,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Normalized negative focal loss (ANL), NNFL = 1 - (A - FL_y) / sum_k (A - FL_k).
 
@@ -124,12 +125,12 @@ def nnfl(
 def anl_ce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   alpha: float = 1.0,
   beta: float = 1.0,
   min_prob: float = 1e-7,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """ANL-CE = alpha NCE + beta NNCE.
 
@@ -151,6 +152,8 @@ def anl_ce(
 def anl_fl(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   alpha: float = 1.0,
   beta: float = 1.0,
@@ -158,8 +161,6 @@ def anl_fl(
   min_prob: float = 1e-7,
   detach_focal_factor: bool = False,
   stop_gradient_normalizer: bool = False,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """ANL-FL = alpha NFL + beta NNFL (same gamma and detach options for both terms).
 
@@ -199,11 +200,11 @@ def anl_fl(
 def agce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   a: float = 0.6,
   q: float = 0.6,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Asymmetric generalized cross entropy, AGCE = ((a + 1)^q - (a + p_y)^q) / q.
 
@@ -232,11 +233,11 @@ def agce(
 def aul(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   a: float = 5.5,
   q: float = 3.0,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Asymmetric unhinged loss, AUL = ((a - p_y)^q - (a - 1)^q) / q.
 
@@ -264,10 +265,10 @@ def aul(
 def ael(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   a: float = 2.5,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Asymmetric exponential loss, AEL = exp(-p_y / a).
 
@@ -298,10 +299,10 @@ def ael(
 def poly1(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   epsilon: float = 1.0,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Poly-1 loss, CE + epsilon (1 - p_y).
 
@@ -328,10 +329,10 @@ def poly1(
 def taylor_ce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   order: int = 2,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Taylor cross entropy, sum_{j=1..t} (1 - p_y)^j / j (CE's Taylor series at p_y = 1, cut at t).
 
@@ -361,11 +362,11 @@ def taylor_ce(
 def ce_eps(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   m: float = 1e5,
   min_prob: float | None = None,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """CE on the epsilon-softmax output: p'_k = (p_k + m [k = argmax p]) / (1 + m), CE = -log p'_y.
 
@@ -405,14 +406,14 @@ def ce_eps(
 def nlnl(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   key: jax.Array,
   num_negatives: int = 1,
   reduce_negatives: str = "sum",
   class_weight: jax.typing.ArrayLike | None = None,
   min_prob: float | None = None,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """NLNL's negative-learning term, -sum_n log(1 - p_ybar_n) over random complementary labels ybar_n != y.
 
@@ -475,3 +476,101 @@ def nlnl(
     loss = loss * jnp.take(jnp.asarray(class_weight, loss.dtype), jnp.clip(labels, 0, k - 1))
   valid = (labels >= 0) & (labels < k)
   return _base._masked(jnp.where(valid, loss, jnp.nan), where)
+
+
+def nlnl_class_weight(labels, num_classes: int) -> np.ndarray:
+  """NLNL's class weights as the official code computes them: max_c n_c / n_k for each class k.
+
+  n_k: how many of `labels` (the noisy training labels) are k. The official `NLNL(train_loader, ...)`
+  reads them from `train_loader.dataset.targets`; pass the result as `nlnl(..., class_weight=w)`.
+  A class without examples gets inf (as the official code).
+
+  Args:
+    labels: integer class ids, any shape (the noisy training labels).
+    num_classes: K.
+
+  Returns:
+    float32 [K] weights, 1 for the largest class.
+
+  Example:
+    >>> from aplx import losses
+    >>> print(losses.nlnl_class_weight([0, 0, 0, 1, 2, 2], 3))
+    [1.  3.  1.5]
+  """
+  counts = np.bincount(np.asarray(labels).reshape(-1), minlength=int(num_classes)).astype(np.float64)
+  with np.errstate(divide="ignore"):
+    return (counts.max() / counts).astype(np.float32)
+
+
+# ----------------------------------------------------------------------------------------------------
+# DMI (Xu et al., NeurIPS 2019): one value per batch
+# ----------------------------------------------------------------------------------------------------
+
+
+@_base._annotate("batch", batch_level=True)
+def dmi(
+  logits: jax.typing.ArrayLike,
+  labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
+  *,
+  eps: float = 1e-3,
+) -> jax.Array:
+  """Determinant-based mutual information loss, L_DMI = -log(|det(Y^T P)| + eps), over the whole batch.
+
+  Y [N, K] is the one-hot labels and P [N, K] the softmax of the N examples of the batch (every
+  position of `labels`, or those `where` keeps), so Y^T P is N times the empirical joint distribution
+  of (label, prediction). The official code (`DMILoss`) adds eps = 1e-3 inside the log.
+
+  A batch-level loss: the value depends on the whole batch, not on each example. To fit the
+  per-example API it is returned broadcast to `labels.shape`, so `loss_fn(logits, labels).mean()` (what
+  a train step does) is L_DMI and its gradient is L_DMI's; with `where`, the excluded entries give 0
+  and `loss.sum() / where.sum()` is L_DMI of the kept examples. `info('dmi').batch_level` is True;
+  `vmap` over examples, `normalize(dmi)` and pairs (`get('nce+dmi')`) are not meaningful and the
+  latter two raise. Under `jit` with a batch sharded over devices, the determinant is of the global
+  batch's matrix (XLA gathers it), as one device would compute it.
+
+  Training: DMI fine-tunes a model pre-trained with cross entropy (Xu et al. train with CE first, then
+  continue with DMI at a small learning rate). From a random initialisation P is close to uniform,
+  Y^T P nearly singular and the gradient tiny: start from a CE checkpoint. The determinant is
+  computed in float32 (float64 for float64 logits), as the official code does. |det| reaches the
+  product of the per-class counts for a confident, correct model, which overflows float32 (3e38) for
+  large K: e.g. K = 100 with 3 examples of every class (3^100 = 5e47). Xu et al. use it for small K
+  (CIFAR-10, Clothing1M's 14 classes).
+
+  Args:
+    logits: [..., K] float scores (the class axis / axes given by `axis`).
+    labels: [...] integer class ids (soft labels: TypeError). An out-of-range label that `where` keeps
+      makes the whole batch's value NaN.
+    axis: the class axis of `logits`, a tuple of axes, or None.
+    where: optional bool mask [...]; excluded entries are left out of Y^T P, get 0 and exactly 0
+      gradient.
+    eps: > 0, added to |det| inside the log (official: 1e-3); bounds the loss by -log(eps).
+
+  Returns:
+    [...] L_DMI of the batch, broadcast (0 where `where` is False).
+
+  Example:
+    >>> import jax.numpy as jnp
+    >>> from aplx import losses
+    >>> logits = jnp.array([[2.0, 0.0], [0.0, 2.0], [1.0, 0.0]])
+    >>> print(losses.dmi(logits, jnp.array([0, 1, 0])).round(4))
+    [-0.3718 -0.3718 -0.3718]
+
+  Reference: Xu et al., 'L_DMI: A Novel Information-theoretic Loss Function for Training Deep Nets
+  Robust to Label Noise', NeurIPS 2019, Eq. (4); official code of Ma et al. 2020 `DMILoss`.
+  """
+  z, labels, k, where = _base._validate("dmi", logits, labels, axis=axis, where=where)
+  _base._check_range("dmi", "eps", eps, lo=0.0, lo_open=True, fix="It is the 1e-3 inside -log(|det| + eps).")
+  p = jax.nn.softmax(z, axis=-1).reshape(-1, k)
+  y = labels.reshape(-1)
+  classes = jnp.arange(k, dtype=y.dtype)
+  y_onehot = (y[:, None] == classes[None, :]).astype(p.dtype)
+  valid = (y >= 0) & (y < k)
+  if where is not None:
+    keep = where.reshape(-1)
+    y_onehot = y_onehot * keep[:, None].astype(p.dtype)
+    valid = valid | ~keep
+  det = jnp.linalg.det(y_onehot.T @ p)
+  value = jnp.where(jnp.all(valid), -jnp.log(jnp.abs(det) + eps), jnp.nan)
+  return _base._masked(jnp.broadcast_to(value, labels.shape), where)

@@ -42,8 +42,7 @@ def _rce_core(s: _base._Stats, labels, log_zero, min_prob) -> jax.Array:
 def cross_entropy(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
-  *,
-  axis: int = -1,
+  axis: int | tuple[int, ...] | None = -1,
   where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Cross entropy, CE = -sum_k q_k log p_k = logsumexp(z) - z_y.
@@ -77,11 +76,11 @@ def cross_entropy(
 def focal_loss(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   gamma: float = 0.5,
   detach_focal_factor: bool = False,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Focal loss, FL = -sum_k q_k (1 - p_k)^gamma log p_k = -(1 - p_y)^gamma log p_y.
 
@@ -119,10 +118,10 @@ def focal_loss(
 def mae(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   halved: bool = False,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Mean absolute error, MAE = sum_k |p_k - q_k| = 2 (1 - p_y).
 
@@ -159,11 +158,11 @@ def mae(
 def rce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   log_zero: float = -4.0,
   min_prob: float | None = None,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Reverse cross entropy, RCE = -sum_k p_k log q_k with log 0 := A (`log_zero`) = -A (1 - p_y).
 
@@ -200,11 +199,11 @@ def rce(
 def gce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   q: float = 0.7,
   min_prob: float | None = None,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Generalized cross entropy, GCE = sum_k q(k|x) (1 - p_k^q) / q = (1 - p_y^q) / q.
 
@@ -243,13 +242,13 @@ def gce(
 def sce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   alpha: float = 1.0,
   beta: float = 1.0,
   log_zero: float = -4.0,
   min_prob: float | None = None,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Symmetric cross entropy, SCE = alpha CE + beta RCE (soft labels: both terms' soft forms).
 

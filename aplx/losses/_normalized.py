@@ -22,8 +22,7 @@ from aplx.losses import _base, _classic
 def nce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
-  *,
-  axis: int = -1,
+  axis: int | tuple[int, ...] | None = -1,
   where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Normalized cross entropy, NCE = log p_y / sum_k log p_k  (Eq. 2).
@@ -55,12 +54,12 @@ def nce(
 def nfl(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   gamma: float = 0.5,
   detach_focal_factor: bool = False,
   stop_gradient_normalizer: bool = False,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Normalized focal loss, NFL = FL_y / sum_k FL_k, FL_k = -(1 - p_k)^gamma log p_k  (Eq. 5).
 
@@ -115,10 +114,10 @@ def nfl(
 def nmae(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   halved: bool = False,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Normalized MAE, NMAE = MAE / sum_j MAE_j = (1 - p_y) / (K - 1) = MAE / (2 (K - 1))  (Eq. 3).
 
@@ -148,12 +147,12 @@ def nmae(
 def nrce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   log_zero: float = -4.0,
   min_prob: float | None = None,
   authors_normalizer: bool = False,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Normalized RCE, NRCE = RCE / sum_j RCE_j = RCE / (-A (K - 1)) = (1 - p_y) / (K - 1)  (Eq. 4).
 
@@ -196,11 +195,11 @@ def nrce(
 def ngce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   q: float = 0.7,
   min_prob: float | None = None,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Normalized GCE, NGCE = (1 - p_y^q) / (K - sum_k p_k^q)  (Section 5.3).
 
