@@ -37,10 +37,17 @@ def normalize(loss_fn: LossFn) -> LossFn:
       carried over.
 
   Returns:
-    The normalized loss, `fn(logits, labels, *, axis=-1, where=None, **kw)`.
+    The normalized loss, `fn(logits, labels, axis=-1, where=None, **kw)`.
 
   Example:
-    >>> normalize(cross_entropy)(logits, labels)  # == nce(logits, labels)
+    >>> import jax.numpy as jnp
+    >>> from aplx import losses
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+    >>> print(losses.normalize(losses.cross_entropy)(logits, labels))
+    [0.0308 0.4245]
+    >>> print(losses.nce(logits, labels))  # the closed form
+    [0.0308 0.4245]
 
   Reference: Ma et al. 2020, Eq. (1).
   """
@@ -109,11 +116,18 @@ def apl(active: LossFn, passive: LossFn, *, alpha: float = 1.0, beta: float = 1.
     beta: weight of the passive term, >= 0.
 
   Returns:
-    loss_fn(logits, labels, *, key=None, axis=-1, where=None) -> [...], with `kind` =
+    loss_fn(logits, labels, axis=-1, where=None, *, key=None) -> [...], with `kind` =
     '<active kind>+<passive kind>'.
 
   Example:
-    >>> loss = apl(nce, functools.partial(rce, log_zero=-4.0), alpha=1.0, beta=1.0)
+    >>> import jax.numpy as jnp
+    >>> from aplx import losses
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+    >>> import functools
+    >>> loss_fn = losses.apl(losses.nce, functools.partial(losses.rce, log_zero=-4.0), alpha=1.0, beta=1.0)
+    >>> print(loss_fn(logits, labels))
+    [0.6556 3.5768]
 
   Reference: Ma et al. 2020, Eq. (6).
   """

@@ -197,7 +197,17 @@ def fidelity_params(name: str, fidelity: str | None = None) -> dict[str, Any]:
 
 def info(name: str, *, fidelity: str | None = None) -> LossInfo:
   """Kind (active/passive), key requirement, parameters (with the defaults under `fidelity`) and
-  reference of a registered name, an 'a+b' pair or a class name of the authors' loss.py."""
+  reference of a registered name, an 'a+b' pair or a class name of the authors' loss.py.
+
+  Example:
+    >>> from aplx import losses
+    >>> losses.info("nce+rce").kind
+    'active+passive'
+    >>> losses.info("nce+mae").params
+    {'alpha': 1.0, 'beta': 1.0, 'halved': False}
+    >>> losses.info("NCEandMAE").params
+    {'alpha': 1.0, 'beta': 1.0, 'halved': True}
+  """
   parts = _parts(name)
   canon = "+".join(parts)
   fns = [_BASE[p][0] for p in parts]
@@ -434,12 +444,15 @@ def get(name: str, *, fidelity: str | None = None, **params: Any) -> Loss:
   Example:
     >>> import jax.numpy as jnp
     >>> from aplx import losses
+    >>> jnp.set_printoptions(precision=4)
     >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
     >>> loss_fn = losses.get("nce+rce", alpha=1.0, beta=1.0)
-    >>> print(loss_fn(logits, labels).round(4))
-    [0.2052 3.2148]
-    >>> print(losses.get("NCEandRCE", alpha=1, beta=1)(logits, labels).mean().round(4))
-    4.4412
+    >>> print(loss_fn(logits, labels))
+    [0.6556 3.5768]
+    >>> print(loss_fn(logits, labels, beta=0.5, log_zero=-9.0))  # any hyperparameter, per call
+    [0.7338 3.9708]
+    >>> print(losses.get("NCEandRCE", alpha=1, beta=1)(logits, labels))  # the authors' NCEandRCE
+    [1.4695 7.6828]
     >>> loss_fn == losses.get("nce+rce")
     True
   """
