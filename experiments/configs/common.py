@@ -16,6 +16,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from aplx import losses, rundir
+from aplx import noise as noise_lib
 
 # Keys the config argument understands: (type, default). None means "unset": the config's own value
 # (all training images, the setting's epochs).
@@ -215,16 +216,8 @@ def fidelity_loss_params(loss: str, fidelity: str) -> dict:
 
 
 def authors_noise_options(noise: str, dataset: str) -> dict:
-  """`aplx.noise` options that reproduce the official `dataset.py` (docs/noise.md)."""
-  if noise == "sym":
-    return {"method": "exact", "authors_quota": True}
-  if noise == "asym":
-    return {
-      "mnist": {"method": "transition"},
-      "cifar10": {"method": "exact", "sequential": True},
-      "cifar100": {"method": "transition", "group": "consecutive"},
-    }.get(dataset, {})
-  return {}
+  """`aplx.noise` options that reproduce the official `dataset.py` (`aplx.noise.authors_options`)."""
+  return noise_lib.authors_options(noise, dataset)
 
 
 # Ye et al. 2023 (ANL), official configs (Virusdoll/Active-Negative-Loss `config/<dataset>_anl_*.json`,
