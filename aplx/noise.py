@@ -15,8 +15,18 @@ Models (registry `NOISE_MODELS`, names as used by `aplx.data.load_dataset(noise=
   idn        `instance_dependent`: Xia et al. 2020 part-/instance-dependent noise from the images.
   human      `human`: real human labels (CIFAR-10N / CIFAR-100N), read from TFDS by `aplx.data`.
 
-`realised_rate` and `realised_transition_matrix` measure what a model actually did.
-See docs/noise.md for which option is the paper's intent and which reproduces the authors' code.
+`realised_rate` and `realised_transition_matrix` measure what a model actually did. Defaults are
+the paper's intent (exact realised rates); `authors_options(noise, dataset)` gives the options that
+reproduce the official `dataset.py` of Ma et al. 2020 (what the experiment configs' fidelity=authors
+uses).
+
+Export for other frameworks (NumPy only, no TensorFlow):
+
+  python -m aplx.noise export --dataset mnist --noise asym --rate 0.4 --seed 0 --out labels.npz
+
+writes the noisy and clean training labels an aplx run uses, in the original files' order (MNIST's
+IDX file, CIFAR's python batches: the order of torchvision's and Keras's datasets), each image's aplx
+example id, the SHA-256 of the labels and the provenance (`export_labels`, `--format csv`).
 """
 
 from __future__ import annotations
