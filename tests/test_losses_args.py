@@ -376,8 +376,12 @@ class AxisTest(chex.TestCase):
       ValueError, r"nce: `axis` = 2 is out of range for `logits` of shape \(4, 3\)"
     ):
       L.nce(z, y, axis=2)
-    with self.assertRaisesRegex(TypeError, r"nce: `axis` must be one int"):
-      L.nce(z, y, axis=(0, 1))
+    with self.assertRaisesRegex(TypeError, r"nce: `axis` must be an int .* a non-empty tuple of ints"):
+      L.nce(z, y, axis=1.0)
+    with self.assertRaisesRegex(TypeError, r"nce: `axis` must be an int"):
+      L.nce(z, y, axis=())
+    with self.assertRaisesRegex(ValueError, r"nce: `axis` = \(1, -1\) names an axis twice"):
+      L.nce(z, y, axis=(1, -1))
     with self.assertRaisesRegex(
       ValueError, r"`labels` must have shape \(3,\) \(logits.shape without the class axis 0"
     ):
@@ -478,18 +482,25 @@ class GetSignatureTest(chex.TestCase):
     self.assertEqual(params["q"].default, 0.5)
     self.assertEqual(params["q"].kind, inspect.Parameter.KEYWORD_ONLY)
     self.assertEqual(params["min_prob"].default, None)
+    self.assertEqual(params["scale"].default, 1.0)
     self.assertEqual((params["axis"].default, params["where"].default), (-1, None))
+    self.assertEqual(params["axis"].kind, inspect.Parameter.POSITIONAL_OR_KEYWORD)  # as optax
     self.assertTrue(inspect.getdoc(fn).startswith("Generalized cross entropy"))
     self.assertIn("Zhang & Sabuncu", pydoc.render_doc(fn))
-    self.assertIn("get('gce', q=0.5)", fn.__doc__)
-    self.assertEqual((fn.name, fn.kind, fn.needs_key, fn.params), ("gce", "active", False, {"q": 0.5}))
+    self.assertIn("get('gce', q=0.5, min_prob=None, scale=1.0)", fn.__doc__)
+    self.assertEqual(
+      (fn.name, fn.kind, fn.needs_key, fn.params),
+      ("gce", "active", False, {"q": 0.5, "min_prob": None, "scale": 1.0}),
+    )
     self.assertIn("Zhang", fn.reference)
     self.assertIn("key", inspect.signature(L.get("nlnl")).parameters)
 
   def test_pair_signature_and_docstring(self):
     fn = L.get("nce+rce", beta=2.0, log_zero=-6.0)
     params = inspect.signature(fn).parameters
-    self.assertEqual(list(params), ["logits", "labels", "alpha", "beta", "log_zero", "axis", "where"])
+    self.assertEqual(
+      list(params), ["logits", "labels", "axis", "where", "alpha", "beta", "log_zero", "min_prob"]
+    )
     self.assertEqual(
       (params["alpha"].default, params["beta"].default, params["log_zero"].default), (1.0, 2.0, -6.0)
     )
@@ -497,7 +508,7 @@ class GetSignatureTest(chex.TestCase):
     self.assertTrue(doc.startswith("alpha * nce + beta * rce"))
     self.assertIn("nce: Normalized cross entropy", doc)
     self.assertIn("key", inspect.signature(L.get("nce+nlnl")).parameters)
-    self.assertEqual(fn.params, {"alpha": 1.0, "beta": 2.0, "log_zero": -6.0})
+    self.assertEqual(fn.params, {"alpha": 1.0, "beta": 2.0, "log_zero": -6.0, "min_prob": None})
 
   def test_call_keywords_override_bound_values(self):
     z = jax.random.normal(jax.random.key(0), (6, 10)) * 3
@@ -507,8 +518,9 @@ class GetSignatureTest(chex.TestCase):
     _close(L.get("nce+rce", beta=2.0)(z, y, beta=0.5), L.nce(z, y) + 0.5 * L.rce(z, y))
     fn = L.get("nfl+rce", gamma=1.0, log_zero=-6.0)
     _close(fn(z, y, gamma=2.0), L.nfl(z, y, gamma=2.0) + L.rce(z, y, log_zero=-6.0))
-    with self.assertRaisesRegex(TypeError, "log_zero"):
-      L.get("nce+rce", beta=2.0)(z, y, log_zero=-6.0)  # not bound: not in the signature
+    # Parameters not given to `get` are in the signature too (with their defaults) and can be passed.
+    _close(L.get("nce+rce", beta=2.0)(z, y, log_zero=-6.0), L.nce(z, y) + 2.0 * L.rce(z, y, log_zero=-6.0))
+    _close(L.get("nce")(z, y, scale=3.0), 3.0 * L.nce(z, y))
 
   def test_call_arguments_cannot_be_bound(self):
     for arg, value in (("axis", 1), ("where", None), ("key", None)):

@@ -313,3 +313,179 @@ def test_bad_transition_matrix(T, msg):
     return
   with pytest.raises(ValueError, match=msg):
     noise.from_transition_matrix(np.array([0, 1]), T, seed=0)
+
+
+# ---------------------------------------------------------------------------------------------------
+# Export (python -m aplx.noise export): the trainer's noisy labels, in the original files' order
+# ---------------------------------------------------------------------------------------------------
+
+# SHA-256 of the exported MNIST labels (little-endian int32, IDX order), computed once: a change means
+# every exported file (and every run's noise) changed. Checked on numpy 2 and, in CI, numpy 1.26.
+MNIST_GOLDEN = {
+  ("asym", 0.4, 0, False): "e25e70b749d126a5e93ddb482ab10d046075651eaf4f92c9c3f0bb3df648a254",
+  ("sym", 0.8, 0, True): "34c8b614481e0f56e2390197974940e8e8ddb74cb6f84dabc9e9c796a88d693e",
+  ("asym", 0.4, 0, True): "f549a94cb4189bf54d341774193c365bb4b376632fe26bceebdedb5e4d5ee0ea",
+}
+MNIST_CLEAN_SHA256 = "ba2e26c82ab7a46fbcd5ec6de8eee4d541cf3829f5050669177da23b515defeb"
+
+
+def _mnist_raw():
+  import os
+
+  raw = os.environ.get("APLX_MNIST_DIR")
+  if not raw or not os.path.isdir(raw):
+    pytest.skip("no local MNIST IDX files: set APLX_MNIST_DIR")
+  return raw
+
+
+@pytest.mark.parametrize("case", sorted(MNIST_GOLDEN))
+def test_export_mnist_golden_hash(case):
+  kind, rate, seed, authors = case
+  result = noise.export_labels("mnist", kind, rate=rate, seed=seed, authors=authors, raw_dir=_mnist_raw())
+  prov = result["provenance"]
+  assert prov["noisy_label_sha256"] == MNIST_GOLDEN[case]
+  assert noise.labels_sha256(result["noisy_label"]) == MNIST_GOLDEN[case]
+  assert prov["clean_label_sha256"] == MNIST_CLEAN_SHA256
+  assert np.bincount(result["clean_label"]).tolist() == MNIST_TRAIN_COUNTS
+  assert (prov["dataset"], prov["noise"], prov["rate"], prov["seed"]) == ("mnist", kind, rate, seed)
+  assert prov["options"] == (noise.authors_options(kind, "mnist") if authors else {})
+  assert prov["realised_rate"] == noise.realised_rate(result["clean_label"], result["noisy_label"]) > 0.19
+  assert sorted(result["aplx_id"].tolist()) == list(range(60000))
+
+
+def test_export_equals_the_trainers_labels_id_for_id(mnist_data_dir):
+  """What `aplx.data.load_dataset` (the trainer's data) holds for each example id, from TFDS files."""
+  from aplx import data
+
+  for kind, rate, seed, authors in (("asym", 0.4, 0, False), ("sym", 0.8, 3, True)):
+    options = noise.authors_options(kind, "mnist") if authors else {}
+    ds = data.load_dataset(
+      "mnist", data_dir=mnist_data_dir, noise=kind, rate=rate, noise_seed=seed, download=False, **options
+    )
+    result = noise.export_labels("mnist", kind, rate=rate, seed=seed, authors=authors, raw_dir=_mnist_raw())
+    by_id = {}
+    for field in ("noisy_label", "clean_label"):
+      by_id[field] = np.empty(60000, np.int32)
+      by_id[field][result["aplx_id"]] = result[field]
+    np.testing.assert_array_equal(by_id["noisy_label"][ds.train_ids], ds.train_noisy_labels)
+    np.testing.assert_array_equal(by_id["clean_label"][ds.train_ids], ds.train_clean_labels)
+    assert noise.realised_rate(result["clean_label"], result["noisy_label"]) == ds.noise["realised_rate"]
+
+
+def _cifar_tarball(raw, name, rng, n_per_batch=8):
+  """A synthetic official python tarball (random images and labels): (training labels, its path)."""
+  import io
+  import pickle
+  import tarfile
+
+  def add(tar, member, obj):
+    blob = pickle.dumps({k.encode(): v for k, v in obj.items()})
+    info = tarfile.TarInfo(member)
+    info.size = len(blob)
+    tar.addfile(info, io.BytesIO(blob))
+
+  ten = name == "cifar10"
+  folder = "cifar-10-batches-py" if ten else "cifar-100-python"
+  train = [f"data_batch_{i}" for i in range(1, 6)] if ten else ["train"]
+  k = 10 if ten else 100
+  labels = rng.integers(0, k, n_per_batch * len(train))
+  path = raw / f"{folder.replace('-batches-py', '-python')}.tar.gz"
+  with tarfile.open(path, "w:gz") as tar:
+    for i, member in enumerate(train + ["test_batch" if ten else "test"]):
+      y = labels[i * n_per_batch : (i + 1) * n_per_batch] if i < len(train) else rng.integers(0, k, 4)
+      rows = rng.integers(0, 256, (len(y), 3072), dtype=np.uint8)
+      fields = (
+        {"labels": y.tolist()} if ten else {"fine_labels": y.tolist(), "coarse_labels": (y // 5).tolist()}
+      )
+      add(tar, f"{folder}/{member}", {"data": rows, **fields})
+    if ten:
+      add(tar, f"{folder}/batches.meta", {"label_names": [f"c{i}".encode() for i in range(10)]})
+    else:
+      names = {"fine_label_names": [f"f{i}".encode() for i in range(100)]}
+      add(tar, f"{folder}/meta", {**names, "coarse_label_names": [f"k{i}".encode() for i in range(20)]})
+  return labels, path
+
+
+@pytest.mark.parametrize("name", ["cifar10", "cifar100"])
+def test_export_cifar_equals_the_trainers_labels(name, tmp_path):
+  """CIFAR from a (synthetic) official tarball: the TFDS build's noisy labels by id, and the file order."""
+  pytest.importorskip("tensorflow_datasets", reason="the 'data' extra is not installed")
+  from aplx import data
+  from aplx.data import prepare
+
+  raw = tmp_path / "raw"
+  raw.mkdir()
+  labels, tarball = _cifar_tarball(
+    raw, name, np.random.default_rng(0), n_per_batch=40 if name == "cifar10" else 200
+  )
+  prepare.prepare(name, data_dir=str(tmp_path / "tfds"), raw_dir=str(tarball))
+  # cifar100 asym: the real super-classes (the coarse labels, read from the batches too).
+  for kind, rate in (("sym", 0.6), ("asym", 0.4)):
+    ds = data.load_dataset(
+      name, data_dir=str(tmp_path / "tfds"), noise=kind, rate=rate, noise_seed=2, download=False
+    )
+    # The export finds the tarball in a folder (cifar10) or takes its path (cifar100).
+    result = noise.export_labels(name, kind, rate=rate, seed=2, raw_dir=raw if name == "cifar10" else tarball)
+    np.testing.assert_array_equal(result["clean_label"], labels)  # The files' order.
+    noisy_by_id = np.empty_like(result["noisy_label"])
+    noisy_by_id[result["aplx_id"]] = result["noisy_label"]
+    np.testing.assert_array_equal(noisy_by_id[ds.train_ids], ds.train_noisy_labels)
+    assert noise.realised_rate(labels, result["noisy_label"]) > 0.1
+
+
+def test_export_cli_npz_and_csv_from_a_core_install(tmp_path):
+  """`python -m aplx.noise export` with TFDS, TensorFlow, flax and jax unimportable: NumPy only."""
+  import subprocess
+  import sys
+  import textwrap
+
+  raw = _mnist_raw()
+  outs = {}
+  for fmt in ("npz", "csv"):
+    out = tmp_path / f"labels.{fmt}"
+    code = f"""
+      import runpy, sys
+      for blocked in ("tensorflow_datasets", "tensorflow", "flax", "jax", "grain"):
+        sys.modules[blocked] = None
+      sys.argv = ["aplx.noise", "export", "--dataset", "mnist", "--noise", "asym", "--rate", "0.4",
+                  "--seed", "0", "--raw_dir", {raw!r}, "--out", {str(out)!r}]
+      runpy.run_module("aplx.noise", run_name="__main__")
+      assert "aplx.data" not in sys.modules
+    """
+    proc = subprocess.run(
+      [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, timeout=300
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert MNIST_GOLDEN[("asym", 0.4, 0, False)] in proc.stdout
+    outs[fmt] = out
+  with np.load(outs["npz"], allow_pickle=False) as f:
+    import json
+
+    prov = json.loads(str(f["provenance"]))
+    noisy, clean, ids = f["noisy_label"], f["clean_label"], f["aplx_id"]
+  assert prov["noisy_label_sha256"] == noise.labels_sha256(noisy) == MNIST_GOLDEN[("asym", 0.4, 0, False)]
+  assert prov["aplx_version"] and prov["order"].startswith("the order of the original files")
+  lines = [line for line in outs["csv"].read_text().splitlines() if not line.startswith("#")]
+  assert lines[0] == "index,noisy_label,clean_label,aplx_id"  # pandas.read_csv(path, comment="#")
+  rows = np.loadtxt(lines[1:], delimiter=",", dtype=np.int64)
+  np.testing.assert_array_equal(rows, np.stack([np.arange(60000), noisy, clean, ids], axis=1))
+  header = [line for line in outs["csv"].read_text().splitlines()[:40] if line.startswith("# ")]
+  assert f'# noisy_label_sha256: "{prov["noisy_label_sha256"]}"' in header
+
+
+def test_export_errors():
+  with pytest.raises(ValueError, match=r"export knows \['cifar10', 'cifar100', 'mnist'\]"):
+    noise.export_labels("svhn", "sym", rate=0.2)
+  with pytest.raises(FileNotFoundError, match="has no train-labels-idx1-ubyte"):
+    noise.export_labels("mnist", "sym", rate=0.2, raw_dir="/nonexistent")
+  with pytest.raises(ValueError, match="pass --raw_dir"):
+    noise.export_labels("cifar10", "sym", rate=0.2)
+
+
+def test_tfds_order_is_md5_of_the_key():
+  """TFDS sorts a split's examples by md5(split + key); spot-check against hashlib directly."""
+  import hashlib
+
+  order = noise.tfds_order(1000)
+  digests = [int(hashlib.md5(f"train{i}".encode()).hexdigest(), 16) for i in order]
+  assert digests == sorted(digests) and sorted(order.tolist()) == list(range(1000))

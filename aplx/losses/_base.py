@@ -18,9 +18,7 @@ from jax.experimental import checkify
 import jax.numpy as jnp
 import numpy as np
 
-# A = log q for the zero entries of the one-hot label in RCE, as the authors' code effectively uses
-# (one-hot clamped to [1e-4, 1]). The paper's text uses A = -4 (our default).
-AUTHORS_LOG_ZERO = math.log(1e-4)
+from aplx.losses._authors import AUTHORS_LOG_ZERO
 
 _FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 
@@ -31,9 +29,10 @@ _FLOAT_DTYPES = (jnp.float16, jnp.bfloat16, jnp.float32, jnp.float64)
 
 
 def _annotate(
-  kind: str, needs_key: bool = False, soft_labels: bool = False
+  kind: str, needs_key: bool = False, soft_labels: bool = False, batch_level: bool = False
 ) -> Callable[[Callable], Callable]:
-  """Attaches `kind` ('active' / 'passive' / 'active+passive'), `needs_key` and `soft_labels` to a loss.
+  """Attaches `kind` ('active' / 'passive' / 'active+passive'), `needs_key`, `soft_labels` and
+  `batch_level` (one value for the whole batch, broadcast: DMI) to a loss.
 
   `soft_labels` must match the loss's `_validate(..., soft_labels=...)` call (a test checks both).
   """
@@ -42,6 +41,7 @@ def _annotate(
     fn.kind = kind
     fn.needs_key = needs_key
     fn.soft_labels = soft_labels
+    fn.batch_level = batch_level
     return fn
 
   return wrap
@@ -75,20 +75,15 @@ def _validate(
       f"{name}: `logits` must be floating point (float32, bfloat16, float16, float64), got "
       f"{logits.dtype}. Cast with logits.astype(jnp.float32)."
     )
-  if isinstance(axis, bool) or not isinstance(axis, (int, np.integer)):
-    raise TypeError(f"{name}: `axis` must be one int (the class axis of `logits`), got {axis!r}.")
-  if not -logits.ndim <= axis < logits.ndim:
-    raise ValueError(
-      f"{name}: `axis` = {axis} is out of range for `logits` of shape {logits.shape} (ndim {logits.ndim})."
-    )
-  ax = int(axis) % logits.ndim
-  batch_shape = logits.shape[:ax] + logits.shape[ax + 1 :]
-  num_classes = logits.shape[ax]
+  axes = _class_axes(name, axis, logits.shape)
+  batch_axes = tuple(a for a in range(logits.ndim) if a not in axes)
+  batch_shape = tuple(logits.shape[a] for a in batch_axes)
+  num_classes = math.prod(logits.shape[a] for a in axes)
   soft = jnp.issubdtype(labels.dtype, jnp.floating) and labels.shape == logits.shape
   if soft and not soft_labels:
     raise TypeError(
       f"{name}: soft (probability) labels are not supported: this loss is defined for integer class "
-      f"labels only (docs/losses.md, 'Soft labels'). Pass integer class ids of shape {batch_shape} "
+      f"labels only. Pass integer class ids of shape {batch_shape} "
       f"(e.g. labels.argmax({axis})), or use a loss that takes probabilities: {SOFT_LABEL_LOSSES}, "
       f"their pairs, or normalize(any_loss)."
     )
@@ -128,10 +123,10 @@ def _validate(
         f"{name}: `where` must have shape {batch_shape}, one entry per example (the shape of the "
         f"loss), got {where.shape}.{hint}"
       )
-  if ax != logits.ndim - 1:
-    logits = jnp.moveaxis(logits, ax, -1)
+  if axes != (logits.ndim - 1,):  # Class axes last, flattened in the order given (as optax).
+    logits = logits.transpose(batch_axes + axes).reshape(batch_shape + (num_classes,))
     if soft:
-      labels = jnp.moveaxis(labels, ax, -1)
+      labels = labels.transpose(batch_axes + axes).reshape(batch_shape + (num_classes,))
   compute = jnp.promote_types(logits.dtype, jnp.float32)
   logits = logits.astype(compute)
   if soft:
@@ -141,6 +136,32 @@ def _validate(
     logits = jnp.where(where[..., None], logits, 0.0)
     labels = jnp.where(where[..., None], labels, 1.0 / num_classes) if soft else jnp.where(where, labels, 0)
   return logits, labels, num_classes, where
+
+
+def _class_axes(name: str, axis, shape: tuple[int, ...]) -> tuple[int, ...]:
+  """The class axes of logits of `shape` as non-negative ints, in the order given.
+
+  `axis`: an int, a tuple of ints (the classes are those axes flattened, in that order: an integer label
+  is a flat index into logits' slice of shape `[shape[a] for a in axis]`, as in optax), or None (every
+  axis: one example).
+  """
+  ndim = len(shape)
+  if axis is None:
+    return tuple(range(ndim))
+  many = isinstance(axis, (tuple, list))
+  items = tuple(axis) if many else (axis,)
+  if not items or any(isinstance(a, bool) or not isinstance(a, (int, np.integer)) for a in items):
+    raise TypeError(
+      f"{name}: `axis` must be an int (the class axis of `logits`), a non-empty tuple of ints (class "
+      f"axes, flattened) or None (all axes), got {axis!r}."
+    )
+  for a in items:
+    if not -ndim <= a < ndim:
+      raise ValueError(f"{name}: `axis` = {a} is out of range for `logits` of shape {shape} (ndim {ndim}).")
+  axes = tuple(int(a) % ndim for a in items)
+  if len(set(axes)) != len(axes):
+    raise ValueError(f"{name}: `axis` = {axis!r} names an axis twice (logits of shape {shape}).")
+  return axes
 
 
 def _check_soft_labels(name: str, q: jax.Array, where) -> None:
@@ -350,7 +371,7 @@ def _lse_and_sum(z: jax.Array, term: Callable[..., tuple]) -> tuple[jax.Array, j
   dG = scale (sum_j slope_j dz_j - (sum_k slope_k) d lse). The per-logit work (p from the one exp of
   logsumexp, g's transcendental part, the slope) is done once and kept, and the backward pass is one
   multiply-add per logit; left to autodiff, XLA:CPU stores about twice as many [..., K] intermediates
-  (NFL and NGCE at ~5x and ~3x the cost of CE instead of ~3.5x and ~2x; docs/losses.md, Benchmark).
+  (NFL and NGCE at ~5x and ~3x the cost of CE instead of ~3.5x and ~2x; benchmarks/losses.py).
   Forward mode and higher derivatives work (the rule is plain jnp; checked in float64). In float32,
   NFL's second derivative is NaN where p rounds to 1, on this path and on plain autodiff alike.
   """

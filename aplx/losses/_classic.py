@@ -42,8 +42,7 @@ def _rce_core(s: _base._Stats, labels, log_zero, min_prob) -> jax.Array:
 def cross_entropy(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
-  *,
-  axis: int = -1,
+  axis: int | tuple[int, ...] | None = -1,
   where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Cross entropy, CE = -sum_k q_k log p_k = logsumexp(z) - z_y.
@@ -54,7 +53,8 @@ def cross_entropy(
     logits: [..., K] unnormalised scores (float16/bfloat16/float32/float64).
     labels: [...] integer class ids in [0, K), or [..., K] class probabilities (soft labels).
     axis: the class axis of `logits` (and of soft labels), e.g. 1 for NCHW logits [B, K, H, W]
-      with labels [B, H, W].
+      with labels [B, H, W]; a tuple of axes flattens them, in that order, into the K classes (an
+      integer label is then a flat index, as in optax); None: every axis is a class axis.
     where: optional bool mask of the output's shape [...]; False entries give 0 loss and exactly 0
       gradient, whatever their logits and labels (e.g. ignore-index 255 or -1).
 
@@ -62,7 +62,12 @@ def cross_entropy(
     [...] per-example loss, float32 (float64 for float64 logits).
 
   Example:
-    >>> cross_entropy(jnp.array([[2., 0.]]), jnp.array([0]))  # log(1 + e^-2) = 0.1269
+    >>> import jax.numpy as jnp
+    >>> from aplx import losses
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+    >>> print(losses.cross_entropy(logits, labels))
+    [0.1698 1.5514]
 
   Reference: Ma et al. 2020, Section 3.1. Active (paper Table 1).
   """
@@ -77,11 +82,11 @@ def cross_entropy(
 def focal_loss(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   gamma: float = 0.5,
   detach_focal_factor: bool = False,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Focal loss, FL = -sum_k q_k (1 - p_k)^gamma log p_k = -(1 - p_y)^gamma log p_y.
 
@@ -102,7 +107,14 @@ def focal_loss(
     [...] per-example loss.
 
   Example:
-    >>> focal_loss(logits, labels, gamma=0.5)
+    >>> import jax.numpy as jnp
+    >>> from aplx import losses
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+    >>> print(losses.focal_loss(logits, labels, gamma=0.5))
+    [0.0671 1.3773]
+    >>> print(losses.focal_loss(logits, labels, gamma=0.0))  # = cross_entropy
+    [0.1698 1.5514]
 
   Reference: Lin et al., ICCV 2017; Ma et al. 2020, Section 3.1. Active.
   """
@@ -119,10 +131,10 @@ def focal_loss(
 def mae(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   halved: bool = False,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Mean absolute error, MAE = sum_k |p_k - q_k| = 2 (1 - p_y).
 
@@ -142,8 +154,14 @@ def mae(
     [...] per-example loss in [0, 2] ([0, 1] if halved).
 
   Example:
-    >>> mae(logits, labels)             # paper: 2 (1 - p_y)
-    >>> mae(logits, labels, halved=True)  # authors' code: 1 - p_y
+    >>> import jax.numpy as jnp
+    >>> from aplx import losses
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+    >>> print(losses.mae(logits, labels))  # the paper: 2 (1 - p_y)
+    [0.3124 1.5761]
+    >>> print(losses.mae(logits, labels, halved=True))  # the authors' code: 1 - p_y
+    [0.1562 0.7881]
 
   Reference: Ghosh et al., AAAI 2017; Ma et al. 2020, Section 3.1. Passive (paper Table 1).
   """
@@ -159,11 +177,11 @@ def mae(
 def rce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   log_zero: float = -4.0,
   min_prob: float | None = None,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Reverse cross entropy, RCE = -sum_k p_k log q_k with log 0 := A (`log_zero`) = -A (1 - p_y).
 
@@ -184,7 +202,14 @@ def rce(
     [...] per-example loss in [0, -A].
 
   Example:
-    >>> rce(logits, labels, log_zero=aplx.losses.AUTHORS_LOG_ZERO, min_prob=1e-7)  # authors
+    >>> import jax.numpy as jnp
+    >>> from aplx import losses
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+    >>> print(losses.rce(logits, labels))  # the paper: A = -4
+    [0.6248 3.1522]
+    >>> print(losses.rce(logits, labels, log_zero=losses.AUTHORS_LOG_ZERO, min_prob=1e-7))  # authors
+    [1.4387 7.2583]
 
   Reference: Wang et al., 'Symmetric Cross Entropy for Robust Learning with Noisy Labels', ICCV
   2019; Ma et al. 2020, Section 3.1. Passive.
@@ -200,11 +225,11 @@ def rce(
 def gce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   q: float = 0.7,
   min_prob: float | None = None,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Generalized cross entropy, GCE = sum_k q(k|x) (1 - p_k^q) / q = (1 - p_y^q) / q.
 
@@ -225,7 +250,12 @@ def gce(
     [...] per-example loss in [0, 1/q].
 
   Example:
-    >>> gce(logits, labels, q=0.7)
+    >>> import jax.numpy as jnp
+    >>> from aplx import losses
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+    >>> print(losses.gce(logits, labels, q=0.7))
+    [0.1601 0.9463]
 
   Reference: Zhang & Sabuncu, NeurIPS 2018; Ma et al. 2020, Section 5.3. Active (Section 5.3).
   """
@@ -243,13 +273,13 @@ def gce(
 def sce(
   logits: jax.typing.ArrayLike,
   labels: jax.typing.ArrayLike,
+  axis: int | tuple[int, ...] | None = -1,
+  where: jax.typing.ArrayLike | None = None,
   *,
   alpha: float = 1.0,
   beta: float = 1.0,
   log_zero: float = -4.0,
   min_prob: float | None = None,
-  axis: int = -1,
-  where: jax.typing.ArrayLike | None = None,
 ) -> jax.Array:
   """Symmetric cross entropy, SCE = alpha CE + beta RCE (soft labels: both terms' soft forms).
 
@@ -267,7 +297,12 @@ def sce(
     [...] per-example loss.
 
   Example:
-    >>> sce(logits, labels, alpha=0.1, beta=1.0)
+    >>> import jax.numpy as jnp
+    >>> from aplx import losses
+    >>> jnp.set_printoptions(precision=4)
+    >>> logits, labels = jnp.array([[2.0, 0.0, -1.0], [0.0, 1.0, 0.0]]), jnp.array([0, 2])
+    >>> print(losses.sce(logits, labels, alpha=0.1, beta=1.0))
+    [0.6418 3.3074]
 
   Reference: Wang et al., ICCV 2019; Ma et al. 2020, Sections 3.1 and 5.2. CE is active, RCE
   passive.

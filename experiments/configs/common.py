@@ -16,6 +16,7 @@ import ml_collections
 from ml_collections import config_flags
 
 from aplx import losses, rundir
+from aplx import noise as noise_lib
 from aplx.train import config as train_config
 
 # Keys the config argument understands: (type, default). None means "unset": the config's own value
@@ -189,39 +190,19 @@ def loss_params(
   return params
 
 
-# The authors' code (HanxunH/Active-Passive-Losses) differs from the paper's formulas in these loss
-# options (docs/fidelity.md); with fidelity='authors' every loss gets those it accepts.
-AUTHORS_LOSS_OPTIONS = {
-  "halved": True,  # MAE = 1 - p_y ("reduced MAE").
-  "log_zero": -9.210340371976182,  # RCE's A = log(1e-4) (one-hot clamped to [1e-4, 1]).
-  "min_prob": 1e-7,  # p clamped to [1e-7, 1] in RCE, GCE, NGCE.
-  "detach_focal_factor": True,  # No gradient through any (1 - p)^gamma factor in FL / NFL.
-  "authors_normalizer": True,  # NRCE's operator-precedence normalizer.
-}
-
-
 def fidelity_loss_params(loss: str, fidelity: str) -> dict:
-  """The loss options for `fidelity` ('paper': aplx's defaults, 'authors': AUTHORS_LOSS_OPTIONS)."""
-  if fidelity == "paper":
-    return {}
+  """The loss options for `fidelity` ('paper': aplx's defaults; 'authors': the authors' loss.py
+  constants, `aplx.losses.AUTHORS_LOSS_OPTIONS`, that `loss` accepts), as `aplx.losses.get(loss,
+  fidelity=...)` applies them."""
   try:
-    accepted = losses.info(loss).params
+    return losses.fidelity_params(loss, fidelity)
   except ValueError:
     return {}  # Unknown name: aplx.losses.get reports it with the list of valid names.
-  return {k: v for k, v in AUTHORS_LOSS_OPTIONS.items() if k in accepted}
 
 
 def authors_noise_options(noise: str, dataset: str) -> dict:
-  """`aplx.noise` options that reproduce the official `dataset.py` (docs/noise.md)."""
-  if noise == "sym":
-    return {"method": "exact", "authors_quota": True}
-  if noise == "asym":
-    return {
-      "mnist": {"method": "transition"},
-      "cifar10": {"method": "exact", "sequential": True},
-      "cifar100": {"method": "transition", "group": "consecutive"},
-    }.get(dataset, {})
-  return {}
+  """`aplx.noise` options that reproduce the official `dataset.py` (`aplx.noise.authors_options`)."""
+  return noise_lib.authors_options(noise, dataset)
 
 
 # Ye et al. 2023 (ANL), official configs (Virusdoll/Active-Negative-Loss `config/<dataset>_anl_*.json`,
