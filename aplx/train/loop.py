@@ -52,7 +52,7 @@ class PreemptionFlag:
 
   def check(self, step: int) -> None:
     if self(step):
-      logging.warning("Stopping at step %d (%s); rerun the same command to resume.", step, signals.requested())
+      logging.warning("Stopping at step %d (%s); rerun to resume.", step, signals.requested())
       raise Preempted(step, self.workdir)
 
   def stop_evaluation(self, step: int) -> None:
