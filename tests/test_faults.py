@@ -55,6 +55,12 @@ def _main(*args, timeout=600, **kwargs):
   return subprocess.run(cmd, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=timeout, **kwargs)
 
 
+def _start_main(data_dir, workdir):
+  """experiments.main in the background, its stderr piped (text)."""
+  cmd = [sys.executable, "-m", "experiments.main", *_main_args(data_dir, workdir)]
+  return subprocess.Popen(cmd, cwd=REPO, env=_env(), stderr=subprocess.PIPE, text=True)
+
+
 def _without_timing(history):
   return [{k: v for k, v in r.items() if k != "images_per_sec"} for r in history]
 
@@ -242,13 +248,7 @@ def test_refused_resume_keeps_a_finished_status(finished, tmp_path):
 
 def test_sigterm_during_startup_exits_75_preempted(mnist_data_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  proc = subprocess.Popen(
-    [sys.executable, "-m", "experiments.main", *_main_args(mnist_data_dir, workdir)],
-    cwd=REPO,
-    env=_env(),
-    stderr=subprocess.PIPE,
-    text=True,
-  )
+  proc = _start_main(mnist_data_dir, workdir)
   time.sleep(2.0)  # Still importing JAX (experiments.main catches signals from its first line).
   proc.send_signal(signal.SIGTERM)
   err = proc.communicate(timeout=300)[1]
@@ -259,13 +259,7 @@ def test_sigterm_during_startup_exits_75_preempted(mnist_data_dir, tmp_path):
 
 def test_sigint_checkpoints_and_exits_75_without_a_traceback(mnist_data_dir, tmp_path):
   workdir = str(tmp_path / "run")
-  proc = subprocess.Popen(
-    [sys.executable, "-m", "experiments.main", *_main_args(mnist_data_dir, workdir)],
-    cwd=REPO,
-    env=_env(),
-    stderr=subprocess.PIPE,
-    text=True,
-  )
+  proc = _start_main(mnist_data_dir, workdir)
   lines = []
   for line in proc.stderr:
     lines.append(line)
