@@ -72,6 +72,7 @@ class RunInfo(NamedTuple):
   detail: str
   variant: str = ""  # The workdir's config-override component ('loss.params.beta=10'); '' for none.
   val_fraction: float = 0.0  # Held out of the training set for validation (config.val_fraction).
+  noise_seed: int | None = None  # As the workdir's name gives it (None: drawn from `seed`).
 
   @property
   def setting(self) -> tuple[str, float]:
@@ -99,16 +100,17 @@ def _paper_noise(noise: str) -> str:
   return "clean" if noise == "none" else noise
 
 
-def _parse_path(root: str, workdir: str) -> tuple[str, float, str, str, int] | None:
-  """(noise, rate, loss, variant, seed) of a workdir of the sweep's layout (`sweep.parse_workdir`:
-  `<root>/<noise><rate>/<loss>[/<path>=<value>,...]/seed<seed>`), or None if not that layout. `variant`
-  is the config-override component as written ('' without one): variants are told apart by it."""
+def _parse_path(root: str, workdir: str) -> tuple[str, float, str, str, int, int | None] | None:
+  """(noise, rate, loss, variant, seed, noise seed) of a workdir of the sweep's layout
+  (`sweep.parse_workdir`: `<root>/<noise><rate>/<loss>[/<path>=<value>,...]/seed<seed>[-noise<n>]`), or
+  None if not that layout. `variant` is the config-override component as written ('' without one):
+  variants are told apart by it."""
   parsed = sweep.parse_workdir(root, workdir)
   if parsed is None:
     return None
   noise, rate = parsed.setting
   variant = ",".join(f"{k}={v}" for k, v in parsed.overrides.items())
-  return _paper_noise(noise), rate, parsed.loss, variant, parsed.seed
+  return _paper_noise(noise), rate, parsed.loss, variant, parsed.seed, parsed.noise_seed
 
 
 def read_run(root: str, workdir: str) -> RunInfo | None:
@@ -119,8 +121,10 @@ def read_run(root: str, workdir: str) -> RunInfo | None:
   if config is None:
     if parsed is None:
       return None
-    noise, rate, loss, variant, seed = parsed
-    return RunInfo(workdir, None, None, None, noise, rate, loss, seed, [], status, detail, variant)
+    noise, rate, loss, variant, seed, noise_seed = parsed
+    return RunInfo(
+      workdir, None, None, None, noise, rate, loss, seed, [], status, detail, variant, noise_seed=noise_seed
+    )
   return RunInfo(
     workdir,
     config["dataset"],
@@ -135,6 +139,7 @@ def read_run(root: str, workdir: str) -> RunInfo | None:
     detail,
     parsed[3] if parsed else "",
     float(config.get("val_fraction") or 0.0),
+    parsed[5] if parsed else None,
   )
 
 
@@ -160,14 +165,11 @@ def expected_missing(runs: Sequence[RunInfo], root: str, grid: str = "") -> list
   for _, group in _groups(runs).items():
     settings = sorted({r.setting for r in group})
     rows = sorted({r.row for r in group})
-    seeds = sorted({r.seed for r in group})
-    for (noise, rate), (loss, variant), seed in itertools.product(settings, rows, seeds):
+    seeds = sorted({(r.seed, r.noise_seed) for r in group}, key=str)
+    for (noise, rate), (loss, variant), (seed, noise_seed) in itertools.product(settings, rows, seeds):
       overrides = dict(item.split("=", 1) for item in variant.split(",")) if variant else None
-      workdir = sweep.workdir_for(
-        root,
-        {"noise": "none" if noise == "clean" else noise, "rate": rate, "loss": loss, "seed": seed},
-        overrides,
-      )
+      args = {"noise": "none" if noise == "clean" else noise, "rate": rate, "loss": loss, "seed": seed}
+      workdir = sweep.workdir_for(root, args | {"noise_seed": noise_seed}, overrides)
       if os.path.normpath(workdir) not in have:
         missing.append(workdir)
   return sorted(set(missing))

@@ -7,15 +7,18 @@ r"""Runs a grid of paper settings, one `experiments.main` process and workdir pe
   python -m experiments.sweep ... --print_commands      # one shell command per run, for any scheduler
 
 Axes (`--grid`, ';' between axes) and shared values (`--fixed`) take the config argument's keys (loss,
-noise, rate, seed, subset, epochs, fidelity); every other key is a config path (`loss.params.beta`,
-`optim.lr`, `batch_size`), passed to `experiments.main` as `--config.<path>=<value>` and parsed with
-that field's type. Every path is checked against each grid point's config before anything runs.
+noise, rate, seed, noise_seed, subset, epochs, fidelity); every other key is a config path
+(`loss.params.beta`, `optim.lr`, `batch_size`), passed to `experiments.main` as
+`--config.<path>=<value>` and parsed with that field's type. Every path is checked against each grid
+point's config before anything runs.
 
 Layout (`workdir_for`; `parse_workdir` reads a path back): each grid point trains in
 
   <root>/<noise><rate>/<loss>/seed<seed>                                   e.g. runs/m/sym0.8/ce/seed0
   <root>/<noise><rate>/<loss>/<path1>=<v1>,<path2>=<v2>/seed<seed>         with config-path axes
       e.g. runs/m/sym0.8/nce+rce/loss.params.beta=10,optim.lr=0.1/seed0
+  .../seed<seed>-noise<noise_seed>     with the noise_seed key (initialisation seeds over one noise
+      draw: --grid 'loss=nce+rce;noise=asym;rate=0.4;seed=0,1,2;noise_seed=0')
 
 with the grid's config-path axes in grid order and their values as written in --grid (config paths
 from --fixed are not in the name; they are in config.json, like every field), logging to
@@ -91,6 +94,7 @@ class WorkdirPath(NamedTuple):
   loss: str
   overrides: dict[str, str]  # {config path: value as written in the name}; {} without config-path axes
   seed: int
+  noise_seed: int | None = None  # None: not in the name (the noise is drawn from `seed`)
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -177,7 +181,8 @@ def workdir_for(root: str, args: Mapping, overrides: Mapping[str, str] | None = 
   parts = [f"{a['noise']}{format_rate(a['rate'])}", str(a["loss"])]
   if overrides:
     parts.append(",".join(f"{k}={v}" for k, v in overrides.items()))
-  return os.path.join(root, *parts, f"seed{int(a['seed'])}")
+  noise = "" if a["noise_seed"] is None else f"-noise{int(a['noise_seed'])}"
+  return os.path.join(root, *parts, f"seed{int(a['seed'])}{noise}")
 
 
 def _split_setting(name: str) -> tuple[str, float] | None:
@@ -199,7 +204,8 @@ def parse_workdir(root: str, workdir: str) -> WorkdirPath | None:
   path is not that layout. Override values are strings, as written in the name (config.json has the
   typed values)."""
   parts = os.path.relpath(workdir, root).split(os.sep)
-  if len(parts) not in (3, 4) or not re.fullmatch(r"seed[0-9]+", parts[-1]):
+  seeds = re.fullmatch(r"seed([0-9]+)(?:-noise([0-9]+))?", parts[-1])
+  if len(parts) not in (3, 4) or not seeds:
     return None
   setting = _split_setting(parts[0])
   overrides = {}
@@ -210,7 +216,8 @@ def parse_workdir(root: str, workdir: str) -> WorkdirPath | None:
     overrides[key] = value
   if setting is None or not parts[1]:
     return None
-  return WorkdirPath(setting, parts[1], overrides, int(parts[-1][4:]))
+  noise_seed = None if seeds[2] is None else int(seeds[2])
+  return WorkdirPath(setting, parts[1], overrides, int(seeds[1]), noise_seed)
 
 
 def expand(grid: str, fixed: str, root: str, module=None) -> list[Run]:

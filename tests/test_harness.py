@@ -143,10 +143,15 @@ def test_workdir_layout_parses_back(tmp_path):
     ),
     ({"loss": "ce", "noise": "none", "rate": 0.0, "seed": 0}, {}),
     ({"loss": "gce", "noise": "human:random1", "rate": 0.5, "seed": 1}, {"val_fraction": "0.1"}),
+    ({"loss": "ce", "noise": "asym", "rate": 0.4, "seed": 7, "noise_seed": 0}, {}),
   ]:
-    parsed = sweep.parse_workdir(root, sweep.workdir_for(root, args, overrides))
-    assert parsed == ((args["noise"], args["rate"]), args["loss"], overrides, args["seed"])
-  for other in ("sym0.8/ce", "sym0.8/ce/x/seed0", "sym0.8/ce/a=1/b/seed0", "sym/ce/seed0", "sym0.8/ce/seedx"):
+    workdir = sweep.workdir_for(root, args, overrides)
+    parsed = sweep.parse_workdir(root, workdir)
+    noise_seed = args.get("noise_seed")
+    assert parsed == ((args["noise"], args["rate"]), args["loss"], overrides, args["seed"], noise_seed)
+    assert workdir.endswith("seed7-noise0" if noise_seed is not None else f"seed{args['seed']}")
+  others = ("sym0.8/ce", "sym0.8/ce/x/seed0", "sym0.8/ce/a=1/b/seed0", "sym/ce/seed0", "sym0.8/ce/seedx")
+  for other in (*others, "sym0.8/ce/seed0-noise", "sym0.8/ce/seed0-noisex"):
     assert sweep.parse_workdir(root, os.path.join(root, other)) is None, other
 
 
@@ -504,3 +509,30 @@ def test_one_epoch_curve_is_drawn_with_a_visible_marker():
   assert ax.lines[0].get_marker() == "o" and len(ax.lines[0].get_xdata()) == 1
   assert ax.lines[1].get_marker() in (None, "None", "")  # Dense curves stay plain lines.
   plt.close(fig)
+
+
+def test_initialisation_seeds_over_one_noise_draw(tmp_path):
+  """noise_seed= fixes the noise draw while seed= varies the initialisation and batch order: separate
+  config fields, separate workdirs, and the report counts each as a seed."""
+  module = common.load_config_file(os.path.join(REPO, "experiments", "configs", "mnist.py"))
+  runs = sweep.expand(
+    "loss=nce+rce;noise=asym;rate=0.4;seed=0,1,2;noise_seed=0", "epochs=1", str(tmp_path), module
+  )
+  configs = [sweep.expected_config(module, run.arg) for run in runs]
+  assert [(c["seed"], c["noise"]["seed"]) for c in configs] == [(0, 0), (1, 0), (2, 0)]
+  assert [os.path.basename(r.workdir) for r in runs] == ["seed0-noise0", "seed1-noise0", "seed2-noise0"]
+  assert sweep.expected_config(module, "loss=ce,seed=3")["noise"]["seed"] == 3  # Default: the run's seed.
+  with pytest.raises(ValueError, match="noise_seed=-1"):
+    common.parse_arg("noise_seed=-1")
+  for run, config in zip(runs, configs):  # Two finished, one missing: the report names the missing one.
+    if config["seed"] < 2:
+      os.makedirs(run.workdir)
+      rundir.write_config(run.workdir, config)
+      rundir.write_metrics(run.workdir, [{"epoch": 1, "test_acc": 0.9}])
+  infos = report.collect(str(tmp_path))
+  assert [(r.seed, r.noise_seed) for r in infos] == [(0, 0), (1, 0)]
+  assert report.expected_missing(infos, str(tmp_path)) == []  # Only the seeds that exist are expected.
+  missing = report.expected_missing(
+    infos, str(tmp_path), "loss=nce+rce;noise=asym;rate=0.4;seed=0,1,2;noise_seed=0"
+  )
+  assert missing == [runs[2].workdir]

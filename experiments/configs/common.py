@@ -26,6 +26,7 @@ ARG_SPEC = {
   "noise": (str, "sym"),
   "rate": (float, 0.0),
   "seed": (int, 0),
+  "noise_seed": (int, None),
   "subset": (int, None),
   "epochs": (int, None),
   "fidelity": (str, "authors"),
@@ -57,6 +58,10 @@ def parse_arg(arg: str | None, **defaults) -> dict:
       out[key] = kind(value)
     except ValueError:
       raise ValueError(f"Config argument {key}={value!r} must be a {kind.__name__}.") from None
+  if out["noise_seed"] is not None and out["noise_seed"] < 0:
+    raise ValueError(
+      f"noise_seed={out['noise_seed']}: a seed is an integer >= 0 (leave it out: the run's seed)."
+    )
   for key in ("subset", "epochs"):
     if out[key] is not None and out[key] < 1:
       raise ValueError(
@@ -115,7 +120,9 @@ def base_config(
   c.noise = ml_collections.ConfigDict()
   c.noise.type = args["noise"]
   c.noise.rate = args["rate"]
-  c.noise.seed = args["seed"]  # The authors draw the noise from the run's seed.
+  # The noise draw's seed: the run's seed by default (the authors draw the noise from it), or its own
+  # (`noise_seed=`), so that initialisation / batch-order seeds can vary over one fixed noise draw.
+  c.noise.seed = args["seed"] if args["noise_seed"] is None else args["noise_seed"]
   c.noise.options = ml_collections.ConfigDict()
 
   c.loss = ml_collections.ConfigDict()

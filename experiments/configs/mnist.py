@@ -4,7 +4,8 @@ r"""MNIST, Tables 2 and 3 of Ma et al. 2020: the authors' 4-layer CNN, 50 epochs
       --config experiments/configs/mnist.py:loss=nce+rce,noise=sym,rate=0.8
 
 Argument keys: loss (any aplx loss; the table below has the authors' values for the paper's losses),
-noise (none|sym|asym), rate, seed, subset (train on a fixed class-balanced subset of N images),
+noise (none|sym|asym), rate, seed (initialisation and batch order; also the noise draw's unless
+noise_seed is given), noise_seed, subset (train on a fixed class-balanced subset of N images),
 epochs (override), fidelity ('authors' [default]: the published runs' code and hyperparameters;
 'paper': the formulas and hyperparameters as the paper states them; docs/fidelity.md).
 
