@@ -57,7 +57,7 @@ def test_config_diff_a_field_one_side_lacks_equals_its_default():
     "val_fraction": 0.0,
     "val_fold": 0,
     "loss": {"name": "gce", "params": {"q": 0.7, "min_prob": None, "scale": 1.0}},  # GCE's defaults.
-    "model": {"name": "mnist_cnn", "kwargs": {"dtype": "float32", "kernels": "fast"}},
+    "model": {"name": "mnist_cnn", "kwargs": {"dtype": "float32", "kernels": "auto"}},
   }
   assert rundir.config_diff(saved, now) == [] and rundir.config_diff(now, saved) == []
   for path, value in [

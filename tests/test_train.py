@@ -301,9 +301,9 @@ def test_corrupted_latest_checkpoint_falls_back_and_is_kept_aside(
     f.write('{"epoch": 3, "te')  # A write torn by a kill.
   slow_eval = train.Evaluator.__call__
 
-  def evaluate(self, state):
+  def evaluate(self, state, stop=None):
     time.sleep(12.0)  # Longer than compiling and training the 8 steps of an epoch here.
-    return slow_eval(self, state)
+    return slow_eval(self, state, stop)
 
   monkeypatch.setattr(train.Evaluator, "__call__", evaluate)
   config2 = _tiny_config(mnist_data_dir, keep_checkpoints=3, epochs=2)
