@@ -119,8 +119,8 @@ class MetricWriter:
 class RunStatus:
   """status.json (process 0): `start` writes config.json and 'running'; leaving the block with an
   exception writes 'preempted' (`Preempted`) or 'failed'. It never goes backwards: a run whose status
-  is 'finished' stays so, and errors that leave the run as it was (`keeps`: a refused resume, a
-  locked workdir) write nothing."""
+  is 'finished' stays so, and errors that leave the run as it was (`keeps`, e.g. a refused resume)
+  write nothing."""
 
   def __init__(self, workdir: str, keeps: tuple[type[BaseException], ...] = ()):
     self.workdir = workdir
