@@ -44,10 +44,12 @@ def test_argument_parsing():
     "noise": "asym",
     "rate": 0.4,
     "seed": 2,
+    "noise_seed": None,  # Unset: the noise is drawn from `seed`.
     "subset": 100,
     "epochs": 3,
     "fidelity": "authors",
   }
+  assert common.parse_arg("seed=2,noise_seed=0")["noise_seed"] == 0
 
 
 @pytest.mark.parametrize(
