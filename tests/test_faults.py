@@ -361,6 +361,33 @@ app.run(main.main, flags_parser=main._parse_flags)
   assert not [f for f in os.listdir(workdir) if f.startswith("config.json")]
 
 
+def test_full_disk_during_a_checkpoint_is_one_line_without_library_tracebacks(mnist_data_dir, tmp_path):
+  """The checkpoint write fails as on a full disk, and the library logs its traceback as orbax does (a
+  logging call outside aplx): experiments.main prints the trainer's one error, no traceback."""
+  workdir = str(tmp_path / "run")
+  code = f"""
+import errno, logging, sys
+sys.path.insert(0, {REPO!r})
+import orbax.checkpoint as ocp
+def full(self, *a, **k):
+  try:
+    raise OSError(errno.ENOSPC, "No space left on device")
+  except OSError:
+    logging.getLogger("orbax").exception("Failed to write the checkpoint")  # As orbax logs it.
+    raise
+ocp.CheckpointManager.save = full
+sys.argv = ["main", *{_main_args(mnist_data_dir, workdir, epochs=1)!r}]
+from experiments import main
+from absl import app
+app.run(main.main, flags_parser=main._parse_flags)
+"""
+  r = subprocess.run([sys.executable, "-c", code], cwd=REPO, env=_env(), capture_output=True, text=True)
+  assert r.returncode == 1, r.stderr[-3000:]
+  assert "Traceback" not in r.stderr, r.stderr[-3000:]
+  assert "Could not write the checkpoint of step 4" in r.stderr and "Is the disk full" in r.stderr
+  assert rundir.read_metrics(workdir) == []  # The epoch whose checkpoint was lost is not recorded.
+
+
 def test_missing_data_and_config_file_are_one_line_and_touch_no_workdir(tmp_path):
   workdir = tmp_path / "run"
   r = _main(
