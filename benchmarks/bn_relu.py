@@ -9,7 +9,7 @@ the same layers differentiated by JAX (the BatchNorm expressions, `jax.nn.relu`,
 Every time is the minimum over `--repeats` rounds of `--number` calls; the two alternate round by round.
 
 `--step`: the trainer's whole step (`benchmarks.train_step`'s aplx case, CPU kernels) with
-`aplx.models._cpu_kernels.bn_relu` as it is and replaced by the three layers as written
+`aplx.models.cpu_kernels.bn_relu` as it is and replaced by the three layers as written
 (`BatchNorm.__call__`, ReLU, max-pool), alternating blocks of `--number` steps; medians and bests over
 `--repeats` blocks. (An A/B of one internal kernel, so it patches the private module.)
 """
@@ -26,7 +26,7 @@ import numpy as np
 
 from aplx import cpu
 import aplx.models as M
-from aplx.models import _cpu_kernels
+from aplx.models import cpu_kernels
 
 # (model, layer, [H, W, C] of the convolution's output, pooled after it)
 SHAPES = (
@@ -67,7 +67,7 @@ def _best(f, args, repeats, number):
 
 
 def _composed_relu(bn, x, *, shift=None, pool=False):
-  """`_cpu_kernels.bn_relu` without the fused kernel: the layers as written, differentiated by JAX."""
+  """`cpu_kernels.bn_relu` without the fused kernel: the layers as written, differentiated by JAX."""
   y = jax.nn.relu(bn(x, shift=shift))
   return M.max_pool_2x2_fast(y) if pool else y
 
@@ -80,9 +80,9 @@ def step_ab(models, repeats, number):
   print("| model | step | ms/step median | ms/step best | speed-up (medians) |")
   print("|---|---|---:|---:|---:|")
   for model in models:
-    fused_relu, cases = _cpu_kernels.bn_relu, {}
+    fused_relu, cases = cpu_kernels.bn_relu, {}
     for name, relu in (("layers as written", _composed_relu), ("bn_relu_train", fused_relu)):
-      _cpu_kernels.bn_relu = relu  # Traced (and so baked in) by the first call, in check().
+      cpu_kernels.bn_relu = relu  # Traced (and so baked in) by the first call, in check().
       try:
         config = train_step.get_config(model)
         with config.unlocked():
@@ -90,7 +90,7 @@ def step_ab(models, repeats, number):
         cases[name] = train_step.AplxCase(config)
         cases[name].check()
       finally:
-        _cpu_kernels.bn_relu = fused_relu
+        cpu_kernels.bn_relu = fused_relu
     times = {k: [] for k in cases}
     for _ in range(repeats):
       for k, case in cases.items():

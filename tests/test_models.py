@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 import aplx.models as M
-from aplx.models import _cpu_kernels
+from aplx.models import cpu_kernels
 
 SHAPES = {
   "mnist_cnn": (28, 28, 1),
@@ -251,11 +251,11 @@ def test_train_and_eval_modes(kernels):
 )
 def test_kernels_by_backend(monkeypatch, name, backend, kernels, fast):
   # "auto" (the default) takes the CPU kernels on the CPU backend only; "fast"/"reference" are kept as
-  # asked. Which path runs: each block's flag, and whether _cpu_kernels.conv_bn_relu is called.
-  monkeypatch.setattr(_cpu_kernels, "backend", lambda: backend)
+  # asked. Which path runs: each block's flag, and whether cpu_kernels.conv_bn_relu is called.
+  monkeypatch.setattr(cpu_kernels, "backend", lambda: backend)
   calls = []
-  conv_bn_relu = _cpu_kernels.conv_bn_relu
-  monkeypatch.setattr(_cpu_kernels, "conv_bn_relu", lambda *a, **k: calls.append(1) or conv_bn_relu(*a, **k))
+  conv_bn_relu = cpu_kernels.conv_bn_relu
+  monkeypatch.setattr(cpu_kernels, "conv_bn_relu", lambda *a, **k: calls.append(1) or conv_bn_relu(*a, **k))
   options = {} if kernels == "auto" else {"kernels": kernels}
   model = M.get(name, num_classes=10, rngs=nnx.Rngs(0), **options)
   assert model.kernels == ("fast" if fast else "reference")
@@ -345,7 +345,7 @@ def test_bn_relu_train_dtypes():
   # kernel), float32 into a bf16 layer (statistics of the float32 input, as __call__ computes them).
   for xd in (x, x.astype(jnp.float32) + 1e-3):
     bn_a, bn_b = (M.BatchNorm(5, dtype=jnp.bfloat16, rngs=nnx.Rngs(0)) for _ in range(2))
-    got = _cpu_kernels.bn_relu(bn_a, xd, pool=True)
+    got = cpu_kernels.bn_relu(bn_a, xd, pool=True)
     np.testing.assert_array_equal(got, M.max_pool_2x2_fast(jax.nn.relu(bn_b(xd))))
     chex.assert_trees_all_close(nnx.state(bn_a, nnx.BatchStat), nnx.state(bn_b, nnx.BatchStat), atol=1e-6)
 

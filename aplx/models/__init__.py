@@ -18,6 +18,7 @@ from aplx import _deps
 with _deps.extra("train", __name__):
   from flax import nnx
 
+from aplx.models import _cpu_kernels as cpu_kernels  # The CPU kernels' module (kernels="fast"/"auto").
 from aplx.models._cnn import ToyCNN, cifar10_cnn, mnist_cnn
 from aplx.models._cpu_kernels import bn_relu_train, max_pool_2x2_fast
 from aplx.models._layers import BatchNorm, max_pool_2x2_reference
@@ -65,6 +66,7 @@ __all__ = [
   "ToyCNN",
   "bn_relu_train",
   "cifar10_cnn",
+  "cpu_kernels",
   "get",
   "max_pool_2x2_fast",
   "max_pool_2x2_reference",
