@@ -388,6 +388,49 @@ app.run(main.main, flags_parser=main._parse_flags)
   assert rundir.read_metrics(workdir) == []  # The epoch whose checkpoint was lost is not recorded.
 
 
+@pytest.fixture
+def small_disk(tmp_path):
+  """A 2 MB tmpfs (root only: skipped where mounting is not allowed); unmounted afterwards."""
+  disk = tmp_path / "disk"
+  disk.mkdir()
+  r = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(disk)], capture_output=True)
+  if r.returncode:
+    pytest.skip(f"cannot mount a tmpfs here ({r.stderr.decode().strip()})")
+  try:
+    yield disk
+  finally:
+    subprocess.run(["umount", "-l", str(disk)], check=False)
+
+
+@pytest.mark.parametrize("state", ["too_small_for_a_checkpoint", "full_before_start", "read_only"])
+def test_real_small_disk_is_one_line(small_disk, mnist_data_dir, state):
+  """A real filesystem too small for the first checkpoint (the CNN's state is ~5 MB; the trainer checks
+  the room before writing), one that is full before the start, and a read-only one: one error line,
+  exit 1, nothing half-written."""
+  workdir = small_disk / "run"
+  if state == "full_before_start":
+    with open(small_disk / "filler", "wb") as f:
+      try:
+        while True:
+          f.write(b"\0" * 65536)
+      except OSError:
+        pass
+  if state == "read_only":
+    subprocess.run(["mount", "-o", "remount,ro", str(small_disk)], check=True)
+  r = _main(*_main_args(mnist_data_dir, workdir, epochs=1))
+  errors = [line for line in r.stderr.splitlines() if line.startswith("E")]
+  assert r.returncode == 1 and "Traceback" not in r.stderr and len(errors) == 1, r.stderr[-3000:]
+  expected = {
+    "too_small_for_a_checkpoint": "Could not write the checkpoint of step 4 to",
+    "full_before_start": "the disk is full: free space and rerun the same command",
+    "read_only": "the filesystem is read-only: pass a writable --workdir",
+  }[state]
+  assert expected in errors[0], errors[0]
+  if workdir.exists():
+    assert not [p.name for p in workdir.iterdir() if p.name.endswith(".tmp")]  # Nothing half-written.
+    assert rundir.read_metrics(str(workdir)) == []
+
+
 def test_missing_data_and_config_file_are_one_line_and_touch_no_workdir(tmp_path):
   workdir = tmp_path / "run"
   r = _main(

@@ -12,6 +12,7 @@ finite is unreadable. A checkpoint that cannot be read is never deleted: it is m
 import hashlib
 import json
 import os
+import shutil
 import time
 from typing import NamedTuple
 
@@ -126,6 +127,7 @@ class Checkpoints:
     until the checkpoint is committed. A failed write (full disk, lost bucket) raises one
     CheckpointError."""
     step = int(state.step)
+    self._check_space(step, sum(x.nbytes for x in jax.tree.leaves((state, sums))))
     meta = {
       "epoch": epoch,
       "step": step,
@@ -146,6 +148,20 @@ class Checkpoints:
         "full or the directory not writable? Free space and rerun the same command: the run resumes "
         "from its last committed checkpoint."
       ) from e
+
+  def _check_space(self, step: int, nbytes: int) -> None:
+    """CheckpointError before the write if the local disk has clearly too little room for one more
+    checkpoint (its arrays plus 10% and 1 MiB): one clear message instead of a write that fails half-way
+    in orbax's background threads. A disk that fills up during the write still fails there."""
+    if "://" in self.directory or not os.path.isdir(self.directory):
+      return
+    need, free = nbytes * 1.1 + 2**20, shutil.disk_usage(self.directory).free
+    if free < need:
+      raise CheckpointError(
+        f"Could not write the checkpoint of step {step} to {self.directory}: it needs about "
+        f"{need / 2**20:.1f} MiB and the disk has {free / 2**20:.1f} MiB free. Free space and rerun the "
+        "same command: the run resumes from its last committed checkpoint."
+      )
 
   def restore(self, step: int, state, sums: dict, config) -> Restored:
     """Checkpoint `step`; `state` and `sums` give the structure and shardings. CheckpointError if it is
