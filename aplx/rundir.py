@@ -9,7 +9,7 @@
   <workdir>/status.json     {"status": RUNNING | FINISHED | PREEMPTED | FAILED, "step", "epoch",
                             "time", "error"}: how the last process left the run
   <workdir>/checkpoints/    orbax checkpoints (aplx.train)
-  <workdir>/lock            the host and PID of the process training in it (aplx.train.checkpoint)
+  <workdir>/lock            the host and PID of the process training in it (aplx.train.workdir)
   <workdir>/tensorboard/    TensorBoard event files
 
 `aplx.train` writes it; `experiments.sweep` and `experiments.report` read it. Paths go through
@@ -93,7 +93,8 @@ def read_metrics(workdir) -> list[dict]:
 
 
 def write_metrics(workdir, records: list[dict]) -> None:
-  """Replaces metrics.jsonl with `records` (write to a temporary file, then rename)."""
+  """Replaces metrics.jsonl with `records` (write to a temporary file, then rename): for tools and
+  tests; the trainer only appends (`append_metrics`)."""
   _write_atomically(path(workdir) / "metrics.jsonl", "".join(json.dumps(r) + "\n" for r in records))
 
 
