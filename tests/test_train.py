@@ -171,6 +171,35 @@ def test_train_step_compiles_once():
   assert int(state.step) == 3
 
 
+class _Echo(nnx.Module):
+  """Logits = the first K pixels of the image: the test writes the predictions into the inputs."""
+
+  def __call__(self, x):
+    return x.reshape(x.shape[0], -1)[:, :4]
+
+
+def test_eval_step_counts_per_class_over_unpadded_rows():
+  model = _Echo()
+  model.eval()
+  state = train.TrainState(
+    step=jnp.zeros((), jnp.int32),
+    params=nnx.state(model, nnx.Param),
+    batch_stats=nnx.state(model, nnx.BatchStat),
+    opt_state=(),
+    rng=jax.random.PRNGKey(0),
+  )
+  label = np.array([0, 0, 0, 1, 1, 2, 3, 3], np.int32)
+  pred = np.array([0, 0, 1, 1, 0, 2, 3, 0], np.int32)  # Class 0: 2/3, 1: 1/2, 2: 1/1, 3: 1/2.
+  mask = np.array([1, 1, 1, 1, 1, 1, 1, 0], np.int32)  # The last row is padding: class 3 is 1/1.
+  image = np.eye(4, dtype=np.float32)[pred].reshape(8, 2, 2, 1)
+  sums = jax.jit(train.make_eval_step(nnx.graphdef(model)))(
+    state, {"image": image, "label": label, "mask": mask}
+  )
+  assert int(sums["correct"]) == 5 and int(sums["count"]) == 7
+  np.testing.assert_array_equal(sums["correct_per_class"], [2, 1, 1, 1])
+  np.testing.assert_array_equal(sums["count_per_class"], [3, 2, 1, 1])
+
+
 def test_nonfinite_loss_is_reported_with_its_step():
   mesh = train.make_mesh()
   state, step = _setup(mesh)
@@ -230,6 +259,9 @@ def test_end_to_end_learns_and_writes_metrics(uninterrupted):
   # 1,024 images at 40% symmetric noise, 16 steps: far above chance (10%).
   assert history[-1]["test_acc"] > 0.6, history
   assert history[-1]["train_acc_clean"] > history[-1]["train_acc_noisy"]  # Noise is not yet fit.
+  per_class = history[-1]["test_acc_per_class"]
+  assert len(per_class) == 10 and all(0 <= a <= 1 for a in per_class)
+  assert min(per_class) < history[-1]["test_acc"] < max(per_class)
   with open(os.path.join(workdir, "metrics.jsonl")) as f:
     assert [json.loads(l)["epoch"] for l in f] == [1, 2]
   assert os.listdir(os.path.join(workdir, "tensorboard"))

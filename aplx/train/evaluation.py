@@ -5,6 +5,7 @@ from collections.abc import Callable
 
 import jax
 import ml_collections
+import numpy as np
 
 from aplx import cpu
 from aplx import data as data_lib
@@ -22,9 +23,10 @@ def evaluate(
   stop: Callable[[], None] | None = None,
 ) -> dict:
   """Accuracy on a split of `ds` (`data.eval_batches`: every process reads its rows of each global
-  batch): {"acc_clean"} against the clean labels, plus {"acc_noisy"} on the train and val splits.
-  `stop()` is called between batches (it raises to stop the evaluation: a preemption)."""
-  totals = collections.Counter()
+  batch): {"acc_clean"} against the clean labels and {"acc_per_class"} (a list, None for a class with
+  no example), plus {"acc_noisy"} on the train and val splits. `stop()` is called between batches (it
+  raises to stop the evaluation: a preemption)."""
+  totals = collections.defaultdict(int)
   for batch in data_lib.eval_batches(
     ds,
     batch_size=batch_size,
@@ -38,11 +40,17 @@ def evaluate(
     for k, v in jax.device_get(
       eval_step(state, steps.global_batch(batch, batch_sharding))
     ).items():  # 1 read.
-      totals[k] += int(v)
-  count = max(totals["count"], 1)
-  out = {"acc_clean": totals["correct"] / count}
+      totals[k] = totals[k] + v.astype(np.int64)  # Scalars and per-class counts.
+  count = max(int(totals["count"]), 1)
+  per_class = zip(
+    np.ravel(totals["correct_per_class"]).tolist(), np.ravel(totals["count_per_class"]).tolist()
+  )
+  out = {
+    "acc_clean": int(totals["correct"]) / count,
+    "acc_per_class": [c / n if n else None for c, n in per_class],
+  }
   if "correct_noisy" in totals:
-    out["acc_noisy"] = totals["correct_noisy"] / count
+    out["acc_noisy"] = int(totals["correct_noisy"]) / count
   return out
 
 
@@ -62,9 +70,11 @@ class Evaluator:
     return evaluate(self.eval_step, state, self.ds, *args)
 
   def __call__(self, state, stop: Callable[[], None] | None = None) -> dict:
-    """{"test_acc", "test_acc_<name>" per extra evaluation set, "val_acc_noisy" and "val_acc_clean"
-    with a validation split (the latter when the clean labels are known)}. `stop`: see `evaluate`."""
-    record = {"test_acc": self.split(state, "test", stop)["acc_clean"]}
+    """{"test_acc", "test_acc_per_class" (a list over the classes), "test_acc_<name>" per extra
+    evaluation set, "val_acc_noisy" and "val_acc_clean" with a validation split (the latter when the
+    clean labels are known)}. `stop`: see `evaluate`."""
+    test = self.split(state, "test", stop)
+    record = {"test_acc": test["acc_clean"], "test_acc_per_class": test["acc_per_class"]}
     for name in self.ds.eval_sets:  # e.g. webvision's ILSVRC2012 validation images.
       record[f"test_acc_{name}"] = self.split(state, name, stop)["acc_clean"]
     if self.ds.num_val:  # Against both labels of the held-out examples.

@@ -107,7 +107,10 @@ class MetricWriter:
     self.history.append(record)
     rundir.append_metrics(self.workdir, record)
     for k, v in record.items():
-      if k != "epoch":
+      if isinstance(v, list):  # Per class: its lowest value (e.g. a lost class) as one curve.
+        v = min((x for x in v if x is not None), default=None)
+        k = f"{k}/min"
+      if k != "epoch" and v is not None:
         self.tb.add_scalar(k, v, record["epoch"])
     self.tb.flush()
 
@@ -206,6 +209,11 @@ def log_step(epoch: int, epochs: int, step_in_epoch: int, steps_per_epoch: int, 
   logging.info("epoch %d/%d  step %d/%d  loss %.4f", epoch, epochs, step_in_epoch, steps_per_epoch, loss)
 
 
+def _lowest_class(per_class: list | None) -> str:
+  known = [(v, k) for k, v in enumerate(per_class or []) if v is not None]
+  return f"  lowest class {min(known)[1]} {100 * min(known)[0]:.2f}%" if known else ""
+
+
 def log_epoch(record: dict, epochs: int, eta: str) -> None:
   """The epoch's line: its losses, accuracies, learning rate, speed and the run's ETA."""
   logging.info(
@@ -216,7 +224,12 @@ def log_epoch(record: dict, epochs: int, eta: str) -> None:
     100 * record["train_acc_noisy"],
     f" clean {100 * record['train_acc_clean']:.2f}%" if "train_acc_clean" in record else "",
     100 * record["test_acc"],
-    "".join(f"  {k} {100 * v:.2f}%" for k, v in record.items() if k.startswith(("val_", "test_acc_"))),
+    "".join(
+      f"  {k} {100 * v:.2f}%"
+      for k, v in record.items()
+      if k.startswith(("val_", "test_acc_")) and isinstance(v, float)
+    )
+    + _lowest_class(record.get("test_acc_per_class")),
     record["lr"],
     record["images_per_sec"],
     eta,

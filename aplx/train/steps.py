@@ -141,15 +141,24 @@ def zero_sums() -> dict:
 
 
 def make_eval_step(eval_graphdef: nnx.GraphDef) -> Callable[..., dict]:
-  """Returns `step(state, batch) -> {"correct", "count"}` over the unpadded (mask == 1) rows, correct
-  against `batch["label"]` (clean); plus "correct_noisy" against `batch["noisy_label"]` when the batch
-  has one (the train and validation splits)."""
+  """Returns `step(state, batch) -> {"correct", "count", "correct_per_class", "count_per_class"}` over
+  the unpadded (mask == 1) rows, correct against `batch["label"]` (clean), per class int32 [K]; plus
+  "correct_noisy" against `batch["noisy_label"]` when the batch has one (the train and validation
+  splits)."""
 
   def step(state: TrainState, batch: Mapping[str, jax.Array]) -> dict:
     model = nnx.merge(eval_graphdef, state.params, state.batch_stats)
-    pred = model(batch["image"]).argmax(-1)
+    logits = model(batch["image"])
+    pred = logits.argmax(-1)
     mask = batch["mask"].astype(jnp.int32)
-    sums = {"correct": ((pred == batch["label"]) * mask).sum(), "count": mask.sum()}
+    correct = (pred == batch["label"]) * mask
+    by_class = jax.nn.one_hot(batch["label"], logits.shape[-1], dtype=jnp.int32) * mask[:, None]
+    sums = {
+      "correct": correct.sum(),
+      "count": mask.sum(),
+      "correct_per_class": (by_class * correct[:, None]).sum(0),
+      "count_per_class": by_class.sum(0),
+    }
     if "noisy_label" in batch:
       sums["correct_noisy"] = ((pred == batch["noisy_label"]) * mask).sum()
     return sums
