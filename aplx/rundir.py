@@ -6,8 +6,9 @@
                             holds the records so far, so a start appends any that the file lacks
   <workdir>/metrics.jsonl.damaged  lines of metrics.jsonl that do not parse (a torn write, a damaged
                             disk), copied here by the trainer with a warning; `read_metrics` skips them
-  <workdir>/status.json     {"status": RUNNING | FINISHED | PREEMPTED | FAILED, "step", "epoch",
-                            "time", "error"}: how the last process left the run
+  <workdir>/status.json     {"status": RUNNING | FINISHED | STOPPED | PREEMPTED | FAILED, "step",
+                            "epoch", "time", "error"}: how the last process left the run (STOPPED:
+                            at config.max_steps, before the end of the schedule)
   <workdir>/checkpoints/    orbax checkpoints (aplx.train)
   <workdir>/lock            the host and PID of the process training in it (aplx.train.workdir)
   <workdir>/tensorboard/    TensorBoard event files
@@ -38,6 +39,7 @@ with _deps.extra("train", __name__):
   from etils import epath
 
 RUNNING, FINISHED, PREEMPTED, FAILED = "running", "finished", "preempted", "failed"
+STOPPED = "stopped"  # Reached config.max_steps before the end of its schedule (a screen, a test).
 
 # Exit status of `experiments.main` after a preemption (SIGTERM, or a multi-host preemption notice)
 # whose checkpoint was committed: EX_TEMPFAIL, "try again". `experiments.sweep` treats it as

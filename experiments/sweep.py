@@ -263,7 +263,8 @@ def expand(grid: str, fixed: str, root: str, module=None) -> list[Run]:
 
 
 def run_status(workdir: str, expected: dict | None = None) -> tuple[str, str]:
-  """(status, detail) of a workdir: finished, partial (resumable), missing, or conflict.
+  """(status, detail) of a workdir: finished (its epochs done, or stopped at its config's max_steps),
+  partial (resumable), missing, or conflict.
 
   `expected` is the config (as a JSON dict) that the grid point gives now; a workdir whose config.json
   differs from it in a field that changes the result (`aplx.rundir.config_diff`, the trainer's own
@@ -279,8 +280,12 @@ def run_status(workdir: str, expected: dict | None = None) -> tuple[str, str]:
       return CONFLICT, "config.json differs from the config now: " + "; ".join(diff)
   metrics = rundir.read_metrics(workdir)
   done, epochs = (metrics[-1]["epoch"] if metrics else 0), saved["epochs"]
-  last = rundir.read_status(workdir).get("status")
+  status = rundir.read_status(workdir)
+  last = status.get("status")
   detail = f"epoch {done}/{epochs}" + (f", {last}" if last in (rundir.PREEMPTED, rundir.FAILED) else "")
+  stop = saved.get("max_steps")
+  if stop and status.get("step", 0) >= stop and last not in (rundir.PREEMPTED, rundir.FAILED):
+    return FINISHED, f"{detail}, stopped at max_steps={stop}"  # A screen's run: nothing left to run.
   return (FINISHED if done >= epochs else PARTIAL), detail
 
 

@@ -247,6 +247,14 @@ def test_run_status(tmp_path):
   # A preempted run is partial (resumable), and says so.
   rundir.write_status(part, rundir.PREEMPTED, step=5)
   assert sweep.run_status(part) == (sweep.PARTIAL, "epoch 2/3, preempted")
+  # A run stopped at its config's max_steps (a screen) has nothing left to run; preempted before it has.
+  config = rundir.read_config(part)
+  rundir.write_config(part, dict(config, max_steps=7))
+  assert sweep.run_status(part)[0] == sweep.PARTIAL  # Preempted at step 5.
+  rundir.write_status(part, rundir.STOPPED, step=7, epoch=2)
+  assert sweep.run_status(part) == (sweep.FINISHED, "epoch 2/3, stopped at max_steps=7")
+  rundir.write_status(part, rundir.RUNNING, step=7, epoch=2)  # As aplx before the 'stopped' status left it.
+  assert sweep.run_status(part)[0] == sweep.FINISHED
 
 
 def test_preempted_run_stops_the_sweep_as_interrupted_not_failed(tmp_path):

@@ -272,6 +272,12 @@ def test_killed_mid_epoch_then_resumed_equals_uninterrupted(uninterrupted, mnist
   workdir = str(tmp_path)
   train.train_and_evaluate(_tiny_config(mnist_data_dir, max_steps=11), workdir)  # Dies in epoch 2.
   assert len(train.read_metrics(workdir)) == 1
+  assert rundir.read_status(workdir) | {"time": None} == {
+    "status": "stopped",
+    "step": 11,
+    "epoch": 1,
+    "time": None,
+  }
   history = train.train_and_evaluate(_tiny_config(mnist_data_dir), workdir)
   assert _strip_timing(history) == _strip_timing(ref_history)
   chex.assert_trees_all_equal(_final_params(workdir, config).params, _final_params(ref_dir, config).params)

@@ -42,6 +42,9 @@ def config_json(config: ml_collections.ConfigDict) -> dict:
   return json.loads(config.to_json_best_effort())
 
 
+LEGACY_SUMS = ("loss", "correct_noisy", "correct_clean", "count", "first_bad_step")
+
+
 class Restored(NamedTuple):
   """What a checkpoint gives back (`Checkpoints.restore`)."""
 
@@ -59,6 +62,19 @@ def checksums(tree) -> dict[str, str]:
   return {
     jax.tree_util.keystr(path): hashlib.sha256(np.ascontiguousarray(_local(x)).tobytes()).hexdigest()
     for path, x in leaves
+  }
+
+
+def _saved_sums(meta: dict, sums: dict) -> dict:
+  """The running sums as checkpoint `meta` describes them, placed like `sums`: the same arrays where
+  both have them, shape-only placeholders for sums that `sums` lacks. Checkpoints from before the
+  description hold the five sums of the first releases."""
+  if "sums" not in meta:
+    return {k: v for k, v in sums.items() if k in LEGACY_SUMS}
+  sharding = next(iter(sums.values())).sharding
+  return {
+    k: sums[k] if k in sums else jax.ShapeDtypeStruct(tuple(shape), np.dtype(dtype), sharding=sharding)
+    for k, (shape, dtype) in meta["sums"].items()
   }
 
 
@@ -135,6 +151,7 @@ class Checkpoints:
       "history": history,
       "pending": pending,
       "checksums": checksums((state, sums)),
+      "sums": {k: [list(v.shape), str(v.dtype)] for k, v in sums.items()},  # What `restore` reads back.
     }
     try:
       self.manager.save(
@@ -178,7 +195,7 @@ class Checkpoints:
         f"The checkpoint at {where} was written with a different config ({'; '.join(diff)}). Resume "
         "with the original config, or use a new --workdir to start a different run."
       )
-    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (state, sums))
+    abstract = jax.tree.map(ocp.utils.to_shape_dtype_struct, (state, _saved_sums(meta, sums)))
     args = ocp.args.Composite(state=ocp.args.StandardRestore(abstract))
     try:
       restored = self.manager.restore(step, args=args)["state"]
@@ -188,7 +205,17 @@ class Checkpoints:
         "another model / optimiser"
       ) from e
     _verify(restored, meta.get("checksums"), where)
-    return Restored(*restored, meta["epoch"], meta.get("history", []), meta.get("pending"))
+    missing = [k for k in sums if k not in restored[1]]
+    if missing:
+      logging.warning(
+        "%s was written without the running sums %s (an older aplx): they restart at this step, so "
+        "epoch %d's memorisation diagnostics cover only the steps after it.",
+        where,
+        ", ".join(missing),
+        meta["epoch"] + 1,
+      )
+    restored_sums = {k: restored[1].get(k, v) for k, v in sums.items()}  # Only the sums asked for.
+    return Restored(restored[0], restored_sums, meta["epoch"], meta.get("history", []), meta.get("pending"))
 
   def restore_newest(self, state, sums: dict, config) -> Restored:
     """The newest checkpoint that restores, else the inputs at epoch 0 (no checkpoint).

@@ -39,6 +39,10 @@ DEFAULTS = {
   "log_every_steps": 100,
   "eval_batch_size": 1000,
   "keep_checkpoints": 2,
+  # Per epoch, how the training set's corrupted and uncorrupted examples are predicted (memorised /
+  # corrected / other) and the AUROC of their training loss (aplx.train.run_log.memorisation_record).
+  # Needs the clean training labels (synthetic noise, CIFAR-N); absent otherwise.
+  "diagnostics": True,
   "max_steps": None,  # Stop after this global step, as if killed (tests); None: the whole run.
 }
 # The type a field whose default is None takes when set (`--config.subset=1000` parses as an int).
@@ -127,6 +131,8 @@ def validate_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigD
     data_lib.check_image_size(config.dataset, config.image_size)
   except ValueError as e:
     raise ConfigError(f"config.{e}") from None
+  if not isinstance(config.diagnostics, bool):
+    bad("diagnostics", config.diagnostics, "True (memorisation diagnostics every epoch) or False.")
   if not isinstance(config.device_data, bool):
     bad("device_data", config.device_data, "True (batches made on the devices) or False (on the host).")
   if config.device_data and spec.storage == "stream":

@@ -8,6 +8,7 @@ checkpoint therefore ends with exactly the parameters of an uninterrupted run.
 
 import collections
 import contextlib
+import functools
 import os
 import signal
 
@@ -93,7 +94,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str) -> list[
   graphdef, eval_graphdef, state = steps.create_train_state(config, model, tx, mesh)
   step_fn = steps.make_train_step(graphdef, losses.get(config.loss.name, **config.loss.params), tx)
   evaluate = evaluation.Evaluator(config, ds, mesh, eval_graphdef)
-  fresh_sums = jax.jit(steps.zero_sums, out_shardings=state.step.sharding)
+  num_ids = int(ds.train_ids.max()) + 1 if config.diagnostics and ds.clean_train_labels_known else None
+  fresh_sums = jax.jit(functools.partial(steps.zero_sums, num_ids), out_shardings=state.step.sharding)
 
   with contextlib.ExitStack() as stack:
     # ----- The workdir, held by this job; resume. --------------------------------------------------

@@ -9,6 +9,8 @@ import time
 from absl import logging
 import jax
 import ml_collections
+import numpy as np
+import scipy.stats
 
 from aplx import rundir
 from aplx.train.checkpoint import config_json, short
@@ -45,7 +47,47 @@ def train_record(sums: dict, epoch: int, step: int, lr, seconds: float, ds) -> d
   }
   if not ds.clean_train_labels_known:  # Real noise without clean labels: nothing to report.
     del record["train_acc_clean"]
+  if "example_loss" in sums:
+    record |= memorisation_record(sums, ds)
   return record
+
+
+def memorisation_record(sums: dict, ds) -> dict:
+  """The memorisation and noise-detection fields of an epoch's record (`steps.memorisation_sums`):
+  the fractions of the corrupted training examples predicted as their noisy label (memorised), as
+  their clean label (corrected) or as neither, the same for the uncorrupted ones, and the AUROC of the
+  per-example training loss for telling corrupted from uncorrupted examples (1.0: every corrupted
+  example has a higher loss than every uncorrupted one). Fields without examples to count are absent."""
+  loss = np.asarray(jax.device_get(sums["example_loss"]))
+  seen = ~np.isnan(loss)  # Every example trained on since the sums were reset (not a dropped last batch).
+  count, corrupted = int(seen.sum()), int(sums["corrupted"])
+  record = {"train_corrupted_fraction": corrupted / count}
+  if corrupted:
+    record["train_corrupted_memorised"] = int(sums["corrupted_memorised"]) / corrupted
+    record["train_corrupted_corrected"] = int(sums["corrupted_corrected"]) / corrupted
+    record["train_corrupted_other"] = (
+      1 - record["train_corrupted_memorised"] - record["train_corrupted_corrected"]
+    )
+  if count > corrupted:
+    record["train_uncorrupted_correct"] = int(sums["uncorrupted_correct"]) / (count - corrupted)
+    record["train_uncorrupted_other"] = 1 - record["train_uncorrupted_correct"]
+  flags = np.zeros(sums["example_loss"].shape, bool)
+  flags[ds.train_ids] = ds.train_noisy_labels != ds.train_clean_labels
+  auroc = loss_auroc(loss[seen], flags[seen])
+  if auroc is not None:
+    record["train_loss_auroc"] = auroc
+  return record
+
+
+def loss_auroc(loss: np.ndarray, corrupted: np.ndarray) -> float | None:
+  """AUROC of `loss` as a score for `corrupted` (Mann-Whitney U / (n1 n0), ties count 1/2), float64;
+  None without examples of both kinds."""
+  n1 = int(corrupted.sum())
+  n0 = corrupted.size - n1
+  if not n1 or not n0:
+    return None
+  ranks = scipy.stats.rankdata(loss.astype(np.float64))  # Average ranks for ties.
+  return float((ranks[corrupted].sum() - n1 * (n1 + 1) / 2) / (n1 * n0))
 
 
 class MetricWriter:
@@ -120,8 +162,9 @@ class MetricWriter:
 
 
 class RunStatus:
-  """status.json (process 0): `start` writes config.json and 'running'; leaving the block with an
-  exception writes 'preempted' (`Preempted`) or 'failed'. It never goes backwards: a run whose status
+  """status.json (process 0): `start` writes config.json and 'running', `end` 'finished' (or 'stopped'
+  at config.max_steps); leaving the block with an exception writes 'preempted' (`Preempted`) or
+  'failed'. It never goes backwards: a run whose status
   is 'finished' stays so, and errors that leave the run as it was (`keeps`, e.g. a refused resume)
   write nothing."""
 
@@ -143,7 +186,7 @@ class RunStatus:
   def end(self, finished: bool, step: int, epoch: int) -> None:
     if self.active:
       rundir.write_status(
-        self.workdir, rundir.FINISHED if finished else rundir.RUNNING, step=step, epoch=epoch
+        self.workdir, rundir.FINISHED if finished else rundir.STOPPED, step=step, epoch=epoch
       )
 
   def __exit__(self, kind, e, tb):

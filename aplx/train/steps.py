@@ -77,6 +77,10 @@ def make_train_step(
 
   `sums` accumulates on device (no host sync per step): loss sum, correct against noisy and clean
   labels, example count, and `first_bad_step` (the first step whose loss was NaN/inf, else int max).
+  With the memorisation diagnostics (`zero_sums(num_ids)`), also: the number of corrupted examples
+  (label != clean_label), how many of them were predicted as their noisy label (memorised) and as their
+  clean label (corrected), how many uncorrupted examples were predicted right, and each example's loss
+  at `example_loss[batch["id"]]`, all from the same forward pass as the training loss.
   """
   needs_key = getattr(loss_fn, "needs_key", False)
 
@@ -98,6 +102,7 @@ def make_train_step(
 
     pred = logits.argmax(-1)
     loss = per_example.mean()
+    diagnostics = memorisation_sums(sums, batch, pred, per_example) if "example_loss" in sums else {}
     sums = {
       "loss": sums["loss"] + per_example.sum(),
       "correct_noisy": sums["correct_noisy"] + (pred == batch["label"]).sum(),
@@ -106,6 +111,7 @@ def make_train_step(
       "first_bad_step": jnp.where(
         jnp.isfinite(loss), sums["first_bad_step"], jnp.minimum(sums["first_bad_step"], state.step)
       ),
+      **diagnostics,
     }
     new_state = state.replace(
       step=state.step + 1, params=params, batch_stats=batch_stats, opt_state=opt_state
@@ -129,15 +135,37 @@ def make_multi_step(step: Callable, make_batch: Callable) -> Callable[..., tuple
   return multi
 
 
-def zero_sums() -> dict:
-  """Fresh epoch accumulators for `make_train_step` (jit with a replicated out_sharding to place them)."""
+def memorisation_sums(sums: dict, batch: Mapping[str, jax.Array], pred: jax.Array, per_example) -> dict:
+  """The memorisation diagnostics of `make_train_step`, updated with one batch."""
+  label, clean = batch["label"], batch["clean_label"]
+  corrupted = label != clean
   return {
+    "corrupted": sums["corrupted"] + corrupted.sum(),
+    "corrupted_memorised": sums["corrupted_memorised"] + (corrupted & (pred == label)).sum(),
+    "corrupted_corrected": sums["corrupted_corrected"] + (corrupted & (pred == clean)).sum(),
+    "uncorrupted_correct": sums["uncorrupted_correct"] + (~corrupted & (pred == label)).sum(),
+    "example_loss": sums["example_loss"].at[batch["id"]].set(per_example.astype(jnp.float32)),
+  }
+
+
+def zero_sums(num_ids: int | None = None) -> dict:
+  """Fresh epoch accumulators for `make_train_step` (jit with a replicated out_sharding to place them).
+
+  `num_ids`: with the memorisation diagnostics, one more than the largest example id (`batch["id"]`);
+  `example_loss` starts as NaN (not seen this epoch). None: without them (no clean labels).
+  """
+  sums = {
     "loss": jnp.zeros((), jnp.float32),
     "correct_noisy": jnp.zeros((), jnp.int32),
     "correct_clean": jnp.zeros((), jnp.int32),
     "count": jnp.zeros((), jnp.int32),
     "first_bad_step": jnp.array(np.iinfo(np.int32).max, jnp.int32),
   }
+  if num_ids is not None:
+    counts = ("corrupted", "corrupted_memorised", "corrupted_corrected", "uncorrupted_correct")
+    sums |= {k: jnp.zeros((), jnp.int32) for k in counts}
+    sums["example_loss"] = jnp.full((num_ids,), jnp.nan, jnp.float32)
+  return sums
 
 
 def make_eval_step(eval_graphdef: nnx.GraphDef) -> Callable[..., dict]:
