@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from aplx import rundir
-from experiments import plots, report, sweep
+from experiments import per_class, plots, report, sweep
 from experiments.configs import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -536,3 +536,104 @@ def test_initialisation_seeds_over_one_noise_draw(tmp_path):
     infos, str(tmp_path), "loss=nce+rce;noise=asym;rate=0.4;seed=0,1,2;noise_seed=0"
   )
   assert missing == [runs[2].workdir]
+
+
+# --- report: the protocol card, the collapse screen, the memorisation diagnostics ----------------
+
+
+def per_class_acc(lost=None, low=0.0, rest=0.97):
+  """Ten per-class accuracies: `rest` for every class but `lost`, which has `low`."""
+  return [low if c == lost else rest for c in range(10)]
+
+
+def card_rows(text):
+  """{(loss, setting): cells} of the protocol card's tables."""
+  rows = {}
+  for line in text[text.index("## Protocol card") :].splitlines():
+    if line.startswith("| ") and not line.startswith("| loss"):
+      cells = [c.strip() for c in line.strip("|").split("|")]
+      rows[(cells[0], cells[1])] = cells[2:]
+  return rows
+
+
+def test_per_class_lowest_and_lost():
+  record = {"epoch": 1, "test_acc_per_class": [0.5, None, 0.03, 0.12, 0.099]}
+  assert per_class.lowest(record) == 0.03 and per_class.lost(record) == [2, 4]
+  assert per_class.lowest({"epoch": 1}) is None and per_class.lost({"epoch": 1}) is None  # Not 0.
+  metrics = [{"epoch": 1, "test_acc_per_class": [0.5, 0.5]}, {"epoch": 2, "test_acc_per_class": [0.05, 0.5]}]
+  assert per_class.first_lost(metrics, 0) == 2 and per_class.first_lost(metrics, 1) is None
+  assert per_class.describe_lost([[5], [5, 7], [], None]) == "lost: 5 (2/3 seeds), 7 (1/3 seeds)"
+  assert per_class.describe_lost([[], []]) == "" and per_class.describe_lost([None]) == "n/a"
+
+
+@pytest.fixture
+def card_root(tmp_path):
+  """CE asym 0.4: three finished seeds with known last / best / validation-selected accuracies and
+  per-class accuracies (one class at 3% in seed 0, 12% in seed 1, none in seed 2, an older run); NCE+RCE:
+  one finished seed without per-class accuracies, one unfinished."""
+  root = tmp_path / "runs"
+  tests = {0: (0.80, 0.95, 0.90), 1: (0.85, 0.88, 0.92), 2: (0.70, 0.60, 0.94)}
+  vals = {0: (0.5, 0.7, 0.6), 1: (0.9, 0.4, 0.5), 2: (0.1, 0.2, 0.3)}
+  last_classes = {0: per_class_acc(9, 0.03), 1: per_class_acc(5, 0.12), 2: None}
+  for seed in range(3):
+    workdir = make_run(root, "ce", seed, 0.5, noise="asym", rate=0.4)
+    records = []
+    for e in range(1, 4):
+      record = {
+        "epoch": e,
+        "step": 10 * e,
+        "test_acc": tests[seed][e - 1],
+        "val_acc_noisy": vals[seed][e - 1],
+      }
+      if last_classes[seed] is not None:
+        record["test_acc_per_class"] = last_classes[seed] if e == 3 else per_class_acc()
+      records.append(record)
+    rundir.write_metrics(workdir, records)
+  make_run(root, "nce+rce", 0, 0.93, noise="asym", rate=0.4)
+  make_run(root, "nce+rce", 1, 0.93, noise="asym", rate=0.4, done=1)
+  return root
+
+
+def test_card_last_best_validation_selected_and_lowest_class(card_root):
+  runs = report.collect(str(card_root))
+  ce = report.card_stats(runs)[(("ce", ""), ("asym", 0.4))]
+  assert ce["last"]["accs"] == pytest.approx([90, 92, 94]) and ce["last"]["std"] == pytest.approx(
+    np.std([90, 92, 94])
+  )
+  assert ce["best"]["accs"] == pytest.approx([95, 92, 94])
+  assert ce["val"]["accs"] == pytest.approx([95, 85, 94])  # Epochs 2, 1, 3: the highest val_acc_noisy.
+  assert ce["lowest"]["accs"] == pytest.approx([3, 12]) and ce["lost"] == [[9], [], None]
+  nce = report.card_stats(runs)[(("nce+rce", ""), ("asym", 0.4))]
+  assert nce["last"]["n"] == 1 and nce["lowest"] is None and nce["lost"] == [None]
+
+  text = report.report(str(card_root), seeds=4)
+  assert (
+    table_rows(text)["CE"][0] == f"**92.00 ± {np.std([90, 92, 94]):.2f}** (3)"
+  )  # The main table as before.
+  rows = card_rows(text)
+  assert rows[("CE", "asym 0.4")] == [
+    "3/4",
+    f"92.00 ± {np.std([90, 92, 94]):.2f}",
+    f"{np.mean([95, 92, 94]):.2f} ± {np.std([95, 92, 94]):.2f}",
+    f"{np.mean([95, 85, 94]):.2f} ± {np.std([95, 85, 94]):.2f}",
+    "7.50 ± 4.50 (2)",  # The run without per-class accuracies is not a 0.
+    "lost: 9 (1/2 seeds)",  # 3% is lost, 12% is not.
+    "85.74 ± 2.70",
+  ]
+  assert rows[("NCE+RCE", "asym 0.4")][:2] == ["1/4 (+1 unfinished)", "93.00"]
+  assert rows[("NCE+RCE", "asym 0.4")][4:7] == ["n/a", "n/a", "93.12 ± 1.17"]
+  assert "mean ± std (population, ddof=0)" in text and "val-selected" in text
+  for loss, seed in (("ce", 3), ("nce+rce", 2), ("nce+rce", 3)):  # --seeds 4: seeds 0..3 expected.
+    assert f"missing: `{os.path.join(card_root, 'asym0.4', loss, f'seed{seed}')}` — no workdir" in text
+  assert f"partial: `{os.path.join(card_root, 'asym0.4', 'nce+rce', 'seed1')}` — epoch 1/3" in text
+  assert "Protocol card" not in report.report(str(card_root), card=False)
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.report", f"--root={card_root}", "--seeds=3", "--nocard"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0 and "Protocol card" not in proc.stdout, proc.stderr[-2000:]
+  assert proc.stdout.count("missing: ") == 1  # nce+rce seed 2; seed 1 is unfinished, not missing.
+  assert f"missing: `{os.path.join(card_root, 'asym0.4', 'nce+rce', 'seed2')}`" in proc.stdout
