@@ -718,7 +718,26 @@ def write_plots(
             chosen, os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_memorisation.png"), title
           )
         )
+      # Per corrupted training example, and the loss's noise detection: every loss whose records have them.
+      corrupted = _having(by_loss, plots.CORRUPTED)
+      if corrupted:
+        path = os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_corrupted.png")
+        paths.append(plots.corrupted_examples(corrupted, path, title))
+      auroc = _having(by_loss, (AUROC,))
+      if auroc:
+        path = os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_loss_auroc.png")
+        paths.append(plots.loss_auroc(auroc, path, title))
   return paths
+
+
+def _having(by_loss: dict[str, list[list[dict]]], keys: Sequence[str]) -> dict[str, list[list[dict]]]:
+  """{loss: its histories whose every record has every key (not None)}, without the losses left empty."""
+  out = {}
+  for loss, histories in by_loss.items():
+    kept = [h for h in histories if all(r.get(k) is not None for r in h for k in keys)]
+    if kept:
+      out[loss] = kept
+  return out
 
 
 def report(

@@ -637,3 +637,46 @@ def test_card_last_best_validation_selected_and_lowest_class(card_root):
   assert proc.returncode == 0 and "Protocol card" not in proc.stdout, proc.stderr[-2000:]
   assert proc.stdout.count("missing: ") == 1  # nce+rce seed 2; seed 1 is unfinished, not missing.
   assert f"missing: `{os.path.join(card_root, 'asym0.4', 'nce+rce', 'seed2')}`" in proc.stdout
+
+
+def _diagnostics(epoch, memorised):
+  return {
+    "train_corrupted_memorised": memorised,
+    "train_corrupted_corrected": 0.9 - memorised,
+    "train_corrupted_other": 0.1,
+    "train_uncorrupted_correct": 0.95,
+    "train_uncorrupted_other": 0.05,
+    "train_corrupted_fraction": 0.2,
+    "train_loss_auroc": 0.9 - 0.1 * epoch,
+  }
+
+
+def test_memorisation_diagnostics_in_the_card_and_figures_only_where_recorded(tmp_path):
+  root = tmp_path / "runs"
+  for seed, memorised in ((0, 0.2), (1, 0.4)):  # asym 0.4: records with the diagnostics.
+    workdir = make_run(root, "ce", seed, 0.9, noise="asym", rate=0.4)
+    records = rundir.read_metrics(workdir)
+    rundir.write_metrics(workdir, [r | _diagnostics(r["epoch"], memorised * r["epoch"] / 3) for r in records])
+  make_run(root, "ce", 0, 0.5)  # sym 0.8: an older run, without them.
+  out = tmp_path / "results"
+  text = report.report(str(root), out=str(out / "table.md"), plots_dir=str(out))
+  header = next(l for l in text.splitlines() if l.startswith("| loss | setting"))
+  assert header.endswith("| memorised | loss AUROC | paper |")
+  # Last epoch: memorised 20% and 40%, AUROC 0.6 in both.
+  assert card_rows(text)[("CE", "asym 0.4")][-3:] == ["30.00 ± 10.00", "0.600 ± 0.000", "85.74 ± 2.70"]
+  assert card_rows(text)[("CE", "sym 0.8")][-3:] == ["—", "—", "47.08 ± 1.15"]
+  assert sorted(os.listdir(out)) == [
+    "mnist_n10000_e3_asym0.4_corrupted.png",
+    "mnist_n10000_e3_asym0.4_loss_auroc.png",
+    "mnist_n10000_e3_asym0.4_memorisation.png",
+    "mnist_n10000_e3_asym0.4_test_acc.png",
+    "mnist_n10000_e3_sym0.8_memorisation.png",
+    "mnist_n10000_e3_sym0.8_test_acc.png",
+    "table.md",
+  ]
+  with open(out / "mnist_n10000_e3_asym0.4_corrupted.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  x, mean, _ = plots.curve(
+    [rundir.read_metrics(r.workdir) for r in report.collect(str(root))[:2]], "train_corrupted_memorised"
+  )
+  assert list(x) == [1, 2, 3] and mean[-1] == pytest.approx(0.3)
