@@ -36,12 +36,17 @@ the lowest per-class clean test accuracy at the last epoch and the classes lost 
 `experiments.per_class`); the last epoch's memorised fraction of the corrupted training examples and
 the AUROC of the training loss for telling them apart, when the records have them; the paper's number.
 --seeds N expects seeds 0..N-1 in every cell and lists the others as missing. --nocard leaves it out.
+
+Runs stopped on purpose at config.max_steps (a collapse screen) and runs of another code (the authors'
+PyTorch harness) are not results: they are left out of the tables and the missing list, counted in one
+line, and tabled by `python -m experiments.screen`.
 """
 
 import collections
 from collections.abc import Iterable, Sequence
 import csv
 import itertools
+import json
 import os
 from typing import NamedTuple
 
@@ -61,6 +66,10 @@ PAPER_PROTOCOL = {
   "webvision": (None, 250),
 }
 NOISE_ORDER = ("clean", "sym", "asym", "real")
+APLX = "aplx"
+# A run that reached the config.max_steps (aplx) or max_epochs (harness) it was stopped at on purpose,
+# before its last epoch: a screen, not a result (`experiments.screen`).
+SCREENED = "screened"
 
 
 class RunInfo(NamedTuple):
@@ -80,6 +89,9 @@ class RunInfo(NamedTuple):
   variant: str = ""  # The workdir's config-override component ('loss.params.beta=10'); '' for none.
   val_fraction: float = 0.0  # Held out of the training set for validation (config.val_fraction).
   noise_seed: int | None = None  # As the workdir's name gives it (None: drawn from `seed`).
+  code: str = APLX  # config.json's "code" for another trainer's run ('authors-pytorch').
+  screen: bool = False  # Stopped on purpose before its last epoch (config.max_steps / max_epochs).
+  config: dict | None = None  # config.json as written.
 
   @property
   def setting(self) -> tuple[str, float]:
@@ -120,18 +132,79 @@ def _parse_path(root: str, workdir: str) -> tuple[str, float, str, str, int, int
   return _paper_noise(noise), rate, parsed.loss, variant, parsed.seed, parsed.noise_seed
 
 
+def _screen_status(workdir: str, config: dict, done: int) -> tuple[str, str] | None:
+  """(SCREENED, detail) for an unfinished run that reached its config.max_steps; (PARTIAL, detail) for
+  one still on its way there (or interrupted); None without max_steps. The trainer leaves status.json at
+  'running' with the step it stopped at (`aplx.train.loop`); a run in progress has its start step there."""
+  max_steps = config.get("max_steps")
+  if max_steps is None:
+    return None
+  status = rundir.read_status(workdir)
+  if status.get("status") in (rundir.RUNNING, rundir.FINISHED) and status.get("step", 0) >= max_steps:
+    return SCREENED, f"stopped at max_steps {max_steps} (epoch {done})"
+  state = status.get("status", "no status.json")
+  return sweep.PARTIAL, f"epoch {done}, {state}, on its way to max_steps {max_steps}"
+
+
+def _read_harness_run(workdir: str, config: dict, parsed: tuple | None) -> RunInfo:
+  """A run directory of another trainer (the authors' PyTorch harness): config.json holds its flags
+  {"code", "loss", "noise", "rate", "seed", "noise_seed", "epochs" (the schedule's), "max_epochs" (where
+  it stops, when earlier), ...}; metrics.jsonl has aplx's record fields."""
+  metrics = rundir.read_metrics(workdir)
+  done = metrics[-1]["epoch"] if metrics else 0
+  epochs, stop = int(config["epochs"]), config.get("max_epochs")
+  screen = stop is not None and int(stop) < epochs
+  if done >= epochs:
+    status, detail = sweep.FINISHED, f"epoch {done}/{epochs}"
+  elif screen and done >= int(stop):
+    status, detail = SCREENED, f"stopped at max_epochs {stop} of {epochs}"
+  else:
+    status, detail = sweep.PARTIAL, f"epoch {done}/{stop if screen else epochs}"
+  noise_seed = config.get("noise_seed")
+  return RunInfo(
+    workdir,
+    config.get("dataset", "mnist"),
+    config.get("subset") or None,
+    epochs,
+    _paper_noise(config["noise"]),
+    float(config["rate"]),
+    config["loss"],
+    int(config["seed"]),
+    metrics,
+    status,
+    detail,
+    parsed[3] if parsed else "",
+    noise_seed=None if noise_seed is None else int(noise_seed),
+    code=config["code"],
+    screen=screen,
+    config=config,
+  )
+
+
 def read_run(root: str, workdir: str) -> RunInfo | None:
   """A workdir's settings, metrics and status; None for a directory that is not a run."""
-  config = rundir.read_config(workdir)
-  status, detail = sweep.run_status(workdir)
   parsed = _parse_path(root, workdir)
+  try:
+    config, unreadable = rundir.read_config(workdir), None
+  except json.JSONDecodeError:  # Being written (by a trainer that does not write it atomically).
+    config, unreadable = None, (sweep.PARTIAL, "config.json does not parse yet (being written?)")
   if config is None:
     if parsed is None:
       return None
+    status, detail = unreadable or sweep.run_status(workdir)
     noise, rate, loss, variant, seed, noise_seed = parsed
     return RunInfo(
       workdir, None, None, None, noise, rate, loss, seed, [], status, detail, variant, noise_seed=noise_seed
     )
+  if "code" in config:
+    return _read_harness_run(workdir, config, parsed)
+  status, detail = sweep.run_status(workdir)
+  metrics = rundir.read_metrics(workdir)
+  screen = None
+  if status != sweep.FINISHED:
+    screen = _screen_status(workdir, config, metrics[-1]["epoch"] if metrics else 0)
+  if screen:
+    status, detail = screen
   return RunInfo(
     workdir,
     config["dataset"],
@@ -141,12 +214,14 @@ def read_run(root: str, workdir: str) -> RunInfo | None:
     float(config["noise"]["rate"]),
     config["loss"]["name"],
     int(config["seed"]),
-    rundir.read_metrics(workdir),
+    metrics,
     status,
     detail,
     parsed[3] if parsed else "",
     float(config.get("val_fraction") or 0.0),
     parsed[5] if parsed else None,
+    screen=bool(screen),
+    config=config,
   )
 
 
@@ -642,6 +717,33 @@ def render_card(
   return "\n".join(lines + ["", note])
 
 
+def split_results(runs: Iterable[RunInfo]) -> tuple[list[RunInfo], list[RunInfo]]:
+  """(aplx's runs that are results, finished or not; the others: screens stopped on purpose before
+  their last epoch, and runs of another code), each in the order given."""
+  runs = list(runs)
+  result = [not r.screen and r.code == APLX for r in runs]
+  return [r for r, ok in zip(runs, result) if ok], [r for r, ok in zip(runs, result) if not ok]
+
+
+def render_aside(aside: Sequence[RunInfo]) -> str:
+  """One line counting the runs that are not results (`split_results`)."""
+  screens = [r for r in aside if r.screen]
+  others = collections.Counter(r.code for r in aside if not r.screen)
+  parts = []
+  if screens:
+    done = sum(r.status == SCREENED for r in screens)
+    parts.append(
+      f"{len(screens)} screen run{'s' * (len(screens) != 1)} stopped on purpose before their last epoch "
+      f"(config.max_steps or max_epochs; {done} reached it, {len(screens) - done} on their way or "
+      "interrupted)"
+    )
+  parts += [f"{n} full run{'s' * (n != 1)} of another code ({code})" for code, n in sorted(others.items())]
+  return (
+    f"**Not results, left out of the tables and of the missing runs: {'; '.join(parts)}.** "
+    "`python -m experiments.screen --root ...` tables the screens."
+  )
+
+
 def render(
   runs: Sequence[RunInfo],
   missing: Sequence[str],
@@ -652,8 +754,10 @@ def render(
   *,
   card: bool = True,
   seeds: int | None = None,
+  aside: Sequence[RunInfo] = (),
 ) -> str:
-  """The markdown: a table per protocol, the protocol card (`card`), the unfinished and missing runs."""
+  """The markdown: a table per protocol, the protocol card (`card`), a line counting the runs set aside
+  (`split_results`: `runs` are the results, `aside` the others), the unfinished and missing runs."""
   if select not in SELECT:
     raise ValueError(f"select={select!r}: use one of {SELECT}.")
   if val_labels not in VAL_LABELS:
@@ -662,12 +766,15 @@ def render(
   groups = _groups(runs)
   parts = [render_table(group, paper, select, val_labels, metric) for group in groups.values()]
   if not groups:
-    parts.append("No run with a config.json found.")
+    parts.append("No result run with a config.json found." if aside else "No run with a config.json found.")
   if card and groups:
     cards = [render_card(group, paper, metric, val_labels, seeds) for group in groups.values()]
     parts.append("## Protocol card\n\n" + "\n\n".join(cards))
-  no_val = no_validation_split(runs, f"val_acc_{val_labels}") if select == "val" else []
-  parts.append(render_unfinished(runs, missing, no_val))
+  if aside:
+    parts.append(render_aside(aside))
+  if runs or missing or not aside:
+    no_val = no_validation_split(runs, f"val_acc_{val_labels}") if select == "val" else []
+    parts.append(render_unfinished(runs, missing, no_val))
   return "\n\n".join(parts) + "\n"
 
 
@@ -755,11 +862,11 @@ def report(
 ) -> str:
   """Reads `root`, writes the markdown to `out` (and figures to `plots_dir`); returns the markdown.
   `select`, `val_labels`, `metric`, `card`, `seeds`: as the flags --select, --val_labels, --metric,
-  --card and --seeds (module docstring)."""
-  runs = collect(root)
+  --card and --seeds (module docstring). Screens and other codes' runs are left aside (`split_results`)."""
+  runs, aside = split_results(collect(root))
   missing = expected_missing(runs, root, grid, seeds)
   paper = load_paper(paper_csv)
-  text = render(runs, missing, paper, select, val_labels, metric, card=card, seeds=seeds)
+  text = render(runs, missing, paper, select, val_labels, metric, card=card, seeds=seeds, aside=aside)
   if plots_dir:
     paths = write_plots(runs, plots_dir, memorisation_losses, metric)
     base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()

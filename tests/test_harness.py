@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from aplx import rundir
-from experiments import per_class, plots, report, sweep
+from experiments import per_class, plots, report, screen, sweep
 from experiments.configs import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -546,6 +546,17 @@ def per_class_acc(lost=None, low=0.0, rest=0.97):
   return [low if c == lost else rest for c in range(10)]
 
 
+def write_run(workdir, config, records, status=None):
+  """A run directory as the trainer (or the harness) leaves it: config.json, metrics.jsonl and, given
+  (state, step), status.json."""
+  os.makedirs(workdir)
+  rundir.write_config(workdir, config)
+  rundir.write_metrics(workdir, records)
+  if status is not None:
+    rundir.write_status(workdir, status[0], step=status[1], epoch=len(records))
+  return workdir
+
+
 def card_rows(text):
   """{(loss, setting): cells} of the protocol card's tables."""
   rows = {}
@@ -680,3 +691,124 @@ def test_memorisation_diagnostics_in_the_card_and_figures_only_where_recorded(tm
     [rundir.read_metrics(r.workdir) for r in report.collect(str(root))[:2]], "train_corrupted_memorised"
   )
   assert list(x) == [1, 2, 3] and mean[-1] == pytest.approx(0.3)
+
+
+def _screen_records(epochs, lost=None, lost_from=None, acc=0.9):
+  """Per-epoch records; class `lost` at 3% from epoch `lost_from` on."""
+  return [
+    {
+      "epoch": e,
+      "step": 469 * e,
+      "lr": 0.01,
+      "train_loss": 1.0,
+      "train_acc_noisy": 0.6,
+      "train_acc_clean": 0.8,
+      "test_acc": acc,
+      "test_acc_per_class": per_class_acc(lost, 0.03) if lost_from and e >= lost_from else per_class_acc(),
+    }
+    for e in range(1, epochs + 1)
+  ]
+
+
+@pytest.fixture
+def screen_roots(tmp_path):
+  """aplx screens stopped at max_steps=2345 (fidelity=authors and paper, one root), a harness root, and a
+  finished full run beside the screens."""
+  module = common.load_config_file(os.path.join(REPO, MNIST))
+  aplx_root, torch_root = tmp_path / "screen", tmp_path / "screen_torch"
+
+  def aplx_run(seed, fidelity, records, status):
+    arg = f"loss=ce,noise=asym,rate=0.4,seed={seed},noise_seed=0,fidelity={fidelity}"
+    config = sweep.expected_config(module, arg, [("max_steps", "2345")])
+    workdir = sweep.workdir_for(
+      str(aplx_root), {"loss": "ce", "noise": "asym", "rate": 0.4, "seed": seed, "noise_seed": 0}
+    )
+    return write_run(workdir, config, records, status)
+
+  aplx_run(0, "authors", _screen_records(5, lost=5, lost_from=3, acc=0.80), ("running", 2345))
+  aplx_run(1, "authors", _screen_records(5, acc=0.90), ("running", 2345))
+  aplx_run(2, "authors", _screen_records(2), ("running", 0))  # In progress: not counted.
+  aplx_run(3, "paper", _screen_records(5, lost=7, lost_from=4, acc=0.85), ("running", 2345))
+  full = sweep.workdir_for(
+    str(aplx_root), {"loss": "ce", "noise": "asym", "rate": 0.4, "seed": 9, "noise_seed": 0}
+  )
+  config = sweep.expected_config(module, "loss=ce,noise=asym,rate=0.4,seed=9,noise_seed=0,epochs=2")
+  write_run(full, config, _screen_records(2, acc=0.97), ("finished", 938))
+
+  def torch_run(seed, records):
+    config = {"code": "authors-pytorch", "loss": "ce", "noise": "asym", "rate": 0.4, "seed": seed}
+    config |= {"noise_seed": 0, "epochs": 50, "max_epochs": 5, "lr": 0.01}
+    workdir = sweep.workdir_for(
+      str(torch_root), {"loss": "ce", "noise": "asym", "rate": 0.4, "seed": seed, "noise_seed": 0}
+    )
+    return write_run(workdir, config, records)
+
+  torch_run(0, _screen_records(5, lost=5, lost_from=2, acc=0.80))
+  torch_run(1, _screen_records(3))  # 3 of 5 epochs: not counted.
+  return aplx_root, torch_root
+
+
+def test_screen_runs_are_left_out_of_the_report(screen_roots):
+  aplx_root, _ = screen_roots
+  text = report.report(str(aplx_root))
+  assert table_rows(text)["CE"][0] == "**97.00** (1)"  # The full run only.
+  assert "4 screen runs stopped on purpose" in text and "3 reached it, 1 on their way" in text
+  assert "seed0-noise0" not in text and "seed2-noise0" not in text  # Neither unfinished nor missing.
+  assert "All expected runs finished" in text
+
+
+def test_screen_table_counts_lost_classes_per_code(screen_roots):
+  aplx_root, torch_root = screen_roots
+  screens, others = screen.collect([str(aplx_root), str(torch_root)])
+  assert [os.path.basename(r.workdir) for _, r in others] == ["seed9-noise0"]
+  assert {screen.fidelity(r.config) for _, r in screens if r.code == "aplx"} == {"authors", "paper"}
+  assert [screen.code_label(r) for _, r in screens] == [
+    "aplx (fidelity=authors)",
+    "aplx (fidelity=authors)",
+    "aplx (fidelity=authors)",
+    "aplx (fidelity=paper)",
+    "authors' PyTorch",
+    "authors' PyTorch",
+  ]
+  entries = screen.summarise(screens)
+  authors = entries[(str(aplx_root), "aplx (fidelity=authors)", ("asym", 0.4), ("ce", ""))]
+  assert len(authors["done"]) == 2 and len(authors["not_done"]) == 1
+  assert authors["lost"] == [[5], []] and authors["first_lost"] == {5: [3]}
+  assert authors["acc"]["mean"] == pytest.approx(85.0) and authors["acc"]["std"] == pytest.approx(5.0)
+  torch = entries[(str(torch_root), "authors' PyTorch", ("asym", 0.4), ("ce", ""))]
+  assert len(torch["done"]) == 1 and len(torch["not_done"]) == 1 and torch["first_lost"] == {5: [2]}
+
+  text = screen.screen([str(aplx_root), str(torch_root), str(aplx_root) + "_none"])
+  rows = {
+    tuple(c.strip() for c in l.strip("|").split("|"))[:4]: l for l in text.splitlines() if l.startswith("| `")
+  }
+  line = rows[(f"`{aplx_root}`", "aplx (fidelity=authors)", "asym 0.4", "CE")]
+  assert line.endswith("| 2 | 1/2 | 5: 1 (first lost at epoch 3) | 85.00 ± 5.00 | 5 | 1 |")
+  line = rows[(f"`{aplx_root}`", "aplx (fidelity=paper)", "asym 0.4", "CE")]
+  assert line.endswith("| 1 | 1/1 | 7: 1 (first lost at epoch 4) | 85.00 | 5 | 0 |")
+  line = rows[(f"`{torch_root}`", "authors' PyTorch", "asym 0.4", "CE")]
+  assert line.endswith("| 1 | 1/1 | 5: 1 (first lost at epoch 2) | 80.00 | 5 | 1 |")
+  assert "on its way to max_steps 2345" in text and "epoch 3/5" in text
+  assert f"No run under `{aplx_root}_none`." in text
+  # From the command line, with --root repeated.
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.screen", f"--root={aplx_root}", f"--root={torch_root}"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0 and proc.stdout == screen.screen([str(aplx_root), str(torch_root)]), (
+    proc.stderr[-2000:]
+  )
+
+
+def test_harness_run_dir_being_written_is_a_partial_run(tmp_path):
+  workdir = sweep.workdir_for(
+    str(tmp_path), {"loss": "ce", "noise": "asym", "rate": 0.4, "seed": 0, "noise_seed": 0}
+  )
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write('{"code": "authors-pyt')  # Half written.
+  (run,) = report.collect(str(tmp_path))
+  assert run.status == sweep.PARTIAL and "does not parse" in run.detail
