@@ -157,7 +157,8 @@ def render(
   """The screen table (`collect`'s two lists), its note, then the runs not counted and the `roots`
   without any run."""
   seen = {root for root, _ in [*screens, *others]}
-  empty = [f"No run under `{root}`." for root in roots if root not in seen]
+  empty = [root for root in roots if root not in seen]
+  empty = [f"No run under {', '.join(f'`{root}`' for root in empty)}."] if empty else []
   if not screens:
     none = "No screen runs (stopped on purpose at config.max_steps or max_epochs) found."
     return "\n\n".join([none, *empty]) + "\n"
