@@ -1,8 +1,11 @@
 """The paper's figures from run histories: test accuracy per epoch, and memorisation of noisy labels.
 
-Both take `{loss: [metrics of seed 0, metrics of seed 1, ...]}`, each metrics a list of the per-epoch
-records of `metrics.jsonl`, and write a PNG. Curves are the mean over seeds, shaded +- one std.
-`experiments.report --plots DIR` draws them for every noise setting under a sweep's root.
+Each takes `{loss: [metrics of seed 0, metrics of seed 1, ...]}`, each metrics a list of the per-epoch
+records of `metrics.jsonl`, and writes a PNG. Curves are the mean over seeds, shaded +- one std.
+`experiments.report --plots DIR` draws them for every noise setting under a sweep's root. Besides the
+paper's: what becomes of the corrupted training examples (memorised, corrected, other; Wei et al. 2022,
+Figure 6) and how well the training loss tells them from clean ones (AUROC), from records that have
+those fields.
 """
 
 import numpy as np
@@ -39,13 +42,13 @@ def curve(histories: list[list[dict]], key: str) -> tuple[np.ndarray, np.ndarray
   )
 
 
-def _band(ax, histories, key, label, color, linestyle="-"):
+def _band(ax, histories, key, label, color, linestyle="-", scale=100):
   x, mean, std = curve(histories, key)
   # A marker when there are few points: a one-epoch curve is otherwise invisible.
   marker = "o" if len(x) <= 20 else None
-  ax.plot(x, 100 * mean, linestyle, color=color, label=label, linewidth=1.5, marker=marker, markersize=3)
+  ax.plot(x, scale * mean, linestyle, color=color, label=label, linewidth=1.5, marker=marker, markersize=3)
   if len(histories) > 1:
-    ax.fill_between(x, 100 * (mean - std), 100 * (mean + std), color=color, alpha=0.15, linewidth=0)
+    ax.fill_between(x, scale * (mean - std), scale * (mean + std), color=color, alpha=0.15, linewidth=0)
 
 
 def test_accuracy(
@@ -92,6 +95,74 @@ def memorisation(runs: dict[str, list[list[dict]]], path: str, title: str) -> st
   ax.set_title(title, fontsize=10)
   ax.grid(alpha=0.3)
   ax.legend(fontsize=8)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+# The fates of the corrupted training examples (noisy label != clean label): the prediction is the noisy
+# label, the clean label, or neither. Fractions of the corrupted examples, per epoch.
+CORRUPTED = ("train_corrupted_memorised", "train_corrupted_corrected", "train_corrupted_other")
+_FATES = {
+  "train_corrupted_memorised": ("memorised (= noisy label)", "tab:red"),
+  "train_corrupted_corrected": ("corrected (= clean label)", "tab:green"),
+  "train_corrupted_other": ("other", "tab:gray"),
+}
+
+
+def corrupted_examples(runs: dict[str, list[list[dict]]], path: str, title: str) -> str:
+  """One panel per loss: the share of the corrupted training examples predicted as their noisy label
+  (memorised), their clean label (corrected) or neither, per epoch (Wei et al. 2022, Figure 6).
+
+  A loss that memorises the noise moves examples from corrected to memorised as training goes on.
+  """
+  plt = _pyplot()
+  cols = min(len(runs), 4)
+  rows = -(-len(runs) // cols)
+  fig, axes = plt.subplots(
+    rows, cols, figsize=(3.4 * cols, 2.9 * rows), sharex=True, sharey=True, squeeze=False
+  )
+  for ax, (loss, histories) in zip(axes.flat, runs.items()):
+    for key in CORRUPTED:
+      _band(ax, histories, key, _FATES[key][0], _FATES[key][1])
+    n = len(histories)
+    ax.set_title(f"{loss.upper()} ({n} seed{'s' * (n != 1)})", fontsize=9)
+    ax.set_ylim(0, 100)
+    ax.grid(alpha=0.3)
+  for i, ax in enumerate(axes.flat):
+    if i >= len(runs):
+      ax.axis("off")
+    elif i + cols >= len(runs):  # The lowest panel of its column.
+      ax.set_xlabel("epoch")
+      ax.tick_params(labelbottom=True)
+      ax.xaxis.get_major_locator().set_params(integer=True)
+  for ax in axes[:, 0]:
+    ax.set_ylabel("corrupted train examples (%)")
+  axes.flat[0].legend(fontsize=7)
+  fig.suptitle(title, fontsize=10)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  plt.close(fig)
+  return path
+
+
+def loss_auroc(runs: dict[str, list[list[dict]]], path: str, title: str) -> str:
+  """The AUROC of the per-example training loss for telling corrupted from clean training examples
+  (`train_loss_auroc`), per epoch, one curve per loss; 0.5 is chance."""
+  plt = _pyplot()
+  fig, ax = plt.subplots(figsize=(6, 4.2))
+  for loss, histories in runs.items():
+    n = len(histories)
+    label = f"{loss.upper()} ({n} seed{'s' * (n != 1)})"
+    _band(ax, histories, "train_loss_auroc", label, _color(loss), scale=1)
+  ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
+  ax.xaxis.get_major_locator().set_params(integer=True)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel("training-loss AUROC, corrupted vs clean")
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, ncol=2)
   fig.tight_layout()
   fig.savefig(path, dpi=120)
   plt.close(fig)

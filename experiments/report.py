@@ -29,12 +29,24 @@ test_acc (the default) is the dataset's test split; test_acc_<name> an extra eva
 trainer writes when the prepared dataset has one (webvision: test_acc_imagenet_val, the ILSVRC2012
 validation images of the paper's Table 5, after `prepare webvision --imagenet_val_dir`; clothing1m:
 test_acc_clean_val). Finished runs without that key are an error, never left out silently.
+
+Below the tables, the protocol card: per setting and loss (and variant), the last-epoch, best-epoch
+and (with val_acc_* records) validation-selected test accuracy, each as mean +- std over its n seeds;
+the lowest per-class clean test accuracy at the last epoch and the classes lost there (< 10%,
+`experiments.per_class`); the last epoch's memorised fraction of the corrupted training examples and
+the AUROC of the training loss for telling them apart, when the records have them; the paper's number.
+--seeds N expects seeds 0..N-1 in every cell and lists the others as missing. --nocard leaves it out.
+
+Runs stopped on purpose at config.max_steps (a collapse screen) and runs of another code (the authors'
+PyTorch harness) are not results: they are left out of the tables and the missing list, counted in one
+line, and tabled by `python -m experiments.screen`.
 """
 
 import collections
 from collections.abc import Iterable, Sequence
 import csv
 import itertools
+import json
 import os
 from typing import NamedTuple
 
@@ -42,7 +54,7 @@ from absl import app, flags
 import numpy as np
 
 from aplx import rundir
-from experiments import sweep
+from experiments import per_class, sweep
 
 PAPER_TABLES = os.path.join(os.path.dirname(__file__), "configs", "paper_tables.csv")
 PAPER_ORDER = ("ce", "fl", "gce", "nlnl", "sce", "nfl+mae", "nfl+rce", "nce+mae", "nce+rce")
@@ -54,6 +66,10 @@ PAPER_PROTOCOL = {
   "webvision": (None, 250),
 }
 NOISE_ORDER = ("clean", "sym", "asym", "real")
+APLX = "aplx"
+# A run that reached the config.max_steps (aplx) or max_epochs (harness) it was stopped at on purpose,
+# before its last epoch: a screen, not a result (`experiments.screen`).
+SCREENED = "screened"
 
 
 class RunInfo(NamedTuple):
@@ -73,6 +89,9 @@ class RunInfo(NamedTuple):
   variant: str = ""  # The workdir's config-override component ('loss.params.beta=10'); '' for none.
   val_fraction: float = 0.0  # Held out of the training set for validation (config.val_fraction).
   noise_seed: int | None = None  # As the workdir's name gives it (None: drawn from `seed`).
+  code: str = APLX  # config.json's "code" for another trainer's run ('authors-pytorch').
+  screen: bool = False  # Stopped on purpose before its last epoch (config.max_steps / max_epochs).
+  config: dict | None = None  # config.json as written.
 
   @property
   def setting(self) -> tuple[str, float]:
@@ -113,18 +132,79 @@ def _parse_path(root: str, workdir: str) -> tuple[str, float, str, str, int, int
   return _paper_noise(noise), rate, parsed.loss, variant, parsed.seed, parsed.noise_seed
 
 
+def _screen_status(workdir: str, config: dict, done: int) -> tuple[str, str] | None:
+  """(SCREENED, detail) for an unfinished run that reached its config.max_steps; (PARTIAL, detail) for
+  one still on its way there (or interrupted); None without max_steps. The trainer leaves status.json at
+  'running' with the step it stopped at (`aplx.train.loop`); a run in progress has its start step there."""
+  max_steps = config.get("max_steps")
+  if max_steps is None:
+    return None
+  status = rundir.read_status(workdir)
+  if status.get("status") in (rundir.RUNNING, rundir.FINISHED) and status.get("step", 0) >= max_steps:
+    return SCREENED, f"stopped at max_steps {max_steps} (epoch {done})"
+  state = status.get("status", "no status.json")
+  return sweep.PARTIAL, f"epoch {done}, {state}, on its way to max_steps {max_steps}"
+
+
+def _read_harness_run(workdir: str, config: dict, parsed: tuple | None) -> RunInfo:
+  """A run directory of another trainer (the authors' PyTorch harness): config.json holds its flags
+  {"code", "loss", "noise", "rate", "seed", "noise_seed", "epochs" (the schedule's), "max_epochs" (where
+  it stops, when earlier), ...}; metrics.jsonl has aplx's record fields."""
+  metrics = rundir.read_metrics(workdir)
+  done = metrics[-1]["epoch"] if metrics else 0
+  epochs, stop = int(config["epochs"]), config.get("max_epochs")
+  screen = stop is not None and int(stop) < epochs
+  if done >= epochs:
+    status, detail = sweep.FINISHED, f"epoch {done}/{epochs}"
+  elif screen and done >= int(stop):
+    status, detail = SCREENED, f"stopped at max_epochs {stop} of {epochs}"
+  else:
+    status, detail = sweep.PARTIAL, f"epoch {done}/{stop if screen else epochs}"
+  noise_seed = config.get("noise_seed")
+  return RunInfo(
+    workdir,
+    config.get("dataset", "mnist"),
+    config.get("subset") or None,
+    epochs,
+    _paper_noise(config["noise"]),
+    float(config["rate"]),
+    config["loss"],
+    int(config["seed"]),
+    metrics,
+    status,
+    detail,
+    parsed[3] if parsed else "",
+    noise_seed=None if noise_seed is None else int(noise_seed),
+    code=config["code"],
+    screen=screen,
+    config=config,
+  )
+
+
 def read_run(root: str, workdir: str) -> RunInfo | None:
   """A workdir's settings, metrics and status; None for a directory that is not a run."""
-  config = rundir.read_config(workdir)
-  status, detail = sweep.run_status(workdir)
   parsed = _parse_path(root, workdir)
+  try:
+    config, unreadable = rundir.read_config(workdir), None
+  except json.JSONDecodeError:  # Being written (by a trainer that does not write it atomically).
+    config, unreadable = None, (sweep.PARTIAL, "config.json does not parse yet (being written?)")
   if config is None:
     if parsed is None:
       return None
+    status, detail = unreadable or sweep.run_status(workdir)
     noise, rate, loss, variant, seed, noise_seed = parsed
     return RunInfo(
       workdir, None, None, None, noise, rate, loss, seed, [], status, detail, variant, noise_seed=noise_seed
     )
+  if "code" in config:
+    return _read_harness_run(workdir, config, parsed)
+  status, detail = sweep.run_status(workdir)
+  metrics = rundir.read_metrics(workdir)
+  screen = None
+  if status != sweep.FINISHED:
+    screen = _screen_status(workdir, config, metrics[-1]["epoch"] if metrics else 0)
+  if screen:
+    status, detail = screen
   return RunInfo(
     workdir,
     config["dataset"],
@@ -134,12 +214,14 @@ def read_run(root: str, workdir: str) -> RunInfo | None:
     float(config["noise"]["rate"]),
     config["loss"]["name"],
     int(config["seed"]),
-    rundir.read_metrics(workdir),
+    metrics,
     status,
     detail,
     parsed[3] if parsed else "",
     float(config.get("val_fraction") or 0.0),
     parsed[5] if parsed else None,
+    screen=bool(screen),
+    config=config,
   )
 
 
@@ -155,9 +237,12 @@ def collect(root: str) -> list[RunInfo]:
   return sorted(runs, key=lambda r: r.workdir)
 
 
-def expected_missing(runs: Sequence[RunInfo], root: str, grid: str = "") -> list[str]:
+def expected_missing(
+  runs: Sequence[RunInfo], root: str, grid: str = "", seeds: int | None = None
+) -> list[str]:
   """Workdirs of expected runs that do not exist: the --grid's points, or else, per dataset and
-  protocol, every combination of the losses, settings and seeds that exist."""
+  protocol, every combination of the losses, settings and seeds that exist; with `seeds`, the seeds
+  0..seeds-1 (over each noise seed that exists) instead of those that exist."""
   have = {os.path.normpath(r.workdir) for r in runs}
   if grid:
     return [run.workdir for run in sweep.expand(grid, "", root) if os.path.normpath(run.workdir) not in have]
@@ -165,8 +250,10 @@ def expected_missing(runs: Sequence[RunInfo], root: str, grid: str = "") -> list
   for _, group in _groups(runs).items():
     settings = sorted({r.setting for r in group})
     rows = sorted({r.row for r in group})
-    seeds = sorted({(r.seed, r.noise_seed) for r in group}, key=str)
-    for (noise, rate), (loss, variant), (seed, noise_seed) in itertools.product(settings, rows, seeds):
+    pairs = sorted({(r.seed, r.noise_seed) for r in group}, key=str)
+    if seeds is not None:
+      pairs = [(k, n) for n in sorted({n for _, n in pairs}, key=str) for k in range(seeds)]
+    for (noise, rate), (loss, variant), (seed, noise_seed) in itertools.product(settings, rows, pairs):
       overrides = dict(item.split("=", 1) for item in variant.split(",")) if variant else None
       args = {"noise": "none" if noise == "clean" else noise, "rate": rate, "loss": loss, "seed": seed}
       workdir = sweep.workdir_for(root, args | {"noise_seed": noise_seed}, overrides)
@@ -373,8 +460,21 @@ def protocol_note(dataset: str, subset: int | None, epochs: int, val_fraction: f
   )
 
 
-def _mean_std(st: dict) -> str:
-  return f"{st['mean']:.2f}" + (f" ± {st['std']:.2f}" if st["n"] > 1 else "")
+def protocol_label(dataset: str, subset: int | None, epochs: int, val_fraction: float = 0.0) -> str:
+  """'paper protocol', or what differs from it: '10000 images, 20 epochs, 10% held out'."""
+  if protocol_note(dataset, subset, epochs, val_fraction) is None:
+    return "paper protocol"
+  label = (f"{subset} images, " if subset else "") + f"{epochs} epochs"
+  return label + (f", {100 * val_fraction:g}% held out" if val_fraction else "")
+
+
+def mean_std(st: dict, digits: int = 2) -> str:
+  """Mean ± std of a `_stats`, '50.00 ± 8.16' (the mean alone for one run)."""
+  return f"{st['mean']:.{digits}f}" + (f" ± {st['std']:.{digits}f}" if st["n"] > 1 else "")
+
+
+def _paper_text(p: dict | None) -> str:
+  return "" if p is None else f"{p['mean']:.2f}" + (f" ± {p['std']:.2f}" if p["std"] is not None else "")
 
 
 def render_table(
@@ -422,14 +522,12 @@ def render_table(
           f"— ({unfinished} unfinished)" if unfinished else "— (no validation split)" if mine else ""
         )
       else:
-        value = _mean_std(st)
+        value = mean_std(st)
         winner = f" [{st['variant']}]" if by_val and (st["variant"] or len(st["variants"]) > 1) else ""
         cells.append((f"**{value}**" if row in bold[s] else value) + f" ({st['n']})" + winner)
       if by_val:
-        cells.append("" if st is None else _mean_std(st["last"]))
-      cells.append(
-        "" if p is None else f"{p['mean']:.2f}" + (f" ± {p['std']:.2f}" if p["std"] is not None else "")
-      )
+        cells.append("" if st is None else mean_std(st["last"]))
+      cells.append(_paper_text(p))
       if st is None or p is None:
         cells.append("")
       else:
@@ -495,6 +593,157 @@ def render_unfinished(runs: Sequence[RunInfo], missing: Sequence[str], no_val: S
   )
 
 
+# ---------------------------------------------------------------------------------------------------
+# The protocol card.
+# ---------------------------------------------------------------------------------------------------
+
+MEMORISED, AUROC = "train_corrupted_memorised", "train_loss_auroc"
+
+
+def _some_stats(values: list[float]) -> dict | None:
+  return _stats(values) if values else None
+
+
+def card_stats(
+  runs: Iterable[RunInfo], metric: str = "test_acc", val_key: str = "val_acc_noisy"
+) -> dict[tuple[tuple[str, str], tuple[str, float]], dict]:
+  """{(row, setting): entry} over the finished runs, accuracies in %, each a `_stats` (population std,
+  ddof=0) over the runs that have it, or None where none has it:
+
+  'last': the last epoch's `metric`; 'best': its highest over the epochs (`best_epoch`); 'val': the
+  `metric` at the epoch of highest `val_key`; 'lowest': the lowest per-class clean test accuracy at the
+  last epoch (`per_class.lowest`); 'memorised': the last epoch's train_corrupted_memorised; 'auroc': its
+  train_loss_auroc (not in %). 'lost': `per_class.lost` of each run's last record, in seed order.
+  """
+  cells = collections.defaultdict(list)
+  for r in runs:
+    if r.status == sweep.FINISHED and r.metrics:
+      cells[(r.row, r.setting)].append(r)
+  out = {}
+  for cell, group in cells.items():
+    group = sorted(group, key=lambda r: (r.seed, str(r.noise_seed)))
+    last = [r.metrics[-1] for r in group]
+    chosen = [rec for r in group if (rec := best_epoch(r.metrics, val_key)) is not None]
+    lowest = [x for rec in last if (x := per_class.lowest(rec)) is not None]
+    out[cell] = {
+      "last": _stats([100 * rec[metric] for rec in last]),
+      "best": _stats([100 * best_epoch(r.metrics, metric)[metric] for r in group]),
+      "val": _some_stats([100 * rec[metric] for rec in chosen]),
+      "lowest": _some_stats([100 * x for x in lowest]),
+      "lost": [per_class.lost(rec) for rec in last],
+      "memorised": _some_stats([100 * rec[MEMORISED] for rec in last if rec.get(MEMORISED) is not None]),
+      "auroc": _some_stats([rec[AUROC] for rec in last if rec.get(AUROC) is not None]),
+    }
+  return out
+
+
+def _card_value(st: dict | None, n: int, empty: str = "—", digits: int = 2) -> str:
+  """mean ± std, with (k) when only k of the cell's n runs have the field."""
+  if st is None:
+    return empty
+  return mean_std(st, digits) + ("" if st["n"] == n else f" ({st['n']})")
+
+
+def render_card(
+  runs: Sequence[RunInfo],
+  paper: dict,
+  metric: str = "test_acc",
+  val_labels: str = "noisy",
+  seeds: int | None = None,
+) -> str:
+  """The card of one (dataset, subset, epochs, val_fraction) protocol: a row per loss (and variant) and
+  setting that has a run (`card_stats`), then its note."""
+  dataset, subset, epochs, val_fraction = runs[0].protocol
+  val_key = f"val_acc_{val_labels}"
+  entries = card_stats(runs, metric, val_key)
+  columns = {
+    "val": any(e["val"] for e in entries.values()),
+    "memorised": any(e["memorised"] for e in entries.values()),
+    "auroc": any(e["auroc"] for e in entries.values()),
+  }
+  header = ["loss", "setting", "n", "last epoch", "best epoch"]
+  header += ["val-selected"] * columns["val"] + ["lowest class", "lost (< 10%)"]
+  header += ["memorised"] * columns["memorised"] + ["loss AUROC"] * columns["auroc"] + ["paper"]
+  what = metric_title(metric)
+  lines = [f"### Card: {dataset} ({protocol_label(dataset, subset, epochs, val_fraction)})", ""]
+  align = ["---" if h in ("loss", "setting", "lost (< 10%)") else "---:" for h in header]
+  lines += ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+  rows = [(l, v) for l in loss_order(r.loss for r in runs) for v in sorted({r.variant for r in runs})]
+  for row in rows:
+    for s in setting_order(r.setting for r in runs):
+      mine = [r for r in runs if r.row == row and r.setting == s]
+      if not mine:
+        continue
+      e = entries.get((row, s))
+      n = e["last"]["n"] if e else 0
+      unfinished = sum(r.status != sweep.FINISHED for r in mine)
+      count = (f"{n}/{seeds}" if seeds else str(n)) + (f" (+{unfinished} unfinished)" if unfinished else "")
+      cells = [row_label(row), setting_label(s), count]
+      if e is None:
+        cells += ["—"] * (len(header) - 4)
+      else:
+        cells += [mean_std(e["last"]), mean_std(e["best"])]
+        cells += [_card_value(e["val"], n)] * columns["val"]
+        cells += [_card_value(e["lowest"], n, "n/a"), per_class.describe_lost(e["lost"])]
+        cells += [_card_value(e["memorised"], n)] * columns["memorised"]
+        cells += [_card_value(e["auroc"], n, digits=3)] * columns["auroc"]
+      cells.append(_paper_text(paper_cell(paper, dataset, *s, row[0], metric)))
+      lines.append("| " + " | ".join(cells) + " |")
+  note = (
+    f"n: finished seeds{f' of the {seeds} expected (--seeds)' if seeds else ''}; unfinished ones are listed "
+    f"below, not counted. Accuracies in %, mean ± std (population, ddof=0) over the n seeds, or over (k) "
+    f"of them where only k have the field. last epoch: the last epoch's {what} (the paper's protocol). "
+    f"best epoch: the highest {what} over the epochs of each run (chosen on the test set, so optimistic; "
+    "what protocols that report the best epoch give, such as CIFAR-N's best of 100 epochs)."
+  )
+  if columns["val"]:
+    note += f" val-selected: {what} at each run's epoch of highest {val_key} (ties: the earliest)."
+  note += (
+    " lowest class: the lowest per-class clean test accuracy at the last epoch (test_acc_per_class; n/a: "
+    f"runs written before it). lost: the classes below {100 * per_class.LOST_BELOW:g}% there (numbered "
+    "from 0), with how many of the seeds that have per-class accuracies lost each."
+  )
+  if columns["memorised"]:
+    note += (
+      " memorised: the last epoch's share of the corrupted training examples (noisy label ≠ clean label) "
+      f"predicted as their noisy label (%, {MEMORISED})."
+    )
+  if columns["auroc"]:
+    note += (
+      " loss AUROC: how well the per-example training loss tells corrupted from clean examples at the last "
+      f"epoch ({AUROC}; 0.5 is chance)."
+    )
+  note += " paper: Ma et al. 2020, as in the table above."
+  return "\n".join(lines + ["", note])
+
+
+def split_results(runs: Iterable[RunInfo]) -> tuple[list[RunInfo], list[RunInfo]]:
+  """(aplx's runs that are results, finished or not; the others: screens stopped on purpose before
+  their last epoch, and runs of another code), each in the order given."""
+  runs = list(runs)
+  result = [not r.screen and r.code == APLX for r in runs]
+  return [r for r, ok in zip(runs, result) if ok], [r for r, ok in zip(runs, result) if not ok]
+
+
+def render_aside(aside: Sequence[RunInfo]) -> str:
+  """One line counting the runs that are not results (`split_results`)."""
+  screens = [r for r in aside if r.screen]
+  others = collections.Counter(r.code for r in aside if not r.screen)
+  parts = []
+  if screens:
+    done = sum(r.status == SCREENED for r in screens)
+    parts.append(
+      f"{len(screens)} screen run{'s' * (len(screens) != 1)} stopped on purpose before their last epoch "
+      f"(config.max_steps or max_epochs; {done} reached it, {len(screens) - done} on their way or "
+      "interrupted)"
+    )
+  parts += [f"{n} full run{'s' * (n != 1)} of another code ({code})" for code, n in sorted(others.items())]
+  return (
+    f"**Not results, left out of the tables and of the missing runs: {'; '.join(parts)}.** "
+    "`python -m experiments.screen --root ...` tables the screens."
+  )
+
+
 def render(
   runs: Sequence[RunInfo],
   missing: Sequence[str],
@@ -502,7 +751,13 @@ def render(
   select: str = "last",
   val_labels: str = "noisy",
   metric: str = "test_acc",
+  *,
+  card: bool = True,
+  seeds: int | None = None,
+  aside: Sequence[RunInfo] = (),
 ) -> str:
+  """The markdown: a table per protocol, the protocol card (`card`), a line counting the runs set aside
+  (`split_results`: `runs` are the results, `aside` the others), the unfinished and missing runs."""
   if select not in SELECT:
     raise ValueError(f"select={select!r}: use one of {SELECT}.")
   if val_labels not in VAL_LABELS:
@@ -511,9 +766,15 @@ def render(
   groups = _groups(runs)
   parts = [render_table(group, paper, select, val_labels, metric) for group in groups.values()]
   if not groups:
-    parts.append("No run with a config.json found.")
-  no_val = no_validation_split(runs, f"val_acc_{val_labels}") if select == "val" else []
-  parts.append(render_unfinished(runs, missing, no_val))
+    parts.append("No result run with a config.json found." if aside else "No run with a config.json found.")
+  if card and groups:
+    cards = [render_card(group, paper, metric, val_labels, seeds) for group in groups.values()]
+    parts.append("## Protocol card\n\n" + "\n\n".join(cards))
+  if aside:
+    parts.append(render_aside(aside))
+  if runs or missing or not aside:
+    no_val = no_validation_split(runs, f"val_acc_{val_labels}") if select == "val" else []
+    parts.append(render_unfinished(runs, missing, no_val))
   return "\n\n".join(parts) + "\n"
 
 
@@ -537,10 +798,9 @@ def write_plots(
   for (dataset, subset, epochs, val_fraction), group in _groups(runs).items():
     paper = protocol_note(dataset, subset, epochs, val_fraction) is None
     prefix = dataset + ("" if paper else f"_{'n%d_' % subset if subset else ''}e{epochs}")
-    protocol = "paper protocol" if paper else (f"{subset} images, " if subset else "") + f"{epochs} epochs"
+    protocol = protocol_label(dataset, subset, epochs, val_fraction)
     if val_fraction:
       prefix += f"_val{val_fraction:g}"
-      protocol += f", {100 * val_fraction:g}% held out"
     rows = [(l, v) for l in loss_order(r.loss for r in group) for v in sorted({r.variant for r in group})]
     for s in setting_order(r.setting for r in group):
       by_loss = {
@@ -565,7 +825,26 @@ def write_plots(
             chosen, os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_memorisation.png"), title
           )
         )
+      # Per corrupted training example, and the loss's noise detection: every loss whose records have them.
+      corrupted = _having(by_loss, plots.CORRUPTED)
+      if corrupted:
+        path = os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_corrupted.png")
+        paths.append(plots.corrupted_examples(corrupted, path, title))
+      auroc = _having(by_loss, (AUROC,))
+      if auroc:
+        path = os.path.join(out_dir, f"{prefix}_{setting_slug(s)}_loss_auroc.png")
+        paths.append(plots.loss_auroc(auroc, path, title))
   return paths
+
+
+def _having(by_loss: dict[str, list[list[dict]]], keys: Sequence[str]) -> dict[str, list[list[dict]]]:
+  """{loss: its histories whose every record has every key (not None)}, without the losses left empty."""
+  out = {}
+  for loss, histories in by_loss.items():
+    kept = [h for h in histories if all(r.get(k) is not None for r in h for k in keys)]
+    if kept:
+      out[loss] = kept
+  return out
 
 
 def report(
@@ -578,11 +857,16 @@ def report(
   select: str = "last",
   val_labels: str = "noisy",
   metric: str = "test_acc",
+  card: bool = True,
+  seeds: int | None = None,
 ) -> str:
   """Reads `root`, writes the markdown to `out` (and figures to `plots_dir`); returns the markdown.
-  `select`, `val_labels`, `metric`: as the flags --select, --val_labels and --metric (module docstring)."""
-  runs = collect(root)
-  text = render(runs, expected_missing(runs, root, grid), load_paper(paper_csv), select, val_labels, metric)
+  `select`, `val_labels`, `metric`, `card`, `seeds`: as the flags --select, --val_labels, --metric,
+  --card and --seeds (module docstring). Screens and other codes' runs are left aside (`split_results`)."""
+  runs, aside = split_results(collect(root))
+  missing = expected_missing(runs, root, grid, seeds)
+  paper = load_paper(paper_csv)
+  text = render(runs, missing, paper, select, val_labels, metric, card=card, seeds=seeds, aside=aside)
   if plots_dir:
     paths = write_plots(runs, plots_dir, memorisation_losses, metric)
     base = os.path.dirname(os.path.abspath(out)) if out else os.getcwd()
@@ -613,6 +897,8 @@ def main(argv):
       select=_SELECT.value,
       val_labels=_VAL_LABELS.value,
       metric=_METRIC.value,
+      card=_CARD.value,
+      seeds=_SEEDS.value,
     )
   except ValueError as e:  # A --metric the runs lack: the message says which keys they have.
     raise app.UsageError(str(e)) from e
@@ -657,5 +943,18 @@ if __name__ == "__main__":
     "The per-epoch key of metrics.jsonl that the table reports: test_acc (the dataset's test split) or "
     "test_acc_<name> for an extra evaluation split, e.g. test_acc_imagenet_val for the paper's Table 5 "
     "(WebVision on the ILSVRC2012 validation images).",
+  )
+  _CARD = flags.DEFINE_bool(
+    "card",
+    True,
+    "Add the protocol card below the tables: last, best and validation-selected test accuracy, the "
+    "lowest class and lost classes, memorisation and loss AUROC (--nocard: the tables only).",
+  )
+  _SEEDS = flags.DEFINE_integer(
+    "seeds",
+    None,
+    "Seeds expected in every cell: 0..N-1 (with each noise seed found); the others are listed as "
+    "missing. Without it (and --grid), the seeds found under --root.",
+    lower_bound=1,
   )
   app.run(main)

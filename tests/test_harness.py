@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from aplx import rundir
-from experiments import plots, report, sweep
+from experiments import per_class, plots, report, screen, sweep
 from experiments.configs import common
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -544,3 +544,279 @@ def test_initialisation_seeds_over_one_noise_draw(tmp_path):
     infos, str(tmp_path), "loss=nce+rce;noise=asym;rate=0.4;seed=0,1,2;noise_seed=0"
   )
   assert missing == [runs[2].workdir]
+
+
+# --- report: the protocol card, the collapse screen, the memorisation diagnostics ----------------
+
+
+def per_class_acc(lost=None, low=0.0, rest=0.97):
+  """Ten per-class accuracies: `rest` for every class but `lost`, which has `low`."""
+  return [low if c == lost else rest for c in range(10)]
+
+
+def write_run(workdir, config, records, status=None):
+  """A run directory as the trainer (or the harness) leaves it: config.json, metrics.jsonl and, given
+  (state, step), status.json."""
+  os.makedirs(workdir)
+  rundir.write_config(workdir, config)
+  rundir.write_metrics(workdir, records)
+  if status is not None:
+    rundir.write_status(workdir, status[0], step=status[1], epoch=len(records))
+  return workdir
+
+
+def card_rows(text):
+  """{(loss, setting): cells} of the protocol card's tables."""
+  rows = {}
+  for line in text[text.index("## Protocol card") :].splitlines():
+    if line.startswith("| ") and not line.startswith("| loss"):
+      cells = [c.strip() for c in line.strip("|").split("|")]
+      rows[(cells[0], cells[1])] = cells[2:]
+  return rows
+
+
+def test_per_class_lowest_and_lost():
+  record = {"epoch": 1, "test_acc_per_class": [0.5, None, 0.03, 0.12, 0.099]}
+  assert per_class.lowest(record) == 0.03 and per_class.lost(record) == [2, 4]
+  assert per_class.lowest({"epoch": 1}) is None and per_class.lost({"epoch": 1}) is None  # Not 0.
+  metrics = [{"epoch": 1, "test_acc_per_class": [0.5, 0.5]}, {"epoch": 2, "test_acc_per_class": [0.05, 0.5]}]
+  assert per_class.first_lost(metrics, 0) == 2 and per_class.first_lost(metrics, 1) is None
+  assert per_class.describe_lost([[5], [5, 7], [], None]) == "lost: 5 (2/3 seeds), 7 (1/3 seeds)"
+  assert per_class.describe_lost([[], []]) == "" and per_class.describe_lost([None]) == "n/a"
+
+
+@pytest.fixture
+def card_root(tmp_path):
+  """CE asym 0.4: three finished seeds with known last / best / validation-selected accuracies and
+  per-class accuracies (one class at 3% in seed 0, 12% in seed 1, none in seed 2, an older run); NCE+RCE:
+  one finished seed without per-class accuracies, one unfinished."""
+  root = tmp_path / "runs"
+  tests = {0: (0.80, 0.95, 0.90), 1: (0.85, 0.88, 0.92), 2: (0.70, 0.60, 0.94)}
+  vals = {0: (0.5, 0.7, 0.6), 1: (0.9, 0.4, 0.5), 2: (0.1, 0.2, 0.3)}
+  last_classes = {0: per_class_acc(9, 0.03), 1: per_class_acc(5, 0.12), 2: None}
+  for seed in range(3):
+    workdir = make_run(root, "ce", seed, 0.5, noise="asym", rate=0.4)
+    records = []
+    for e in range(1, 4):
+      record = {
+        "epoch": e,
+        "step": 10 * e,
+        "test_acc": tests[seed][e - 1],
+        "val_acc_noisy": vals[seed][e - 1],
+      }
+      if last_classes[seed] is not None:
+        record["test_acc_per_class"] = last_classes[seed] if e == 3 else per_class_acc()
+      records.append(record)
+    rundir.write_metrics(workdir, records)
+  make_run(root, "nce+rce", 0, 0.93, noise="asym", rate=0.4)
+  make_run(root, "nce+rce", 1, 0.93, noise="asym", rate=0.4, done=1)
+  return root
+
+
+def test_card_last_best_validation_selected_and_lowest_class(card_root):
+  runs = report.collect(str(card_root))
+  ce = report.card_stats(runs)[(("ce", ""), ("asym", 0.4))]
+  assert ce["last"]["accs"] == pytest.approx([90, 92, 94]) and ce["last"]["std"] == pytest.approx(
+    np.std([90, 92, 94])
+  )
+  assert ce["best"]["accs"] == pytest.approx([95, 92, 94])
+  assert ce["val"]["accs"] == pytest.approx([95, 85, 94])  # Epochs 2, 1, 3: the highest val_acc_noisy.
+  assert ce["lowest"]["accs"] == pytest.approx([3, 12]) and ce["lost"] == [[9], [], None]
+  nce = report.card_stats(runs)[(("nce+rce", ""), ("asym", 0.4))]
+  assert nce["last"]["n"] == 1 and nce["lowest"] is None and nce["lost"] == [None]
+
+  text = report.report(str(card_root), seeds=4)
+  assert (
+    table_rows(text)["CE"][0] == f"**92.00 ± {np.std([90, 92, 94]):.2f}** (3)"
+  )  # The main table as before.
+  rows = card_rows(text)
+  assert rows[("CE", "asym 0.4")] == [
+    "3/4",
+    f"92.00 ± {np.std([90, 92, 94]):.2f}",
+    f"{np.mean([95, 92, 94]):.2f} ± {np.std([95, 92, 94]):.2f}",
+    f"{np.mean([95, 85, 94]):.2f} ± {np.std([95, 85, 94]):.2f}",
+    "7.50 ± 4.50 (2)",  # The run without per-class accuracies is not a 0.
+    "lost: 9 (1/2 seeds)",  # 3% is lost, 12% is not.
+    "85.74 ± 2.70",
+  ]
+  assert rows[("NCE+RCE", "asym 0.4")][:2] == ["1/4 (+1 unfinished)", "93.00"]
+  assert rows[("NCE+RCE", "asym 0.4")][4:7] == ["n/a", "n/a", "93.12 ± 1.17"]
+  assert "mean ± std (population, ddof=0)" in text and "val-selected" in text
+  for loss, seed in (("ce", 3), ("nce+rce", 2), ("nce+rce", 3)):  # --seeds 4: seeds 0..3 expected.
+    assert f"missing: `{os.path.join(card_root, 'asym0.4', loss, f'seed{seed}')}` — no workdir" in text
+  assert f"partial: `{os.path.join(card_root, 'asym0.4', 'nce+rce', 'seed1')}` — epoch 1/3" in text
+  assert "Protocol card" not in report.report(str(card_root), card=False)
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.report", f"--root={card_root}", "--seeds=3", "--nocard"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0 and "Protocol card" not in proc.stdout, proc.stderr[-2000:]
+  assert proc.stdout.count("missing: ") == 1  # nce+rce seed 2; seed 1 is unfinished, not missing.
+  assert f"missing: `{os.path.join(card_root, 'asym0.4', 'nce+rce', 'seed2')}`" in proc.stdout
+
+
+def _diagnostics(epoch, memorised):
+  return {
+    "train_corrupted_memorised": memorised,
+    "train_corrupted_corrected": 0.9 - memorised,
+    "train_corrupted_other": 0.1,
+    "train_uncorrupted_correct": 0.95,
+    "train_uncorrupted_other": 0.05,
+    "train_corrupted_fraction": 0.2,
+    "train_loss_auroc": 0.9 - 0.1 * epoch,
+  }
+
+
+def test_memorisation_diagnostics_in_the_card_and_figures_only_where_recorded(tmp_path):
+  root = tmp_path / "runs"
+  for seed, memorised in ((0, 0.2), (1, 0.4)):  # asym 0.4: records with the diagnostics.
+    workdir = make_run(root, "ce", seed, 0.9, noise="asym", rate=0.4)
+    records = rundir.read_metrics(workdir)
+    rundir.write_metrics(workdir, [r | _diagnostics(r["epoch"], memorised * r["epoch"] / 3) for r in records])
+  make_run(root, "ce", 0, 0.5)  # sym 0.8: an older run, without them.
+  out = tmp_path / "results"
+  text = report.report(str(root), out=str(out / "table.md"), plots_dir=str(out))
+  header = next(l for l in text.splitlines() if l.startswith("| loss | setting"))
+  assert header.endswith("| memorised | loss AUROC | paper |")
+  # Last epoch: memorised 20% and 40%, AUROC 0.6 in both.
+  assert card_rows(text)[("CE", "asym 0.4")][-3:] == ["30.00 ± 10.00", "0.600 ± 0.000", "85.74 ± 2.70"]
+  assert card_rows(text)[("CE", "sym 0.8")][-3:] == ["—", "—", "47.08 ± 1.15"]
+  assert sorted(os.listdir(out)) == [
+    "mnist_n10000_e3_asym0.4_corrupted.png",
+    "mnist_n10000_e3_asym0.4_loss_auroc.png",
+    "mnist_n10000_e3_asym0.4_memorisation.png",
+    "mnist_n10000_e3_asym0.4_test_acc.png",
+    "mnist_n10000_e3_sym0.8_memorisation.png",
+    "mnist_n10000_e3_sym0.8_test_acc.png",
+    "table.md",
+  ]
+  with open(out / "mnist_n10000_e3_asym0.4_corrupted.png", "rb") as f:
+    assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+  x, mean, _ = plots.curve(
+    [rundir.read_metrics(r.workdir) for r in report.collect(str(root))[:2]], "train_corrupted_memorised"
+  )
+  assert list(x) == [1, 2, 3] and mean[-1] == pytest.approx(0.3)
+
+
+def _screen_records(epochs, lost=None, lost_from=None, acc=0.9):
+  """Per-epoch records; class `lost` at 3% from epoch `lost_from` on."""
+  return [
+    {
+      "epoch": e,
+      "step": 469 * e,
+      "lr": 0.01,
+      "train_loss": 1.0,
+      "train_acc_noisy": 0.6,
+      "train_acc_clean": 0.8,
+      "test_acc": acc,
+      "test_acc_per_class": per_class_acc(lost, 0.03) if lost_from and e >= lost_from else per_class_acc(),
+    }
+    for e in range(1, epochs + 1)
+  ]
+
+
+@pytest.fixture
+def screen_roots(tmp_path):
+  """aplx screens stopped at max_steps=2345 (fidelity=authors and paper, one root), a harness root, and a
+  finished full run beside the screens."""
+  module = common.load_config_file(os.path.join(REPO, MNIST))
+  aplx_root, torch_root = tmp_path / "screen", tmp_path / "screen_torch"
+
+  def aplx_run(seed, fidelity, records, status):
+    arg = f"loss=ce,noise=asym,rate=0.4,seed={seed},noise_seed=0,fidelity={fidelity}"
+    config = sweep.expected_config(module, arg, [("max_steps", "2345")])
+    workdir = sweep.workdir_for(
+      str(aplx_root), {"loss": "ce", "noise": "asym", "rate": 0.4, "seed": seed, "noise_seed": 0}
+    )
+    return write_run(workdir, config, records, status)
+
+  aplx_run(0, "authors", _screen_records(5, lost=5, lost_from=3, acc=0.80), ("running", 2345))
+  aplx_run(1, "authors", _screen_records(5, acc=0.90), ("running", 2345))
+  aplx_run(2, "authors", _screen_records(2), ("running", 0))  # In progress: not counted.
+  aplx_run(3, "paper", _screen_records(5, lost=7, lost_from=4, acc=0.85), ("running", 2345))
+  full = sweep.workdir_for(
+    str(aplx_root), {"loss": "ce", "noise": "asym", "rate": 0.4, "seed": 9, "noise_seed": 0}
+  )
+  config = sweep.expected_config(module, "loss=ce,noise=asym,rate=0.4,seed=9,noise_seed=0,epochs=2")
+  write_run(full, config, _screen_records(2, acc=0.97), ("finished", 938))
+
+  def torch_run(seed, records):
+    config = {"code": "authors-pytorch", "loss": "ce", "noise": "asym", "rate": 0.4, "seed": seed}
+    config |= {"noise_seed": 0, "epochs": 50, "max_epochs": 5, "lr": 0.01}
+    workdir = sweep.workdir_for(
+      str(torch_root), {"loss": "ce", "noise": "asym", "rate": 0.4, "seed": seed, "noise_seed": 0}
+    )
+    return write_run(workdir, config, records)
+
+  torch_run(0, _screen_records(5, lost=5, lost_from=2, acc=0.80))
+  torch_run(1, _screen_records(3))  # 3 of 5 epochs: not counted.
+  return aplx_root, torch_root
+
+
+def test_screen_runs_are_left_out_of_the_report(screen_roots):
+  aplx_root, _ = screen_roots
+  text = report.report(str(aplx_root))
+  assert table_rows(text)["CE"][0] == "**97.00** (1)"  # The full run only.
+  assert "4 screen runs stopped on purpose" in text and "3 reached it, 1 on their way" in text
+  assert "seed0-noise0" not in text and "seed2-noise0" not in text  # Neither unfinished nor missing.
+  assert "All expected runs finished" in text
+
+
+def test_screen_table_counts_lost_classes_per_code(screen_roots):
+  aplx_root, torch_root = screen_roots
+  screens, others = screen.collect([str(aplx_root), str(torch_root)])
+  assert [os.path.basename(r.workdir) for _, r in others] == ["seed9-noise0"]
+  assert {screen.fidelity(r.config) for _, r in screens if r.code == "aplx"} == {"authors", "paper"}
+  assert [screen.code_label(r) for _, r in screens] == [
+    "aplx (fidelity=authors)",
+    "aplx (fidelity=authors)",
+    "aplx (fidelity=authors)",
+    "aplx (fidelity=paper)",
+    "authors' PyTorch",
+    "authors' PyTorch",
+  ]
+  entries = screen.summarise(screens)
+  authors = entries[(str(aplx_root), "aplx (fidelity=authors)", ("asym", 0.4), ("ce", ""))]
+  assert len(authors["done"]) == 2 and len(authors["not_done"]) == 1
+  assert authors["lost"] == [[5], []] and authors["first_lost"] == {5: [3]}
+  assert authors["acc"]["mean"] == pytest.approx(85.0) and authors["acc"]["std"] == pytest.approx(5.0)
+  torch = entries[(str(torch_root), "authors' PyTorch", ("asym", 0.4), ("ce", ""))]
+  assert len(torch["done"]) == 1 and len(torch["not_done"]) == 1 and torch["first_lost"] == {5: [2]}
+
+  text = screen.screen([str(aplx_root), str(torch_root), str(aplx_root) + "_none"])
+  rows = {
+    tuple(c.strip() for c in l.strip("|").split("|"))[:4]: l for l in text.splitlines() if l.startswith("| `")
+  }
+  line = rows[(f"`{aplx_root}`", "aplx (fidelity=authors)", "asym 0.4", "CE")]
+  assert line.endswith("| 2 | 1/2 | 5: 1 (first lost at epoch 3) | 85.00 ± 5.00 | 5 | 1 |")
+  line = rows[(f"`{aplx_root}`", "aplx (fidelity=paper)", "asym 0.4", "CE")]
+  assert line.endswith("| 1 | 1/1 | 7: 1 (first lost at epoch 4) | 85.00 | 5 | 0 |")
+  line = rows[(f"`{torch_root}`", "authors' PyTorch", "asym 0.4", "CE")]
+  assert line.endswith("| 1 | 1/1 | 5: 1 (first lost at epoch 2) | 80.00 | 5 | 1 |")
+  assert "on its way to max_steps 2345" in text and "epoch 3/5" in text
+  assert f"No run under `{aplx_root}_none`." in text
+  # From the command line, with --root repeated.
+  proc = subprocess.run(
+    [sys.executable, "-m", "experiments.screen", f"--root={aplx_root}", f"--root={torch_root}"],
+    cwd=REPO,
+    capture_output=True,
+    text=True,
+    timeout=300,
+  )
+  assert proc.returncode == 0 and proc.stdout == screen.screen([str(aplx_root), str(torch_root)]), (
+    proc.stderr[-2000:]
+  )
+
+
+def test_harness_run_dir_being_written_is_a_partial_run(tmp_path):
+  workdir = sweep.workdir_for(
+    str(tmp_path), {"loss": "ce", "noise": "asym", "rate": 0.4, "seed": 0, "noise_seed": 0}
+  )
+  os.makedirs(workdir)
+  with open(os.path.join(workdir, "config.json"), "w") as f:
+    f.write('{"code": "authors-pyt')  # Half written.
+  (run,) = report.collect(str(tmp_path))
+  assert run.status == sweep.PARTIAL and "does not parse" in run.detail
