@@ -135,12 +135,13 @@ def _parse_path(root: str, workdir: str) -> tuple[str, float, str, str, int, int
 def _screen_status(workdir: str, config: dict, done: int) -> tuple[str, str] | None:
   """(SCREENED, detail) for an unfinished run that reached its config.max_steps; (PARTIAL, detail) for
   one still on its way there (or interrupted); None without max_steps. The trainer leaves status.json at
-  'running' with the step it stopped at (`aplx.train.loop`); a run in progress has its start step there."""
+  'stopped' with the step it stopped at (`aplx.train.loop`; 'running' before that status existed); a
+  run in progress has its start step there."""
   max_steps = config.get("max_steps")
   if max_steps is None:
     return None
   status = rundir.read_status(workdir)
-  if status.get("status") in (rundir.RUNNING, rundir.FINISHED) and status.get("step", 0) >= max_steps:
+  if status.get("status") in (rundir.STOPPED, rundir.RUNNING) and status.get("step", 0) >= max_steps:
     return SCREENED, f"stopped at max_steps {max_steps} (epoch {done})"
   state = status.get("status", "no status.json")
   return sweep.PARTIAL, f"epoch {done}, {state}, on its way to max_steps {max_steps}"
@@ -200,9 +201,8 @@ def read_run(root: str, workdir: str) -> RunInfo | None:
     return _read_harness_run(workdir, config, parsed)
   status, detail = sweep.run_status(workdir)
   metrics = rundir.read_metrics(workdir)
-  screen = None
-  if status != sweep.FINISHED:
-    screen = _screen_status(workdir, config, metrics[-1]["epoch"] if metrics else 0)
+  done = metrics[-1]["epoch"] if metrics else 0
+  screen = _screen_status(workdir, config, done) if done < config["epochs"] else None
   if screen:
     status, detail = screen
   return RunInfo(

@@ -734,7 +734,7 @@ def screen_roots(tmp_path):
     return write_run(workdir, config, records, status)
 
   aplx_run(0, "authors", _screen_records(5, lost=5, lost_from=3, acc=0.80), ("running", 2345))
-  aplx_run(1, "authors", _screen_records(5, acc=0.90), ("running", 2345))
+  aplx_run(1, "authors", _screen_records(5, acc=0.90), ("stopped", 2345))
   aplx_run(2, "authors", _screen_records(2), ("running", 0))  # In progress: not counted.
   aplx_run(3, "paper", _screen_records(5, lost=7, lost_from=4, acc=0.85), ("running", 2345))
   full = sweep.workdir_for(
