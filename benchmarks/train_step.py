@@ -3,6 +3,7 @@
   python -m benchmarks.train_step                       # mnist_cnn (+ PyTorch) and cifar10_cnn
   python -m benchmarks.train_step --models=mnist_cnn --steps=20 --repeats=7
   python -m benchmarks.train_step --models=resnet34 --steps=2 --repeats=2
+  python -m benchmarks.train_step --models=mnist_cnn --diagnostics --no-torch   # their cost
 
 aplx: the step is built as `train.train_and_evaluate` builds it, from the paper config of the model's
 dataset (`experiments/configs/<dataset>.py:loss=nce+rce,noise=sym,rate=0.8`, authors' fidelity):
@@ -35,12 +36,14 @@ import importlib
 import os
 import statistics
 import time
+import types
 
 from flax import nnx
 import jax
 import numpy as np
 
 from aplx import cpu, data, losses, train
+from aplx.train import run_log
 
 CONFIG_ARG = "loss=nce+rce,noise=sym,rate=0.8"
 CONFIGS = {  # model -> (config module in experiments/configs, extra config argument)
@@ -64,7 +67,7 @@ def get_config(model: str):
 class AplxCase:
   """The train step `train.train_and_evaluate` builds for `config`, on one random batch."""
 
-  def __init__(self, config):
+  def __init__(self, config, diagnostics: bool = False):
     spec = data.DATASETS[config.dataset]
     mesh = train.make_mesh()
     schedule = train.make_schedule(config.optim, STEPS_PER_EPOCH, config.epochs)
@@ -73,7 +76,8 @@ class AplxCase:
     self.graphdef, _, self.state = train.create_train_state(config, model, tx, mesh)
     self.loss_fn = losses.get(config.loss.name, **config.loss.params)
     self.step = train.jit_train_step(train.make_train_step(self.graphdef, self.loss_fn, tx), mesh)
-    self.sums = jax.jit(train.zero_sums, out_shardings=self.state.step.sharding)()
+    num_ids = spec.num_train if diagnostics else None  # The trainer's per-example loss buffer.
+    self.sums = jax.jit(functools.partial(train.zero_sums, num_ids), out_shardings=self.state.step.sharding)()
     b, rng = config.batch_size, np.random.default_rng(0)
     labels = rng.integers(0, spec.num_classes, b, dtype=np.int32)
     self.local = {
@@ -148,12 +152,34 @@ class TorchCase:
       self.step(self.x, self.y)
 
 
+def epoch_end_ms(config) -> float:
+  """Milliseconds of the diagnostics' epoch-end work (`run_log.memorisation_record`: the per-example
+  losses to the host, the AUROC) over the dataset's full training set, median of 5."""
+  n = data.DATASETS[config.dataset].num_train
+  rng = np.random.default_rng(0)
+  noisy = rng.integers(0, 10, n)
+  ds = types.SimpleNamespace(train_ids=np.arange(n), train_noisy_labels=noisy, train_clean_labels=noisy % 7)
+  sums = {k: jax.numpy.asarray(n // 3) for k in ("corrupted", "corrupted_memorised", "corrupted_corrected")}
+  sums |= {"uncorrupted_correct": jax.numpy.asarray(n // 2), "example_loss": jax.numpy.asarray(rng.random(n))}
+  times = []
+  for _ in range(5):
+    t0 = time.perf_counter()
+    run_log.memorisation_record(sums, ds)
+    times.append(1e3 * (time.perf_counter() - t0))
+  return statistics.median(times)
+
+
 def main():
   ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
   ap.add_argument("--models", default="mnist_cnn,cifar10_cnn", help=f"comma-separated, from {list(CONFIGS)}")
   ap.add_argument("--steps", type=int, default=10, help="steps per timed block")
   ap.add_argument("--repeats", type=int, default=5, help="timed blocks per case, in alternation")
   ap.add_argument("--no-torch", action="store_true", help="skip the PyTorch baseline")
+  ap.add_argument(
+    "--diagnostics",
+    action="store_true",
+    help="also time the step with the memorisation diagnostics (config.diagnostics) and their epoch-end cost",
+  )
   ap.add_argument(
     "--system-malloc",
     action="store_true",
@@ -175,6 +201,11 @@ def main():
     print(f"  one step: loss {case.check():.4f} = {config.loss.name} of the model; parameters changed")
     platform = f"{jax.device_count()} {jax.devices()[0].platform}"
     cases.append((name, f"aplx (jax {jax.__version__}, {platform})", case))
+    if args.diagnostics:
+      with_diagnostics = AplxCase(config, diagnostics=True)
+      with_diagnostics.check()
+      cases.append((name, "aplx + diagnostics (config.diagnostics)", with_diagnostics))
+      print(f"  epoch-end diagnostics (memorisation_record): {epoch_end_ms(config):.1f} ms")
     if args.no_torch or name not in TORCH_MODELS:
       continue
     try:
@@ -204,13 +235,16 @@ def main():
   ips = {}
   for (name, label, case), secs in zip(cases, seconds):
     med, best = case.batch_size / statistics.median(secs), case.batch_size / min(secs)
-    ips[name, label.split()[0]] = (med, best)
+    ips[name, label.split()[0] + ("+" if "diagnostics" in label else "")] = (med, best)
     mflop = f"{case.flops_per_image / 1e6:9.1f}" if np.isfinite(case.flops_per_image) else ""
     print(
       f"{name:12s} {label:40s} {case.batch_size:5d} {med:9,.0f} {best:7,.0f} "
       f"{1e3 * statistics.median(secs):8.1f} {mflop:>9s}"
     )
   for name in names:
+    if (name, "aplx+") in ips:
+      (am, ab), (dm, db) = ips[name, "aplx"], ips[name, "aplx+"]
+      print(f"{name:12s} with / without diagnostics: {dm / am:.3f}x (medians), {db / ab:.3f}x (best)")
     if (name, "PyTorch") in ips:
       (am, ab), (tm, tb) = ips[name, "aplx"], ips[name, "PyTorch"]
       print(f"{name:12s} aplx / PyTorch: {am / tm:.2f}x (medians), {ab / tb:.2f}x (best)")
