@@ -924,16 +924,19 @@ def main(argv=None) -> None:
   ex.add_argument("--out", required=True)
   args = parser.parse_args(argv)
   fmt = args.format or ("csv" if str(args.out).endswith(".csv") else "npz")
-  result = export_labels(
-    args.dataset,
-    args.noise,
-    rate=args.rate,
-    seed=args.seed,
-    raw_dir=args.raw_dir,
-    authors=args.authors,
-    **dict(_parse_option(o) for o in args.option),
-  )
-  write_export(result, args.out, fmt)
+  try:
+    result = export_labels(
+      args.dataset,
+      args.noise,
+      rate=args.rate,
+      seed=args.seed,
+      raw_dir=args.raw_dir,
+      authors=args.authors,
+      **dict(_parse_option(o) for o in args.option),
+    )
+    write_export(result, args.out, fmt)
+  except (ValueError, OSError) as e:  # Bad input or a missing file: one line, no traceback.
+    parser.exit(2, f"python -m aplx.noise export: error: {e}\n")
   p = result["provenance"]
   print(
     f"{args.out}: {p['num_examples']} {args.dataset} training labels, noise {p['noise']} rate {p['rate']} "

@@ -480,6 +480,19 @@ def test_export_errors():
     noise.export_labels("mnist", "sym", rate=0.2, raw_dir="/nonexistent")
   with pytest.raises(ValueError, match="pass --raw_dir"):
     noise.export_labels("cifar10", "sym", rate=0.2)
+  # The command line: one line naming the problem, no traceback, exit 2.
+  with pytest.raises(SystemExit) as e:
+    noise.main(["export", "--dataset", "cifar10", "--noise", "sym", "--rate", "0.2", "--out", "x.npz"])
+  assert e.value.code == 2
+
+
+def test_export_cli_error_is_one_line(capsys):
+  with pytest.raises(SystemExit):
+    noise.main(
+      ["export", "--dataset", "mnist", "--noise", "sym", "--raw_dir", "/nonexistent", "--out", "x.npz"]
+    )
+  err = capsys.readouterr().err
+  assert err.count("\n") == 1 and "has no train-labels-idx1-ubyte" in err and "Traceback" not in err
 
 
 def test_tfds_order_is_md5_of_the_key():
