@@ -798,6 +798,15 @@ def test_screen_table_counts_lost_classes_per_code(screen_roots):
   assert line.endswith("| 1 | 1/1 | 5: 1 (first lost at epoch 2) | 80.00 | 5 | 1 |")
   assert "on its way to max_steps 2345" in text and "epoch 3/5" in text
   assert f"No run under `{aplx_root}_none`." in text
+  # Side by side per seed: a column per code, a row per seed, the lost (or lowest) class of each run.
+  by_seed = text[text.index("## Per seed, side by side") :]
+  assert (
+    f"| seed | aplx (fidelity=authors) (`{aplx_root}`) | aplx (fidelity=paper) (`{aplx_root}`) |" in by_seed
+  )
+  assert "| 0 (noise 0) | 80.00, **lost 5** | — | 80.00, **lost 5** |" in by_seed
+  assert "| 1 (noise 0) | 90.00, lowest 0: 97.0% | — | — |" in by_seed
+  assert "| 3 (noise 0) | — | 85.00, **lost 7** | — |" in by_seed
+  assert "| 2 (noise 0)" not in by_seed  # Not done in any code.
   # From the command line, with --root repeated.
   proc = subprocess.run(
     [sys.executable, "-m", "experiments.screen", f"--root={aplx_root}", f"--root={torch_root}"],
