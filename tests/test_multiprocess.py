@@ -82,4 +82,5 @@ def test_two_processes_equal_one_and_resume_from_a_multiprocess_checkpoint(mnist
   expected = launching.without_timing(ref_history)
   assert [r["epoch"] for r in history] == [1, 2]
   for got, ref in zip(history, expected):
-    assert got == pytest.approx(ref, rel=1e-4, abs=1e-3), (got, ref)
+    np.testing.assert_allclose(got.pop("test_acc_per_class"), ref.pop("test_acc_per_class"), atol=1e-3)
+    assert got == pytest.approx(ref, rel=1e-4, abs=1e-3), (got, ref)  # With the diagnostics' fields.
