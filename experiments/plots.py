@@ -51,6 +51,20 @@ def _band(ax, histories, key, label, color, linestyle="-", scale=100):
     ax.fill_between(x, scale * (mean - std), scale * (mean + std), color=color, alpha=0.15, linewidth=0)
 
 
+def _save_per_epoch(fig, ax, ylabel: str, title: str, path: str) -> str:
+  """Labels a one-panel per-epoch figure (integer epochs, grid, legend), saves it to `path`, closes it."""
+  ax.xaxis.get_major_locator().set_params(integer=True)
+  ax.set_xlabel("epoch")
+  ax.set_ylabel(ylabel)
+  ax.set_title(title, fontsize=10)
+  ax.grid(alpha=0.3)
+  ax.legend(fontsize=8, ncol=2)
+  fig.tight_layout()
+  fig.savefig(path, dpi=120)
+  _pyplot().close(fig)
+  return path
+
+
 def test_accuracy(
   runs: dict[str, list[list[dict]]],
   path: str,
@@ -66,16 +80,7 @@ def test_accuracy(
   for loss, histories in runs.items():
     n = len(histories)
     _band(ax, histories, key, f"{loss.upper()} ({n} seed{'s' * (n != 1)})", _color(loss))
-  ax.xaxis.get_major_locator().set_params(integer=True)
-  ax.set_xlabel("epoch")
-  ax.set_ylabel(f"{ylabel} (%)")
-  ax.set_title(title, fontsize=10)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, ncol=2)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save_per_epoch(fig, ax, f"{ylabel} (%)", title, path)
 
 
 def memorisation(runs: dict[str, list[list[dict]]], path: str, title: str) -> str:
@@ -157,13 +162,4 @@ def loss_auroc(runs: dict[str, list[list[dict]]], path: str, title: str) -> str:
     label = f"{loss.upper()} ({n} seed{'s' * (n != 1)})"
     _band(ax, histories, "train_loss_auroc", label, _color(loss), scale=1)
   ax.axhline(0.5, color="black", linewidth=0.8, linestyle=":")
-  ax.xaxis.get_major_locator().set_params(integer=True)
-  ax.set_xlabel("epoch")
-  ax.set_ylabel("training-loss AUROC, corrupted vs clean")
-  ax.set_title(title, fontsize=10)
-  ax.grid(alpha=0.3)
-  ax.legend(fontsize=8, ncol=2)
-  fig.tight_layout()
-  fig.savefig(path, dpi=120)
-  plt.close(fig)
-  return path
+  return _save_per_epoch(fig, ax, "training-loss AUROC, corrupted vs clean", title, path)

@@ -875,11 +875,16 @@ def report(
       + "\n".join(f"![{os.path.basename(p)}]({os.path.relpath(os.path.abspath(p), base)})" for p in paths)
       + "\n"
     )
+  write_markdown(text, out)
+  return text
+
+
+def write_markdown(text: str, out: str | None) -> None:
+  """Writes `text` to the file `out` (its directory created), if `out` is given."""
   if out:
     os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
     with open(out, "w") as f:
       f.write(text)
-  return text
 
 
 def main(argv):

@@ -259,10 +259,7 @@ def screen(roots: Sequence[str], out: str | None = None) -> str:
   text = render(screens, others, roots)
   if screens:
     text += "\n" + render_by_seed(screens)
-  if out:
-    os.makedirs(os.path.dirname(os.path.abspath(out)), exist_ok=True)
-    with open(out, "w") as f:
-      f.write(text)
+  report.write_markdown(text, out)
   return text
 
 
