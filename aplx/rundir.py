@@ -55,6 +55,7 @@ RESUMABLE_CHANGES = (
   "keep_checkpoints",
   "data_workers",  # Worker processes do not change the batches (data.train_batches).
   "device_data",  # Batches made on the devices are the host's (aplx.data.device; bitwise on CPU).
+  "diagnostics",  # Counted beside training, never fed back into it (tests/test_diagnostics.py).
 )
 
 

@@ -208,8 +208,8 @@ class Checkpoints:
     missing = [k for k in sums if k not in restored[1]]
     if missing:
       logging.warning(
-        "%s was written without the running sums %s (an older aplx): they restart at this step, so "
-        "epoch %d's memorisation diagnostics cover only the steps after it.",
+        "%s was written without the running sums %s (by an older aplx, or with diagnostics off): they "
+        "restart at this step, so epoch %d's memorisation diagnostics cover only the steps after it.",
         where,
         ", ".join(missing),
         meta["epoch"] + 1,

@@ -62,15 +62,15 @@ def memorisation_record(sums: dict, ds) -> dict:
   seen = ~np.isnan(loss)  # Every example trained on since the sums were reset (not a dropped last batch).
   count, corrupted = int(seen.sum()), int(sums["corrupted"])
   record = {"train_corrupted_fraction": corrupted / count}
-  if corrupted:
-    record["train_corrupted_memorised"] = int(sums["corrupted_memorised"]) / corrupted
-    record["train_corrupted_corrected"] = int(sums["corrupted_corrected"]) / corrupted
-    record["train_corrupted_other"] = (
-      1 - record["train_corrupted_memorised"] - record["train_corrupted_corrected"]
-    )
+  if corrupted:  # The "other" shares from the counts, so that none is 1 - a - b's rounding error.
+    memorised, corrected = int(sums["corrupted_memorised"]), int(sums["corrupted_corrected"])
+    record["train_corrupted_memorised"] = memorised / corrupted
+    record["train_corrupted_corrected"] = corrected / corrupted
+    record["train_corrupted_other"] = (corrupted - memorised - corrected) / corrupted
   if count > corrupted:
-    record["train_uncorrupted_correct"] = int(sums["uncorrupted_correct"]) / (count - corrupted)
-    record["train_uncorrupted_other"] = 1 - record["train_uncorrupted_correct"]
+    uncorrupted, correct = count - corrupted, int(sums["uncorrupted_correct"])
+    record["train_uncorrupted_correct"] = correct / uncorrupted
+    record["train_uncorrupted_other"] = (uncorrupted - correct) / uncorrupted
   flags = np.zeros(sums["example_loss"].shape, bool)
   flags[ds.train_ids] = ds.train_noisy_labels != ds.train_clean_labels
   auroc = loss_auroc(loss[seen], flags[seen])
